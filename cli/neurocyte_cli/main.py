@@ -1,0 +1,295 @@
+"""`neurocyte`: run the local stack, submit recordings, follow them, read the mail."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from . import local as L
+from .status import status_of, uploads
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Neurocyte: spike analysis of multi-electrode-array recordings, upload in, email out.
+
+    Locally everything runs on LocalStack (no Docker needed): `neurocyte up`, then
+    `neurocyte submit FILE... --email ADDRESS`, `neurocyte status`, `neurocyte inbox`.
+    """
+
+
+# --------------------------------------------------------------------------- local stack
+
+
+@cli.command()
+@click.option("--detectors", default=2, show_default=True, help="detector worker processes")
+def up(detectors: int) -> None:
+    """Start LocalStack, provision the stack and start the five services."""
+    local = L.Local.from_env()
+    try:
+        L.start_localstack(local, say=console.print)
+        outputs = L.deploy_stack(local, say=console.print)
+        L.start_services(local, outputs, detectors=detectors, say=console.print)
+    except L.LocalStackError as exc:
+        _fail(str(exc))
+    console.print(f"[green]Up.[/green] Endpoint {local.endpoint}, stack {local.stack}. Stop with `neurocyte down`.")
+
+
+@cli.command()
+def down() -> None:
+    """Stop the services and LocalStack."""
+    L.stop_all(L.Local.from_env(), say=console.print)
+
+
+# --------------------------------------------------------------------------- validate / submit
+
+
+def _local_check(paths: list[Path]):
+    """The checks ingest runs, on local files, before anything is uploaded."""
+    from neurocyte_shared.formats import InvalidRecording, identify, open_reader
+
+    names = [p.name for p in paths]
+    folder = {p.name: p for p in paths}
+    try:
+        fmt, roles = identify(names)
+        reader = open_reader(fmt, roles, lambda n: open(folder[n], "rb"), {p.name: p.stat().st_size for p in paths})
+        reader.close()
+        return reader.info, None
+    except InvalidRecording as exc:
+        return None, str(exc)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check a recording as ingest would, before uploading it."""
+    info, problem = _local_check(list(files))
+    if problem:
+        _fail(f"refused: {problem}")
+    assert info is not None
+    out.print(f"ok: {info.format}, {info.n_channels} channels, {info.sampling_rate_hz:g} Hz, "
+              f"{info.duration_s:.2f} s, gain {info.gain_uv:g} uV/bit")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--email", required=True, help="where the result (or the reason it failed) is sent")
+@click.option("--name", default=None, help="recording name in the email (default: the file's stem)")
+@click.option("--tenant", default=None, help="results prefix (default: derived from the email address)")
+@click.option("--wait/--no-wait", default=False, help="wait for the email and print it")
+@click.option("--timeout", default=900.0, show_default=True, help="seconds to wait with --wait")
+def submit(files: tuple[Path, ...], email: str, name: str | None, tenant: str | None, wait: bool,
+           timeout: float) -> None:
+    """Upload a recording (multipart, with progress); its manifest goes last and starts processing."""
+    rid = submit_files(list(files), email=email, name=name, tenant=tenant)
+    out.print(rid)
+    if wait:
+        message = wait_for_email(rid, email, timeout)
+        print_mail(message)
+
+
+def submit_files(files: list[Path], *, email: str, name: str | None = None, tenant: str | None = None,
+                 check: bool = True) -> str:
+    from boto3.s3.transfer import TransferConfig
+    from pydantic import ValidationError
+
+    from neurocyte_shared import aws, layout
+    from neurocyte_shared.manifest import ManifestFile, UploadManifest
+
+    local = L.Local.from_env()
+    if check:
+        _, problem = _local_check(files)
+        if problem:
+            _fail(f"not uploaded: {problem}")
+    stem = files[0].name.split(".")[0]
+    name = name or stem
+    try:
+        manifest = UploadManifest(
+            uploader_email=email, recording_name=name, created_at=datetime.now(timezone.utc),
+            files=tuple(ManifestFile(name=p.name, size_bytes=p.stat().st_size) for p in files),
+        )
+        tenant = layout.check_segment(tenant or layout.tenant_for_email(email), "tenant")
+        safe_stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in stem)[:60] or "recording"
+        rid = f"{safe_stem}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+        prefix = layout.upload_prefix(tenant, rid)
+        manifest.check_names()
+    except ValidationError as exc:
+        _fail("; ".join(e["msg"] for e in exc.errors()))
+    except layout.UnsafeKey as exc:
+        _fail(str(exc))
+    outputs = _outputs(local)
+    s3 = aws.client("s3")
+    bucket = outputs["UploadBucketName"]
+    config = TransferConfig(multipart_threshold=16 * 2**20, multipart_chunksize=16 * 2**20, max_concurrency=4)
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=console) as progress:
+        for p in files:
+            task = progress.add_task(f"upload {p.name}", total=p.stat().st_size)
+            s3.upload_file(str(p), bucket, prefix + p.name, Config=config,
+                           Callback=lambda n, t=task: progress.advance(t, n))
+    s3.put_object(Bucket=bucket, Key=prefix + layout.MANIFEST_NAME, Body=manifest.model_dump_json(indent=1),
+                  ContentType="application/json")
+    console.print(f"Submitted [bold]{rid}[/bold] (tenant {tenant}); follow it with `neurocyte status {rid}`")
+    return rid
+
+
+def _outputs(local: L.Local) -> dict[str, str]:
+    local.use()
+    try:
+        return L.stack_outputs(local)
+    except Exception:  # noqa: BLE001
+        _fail(f"no Neurocyte stack {local.stack!r} at {local.endpoint}: start it with `neurocyte up`")
+        raise
+
+
+# --------------------------------------------------------------------------- status / inbox
+
+
+@cli.command()
+@click.argument("recording", required=False)
+def status(recording: str | None) -> None:
+    """Which stage each recording (or one) is in."""
+    from neurocyte_shared import aws
+
+    local = L.Local.from_env()
+    outputs = _outputs(local)
+    s3 = aws.client("s3")
+    found = [(t, r) for t, r in uploads(s3, outputs["UploadBucketName"]) if recording in (None, r)]
+    if recording and not found:
+        _fail(f"no recording {recording!r}")
+    table = Table("recording", "tenant", "stage", "detail")
+    for tenant, rid in found:
+        st = status_of(s3, outputs, tenant, rid)
+        colour = "red" if st.failed else "green" if st.done else "yellow"
+        table.add_row(rid, tenant, f"[{colour}]{st.stage}[/{colour}]", st.detail)
+    out.print(table)
+
+
+@cli.command()
+@click.option("--to", "to", default=None, help="only mail to this address")
+@click.option("--json", "as_json", is_flag=True, help="raw JSON as LocalStack keeps it")
+def inbox(to: str | None, as_json: bool) -> None:
+    """Mail sent by the local stack (LocalStack keeps it instead of sending it)."""
+    local = L.Local.from_env()
+    messages = L.mail_to(local, to) if to else L.inbox(local)
+    if as_json:
+        out.print_json(data=messages)
+        return
+    if not messages:
+        console.print("No mail.")
+    for m in messages:
+        print_mail(m)
+
+
+def print_mail(m: dict) -> None:
+    body = m.get("Body", {})
+    text = body.get("text_part") or body.get("html_part") or ""
+    try:  # SNS email deliveries carry the published message as the text
+        text = json.loads(text).get("Message", text)
+    except (ValueError, AttributeError):
+        pass
+    out.print(f"[bold]From:[/bold] {m.get('Source')}\n[bold]To:[/bold] "
+              f"{', '.join(m.get('Destination', {}).get('ToAddresses', []))}\n"
+              f"[bold]Date:[/bold] {m.get('Timestamp')}\n[bold]Subject:[/bold] {m.get('Subject')}\n")
+    out.print(text, markup=False, highlight=False, soft_wrap=True)
+    out.print("-" * 72)
+
+
+def wait_for_email(rid: str, email: str, timeout: float) -> dict:
+    """Wait (with the recording's stage shown) until the email about `rid` arrives."""
+    from neurocyte_shared import aws
+
+    local = L.Local.from_env()
+    outputs = _outputs(local)
+    s3 = aws.client("s3")
+    tenant = next((t for t, r in uploads(s3, outputs["UploadBucketName"]) if r == rid), None)
+    started = time.monotonic()
+    with console.status("waiting for the email ...") as spinner:
+        while time.monotonic() - started < timeout:
+            mine = [m for m in L.mail_to(local, email) if rid in json.dumps(m)]
+            if mine:
+                console.print(f"Email arrived {time.monotonic() - started:.1f} s after upload.")
+                return mine[-1]
+            if tenant:
+                st = status_of(s3, outputs, tenant, rid)
+                spinner.update(f"{rid}: {st.stage} ({st.detail}) - {time.monotonic() - started:.0f} s")
+            time.sleep(1.0)
+    _explain_timeout(local, outputs, rid, tenant)
+    raise SystemExit(1)
+
+
+def _explain_timeout(local: L.Local, outputs: dict, rid: str, tenant: str | None) -> None:
+    from neurocyte_shared import aws
+
+    console.print(f"[red]No email for {rid} in time.[/red]")
+    if tenant:
+        st = status_of(aws.client("s3"), outputs, tenant, rid)
+        console.print(f"Last stage: {st.stage} ({st.detail})")
+    dead = {k: v for k, v in L.running(local).items() if not v}
+    if dead:
+        console.print(f"Processes not running: {', '.join(dead)} (logs in {local.logs})")
+    sqs = aws.client("sqs")
+    for key, url in outputs.items():
+        if key.endswith("DeadLetterQueueUrl"):
+            n = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+            count = int(n["Attributes"]["ApproximateNumberOfMessages"])
+            if count:
+                console.print(f"{key[:-len('DeadLetterQueueUrl')]}: {count} message(s) dead-lettered")
+    for log in sorted(local.logs.glob("*.log")):
+        errors = [line for line in log.read_text(errors="replace").splitlines() if '"level": "error"' in line]
+        for line in errors[-3:]:
+            console.print(f"{log.name}: {line[:400]}", markup=False)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--email", default="you@example.org", show_default=True)
+@click.option("--channels", default=64, show_default=True)
+@click.option("--duration", "duration_s", default=60.0, show_default=True, help="seconds")
+@click.option("--keep-running", is_flag=True, help="leave the stack up afterwards")
+def demo(email: str, channels: int, duration_s: float, keep_running: bool) -> None:
+    """The whole path: start the stack, upload a synthetic recording, print the email, stop."""
+    from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+
+    local = L.Local.from_env()
+    was_up = L.localstack_healthy(local) and any(L.running(local).values())
+    ctx = click.get_current_context()
+    try:
+        ctx.invoke(up)
+        folder = local.home / "demo"
+        spec = SyntheticSpec(n_channels=channels, duration_s=duration_s)
+        console.print(f"Generating a synthetic recording: {channels} channels, {duration_s:g} s, "
+                      f"{spec.sampling_rate_hz / 1000:g} kHz, {spec.n_units} units ...")
+        bin_path, json_path, gt = write_recording(folder, "demo", spec)
+        console.print(f"  planted {sum(s.size for s in gt.spike_samples):,} spikes -> {bin_path}")
+        rid = submit_files([bin_path, json_path], email=email, name="demo")
+        message = wait_for_email(rid, email, timeout=900)
+        console.print()
+        print_mail(message)
+    finally:
+        if not keep_running and not was_up:
+            ctx.invoke(down)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,66 @@
+"""Which stage each recording is in, read from what the services wrote to S3 (no database:
+the outputs themselves are the state)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from neurocyte_shared import layout, s3io
+
+
+@dataclass
+class RecordingStatus:
+    recording_id: str
+    tenant: str
+    stage: str
+    detail: str = ""
+    done: bool = False
+    failed: bool = False
+
+
+def uploads(s3, upload_bucket: str) -> list[tuple[str, str]]:
+    out = []
+    for key in s3io.list_keys(s3, upload_bucket, "uploads/"):
+        try:
+            parsed = layout.parse_manifest_key(key)
+        except layout.UnsafeKey:
+            continue
+        if parsed:
+            out.append(parsed)
+    return out
+
+
+def status_of(s3, outputs: dict[str, str], tenant: str, recording_id: str) -> RecordingStatus:
+    data = outputs["DataBucketName"]
+    keys = [k for k in s3io.list_keys(s3, data, f"recordings/tenant={tenant}/") if f"/{recording_id}/" in k]
+    notified = s3io.list_keys(s3, data, f"notifications/{tenant}/{recording_id}/")
+    names = {k.split(f"/{recording_id}/", 1)[1] for k in keys}
+    prefix = keys[0].split(f"/{recording_id}/", 1)[0] + f"/{recording_id}/" if keys else ""
+    st = RecordingStatus(recording_id, tenant, "uploaded", "waiting for ingest")
+    sent = [k for k in notified if json.loads(s3io.get_bytes(s3, data, k)).get("sent")]
+    if "rejected.json" in names:
+        reason = s3io.get_json(s3, data, prefix + "rejected.json")["reason"]
+        st = RecordingStatus(recording_id, tenant, "rejected", reason, failed=True)
+        if sent:
+            st.stage, st.done = "rejected, emailed", True
+        return st
+    if "recording.json" in names:
+        st = RecordingStatus(recording_id, tenant, "validated", "waiting for the chunker")
+    if "raw.zarr/zarr.json" in names:
+        meta = json.loads(s3io.get_bytes(s3, data, prefix + "raw.zarr/zarr.json"))
+        n_samples = meta["shape"][0]
+        shard = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+        n_shards = math.ceil(n_samples / shard)
+        written = sum(1 for n in names if n.startswith("raw.zarr/c/"))
+        detected = sum(1 for n in names if n.startswith("spikes/shard-"))
+        if detected:
+            st = RecordingStatus(recording_id, tenant, "detecting", f"{detected}/{n_shards} shards")
+        else:
+            st = RecordingStatus(recording_id, tenant, "chunking", f"{written}/{n_shards} shards written")
+    if "summary/summary.json" in names:
+        st = RecordingStatus(recording_id, tenant, "summarized", "sending the email")
+    if sent:
+        st = RecordingStatus(recording_id, tenant, "emailed", "done", done=True)
+    return st

@@ -1,0 +1,74 @@
+"""Chunker: a validated recording -> a sharded Zarr v3 store on S3, one window at a time
+(never the whole recording in memory) -> one ShardReady per window."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import structlog
+
+from neurocyte_shared import s3io, store
+from neurocyte_shared.events import Event, RecordingValidated, ShardReady
+from neurocyte_shared.formats import Opener, identify, open_reader
+from neurocyte_shared.manifest import RecordingDocument
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Deps:
+    s3: Any
+    data_bucket: str
+    opener_for: Callable[[str, str], Opener]
+    window_s: float = 10.0
+
+
+def on_recording_validated(event: RecordingValidated, deps: Deps) -> list[Event]:
+    ref = event.recording
+    doc = RecordingDocument.model_validate_json(
+        s3io.get_bytes(deps.s3, deps.data_bucket, ref.key("recording.json")))
+    info = doc.info
+    upload_prefix = doc.upload_keys[0].rsplit("/", 1)[0] + "/"
+    names = [k.rsplit("/", 1)[1] for k in doc.upload_keys]
+    fmt, roles = identify(names)
+    sizes = {n: s3io.head(deps.s3, doc.upload_bucket, upload_prefix + n)["ContentLength"] for n in names}
+    reader = open_reader(fmt, roles, deps.opener_for(doc.upload_bucket, upload_prefix), sizes)
+    store_key = ref.key("raw.zarr")
+    array = store.create(
+        store.store_url(deps.data_bucket, store_key),
+        n_samples=info.n_samples, n_channels=info.n_channels, dtype=info.dtype,
+        sampling_rate_hz=info.sampling_rate_hz, window_s=deps.window_s,
+        attributes={"sampling_rate_hz": info.sampling_rate_hz, "gain_uv": info.gain_uv,
+                    "offset_uv": info.offset_uv, "recording_id": doc.recording_id},
+    )
+    window = array.shards[0]
+    n_shards = -(-info.n_samples // window)
+    started = time.perf_counter()
+    try:
+        for i in range(n_shards):
+            start, stop = i * window, min((i + 1) * window, info.n_samples)
+            array[start:stop, :] = reader.read(start, stop)  # one whole shard: one object, written once
+            log.info("shard_written", shard=i + 1, of=n_shards,
+                     mb_per_s=round(stop * info.n_channels * array.dtype.itemsize / 1e6
+                                    / (time.perf_counter() - started), 1))
+    finally:
+        reader.close()
+    return [
+        ShardReady(correlation_id=event.correlation_id, recording=ref, store_key=store_key,
+                   shard_index=i, n_shards=n_shards, start_sample=i * window,
+                   stop_sample=min((i + 1) * window, info.n_samples))
+        for i in range(n_shards)
+    ]
+
+
+def build(settings) -> dict:
+    from neurocyte_shared.s3io import S3Opener
+    from neurocyte_shared.service import s3
+
+    deps = Deps(s3=s3(settings), data_bucket=settings.data_bucket, opener_for=S3Opener,
+                window_s=float(os.environ.get("NEUROCYTE_SHARD_S", "10")))
+    return {RecordingValidated: partial(on_recording_validated, deps=deps)}

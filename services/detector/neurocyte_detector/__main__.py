@@ -1,0 +1,6 @@
+from neurocyte_shared.service import run_service
+
+from .handlers import build
+
+if __name__ == "__main__":
+    run_service("detector", build)

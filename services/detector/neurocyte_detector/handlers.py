@@ -1,0 +1,83 @@
+"""Detector: one shard -> its spike table on S3 -> ShardDetected.
+
+Reads the window plus margins so spikes at shard borders are neither lost nor doubled,
+and uses the noise of the whole recording (estimated once per parameter set and cached
+beside the store), so every shard applies the same threshold."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import structlog
+
+from neurocyte_shared import s3io, spikes, store
+from neurocyte_shared.detection import DetectionParams, detect_spikes, estimate_noise, to_microvolts
+from neurocyte_shared.events import Event, ShardDetected, ShardReady
+from neurocyte_shared.layout import shard_spikes_key
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Deps:
+    s3: Any
+    data_bucket: str
+    params: DetectionParams = field(default_factory=DetectionParams)
+
+
+def recording_noise(array: Any, deps: Deps, prefix: str) -> np.ndarray:
+    """Per-channel noise of the whole recording, computed once and kept at noise/<params>.json.
+    Deterministic, so two workers racing to compute it write the same values."""
+    key = f"{prefix}noise/{deps.params.cache_key()}.json"
+    if s3io.head(deps.s3, deps.data_bucket, key) is not None:
+        return np.asarray(s3io.get_json(deps.s3, deps.data_bucket, key)["noise_uv"], dtype=np.float32)
+    attrs = array.attrs
+    fs, gain, offset = attrs["sampling_rate_hz"], attrs["gain_uv"], attrs["offset_uv"]
+    noise = estimate_noise(lambda a, b: to_microvolts(array[a:b], gain, offset),
+                           array.shape[0], fs, deps.params)
+    s3io.put_json(deps.s3, deps.data_bucket, key,
+                  {"params": deps.params.model_dump(), "noise_uv": noise.tolist()})
+    return noise
+
+
+def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
+    started = time.perf_counter()
+    prefix = event.recording.prefix
+    array = store.open_array(store.store_url(deps.data_bucket, event.store_key))
+    attrs = array.attrs
+    fs = float(attrs["sampling_rate_hz"])
+    noise = recording_noise(array, deps, prefix)
+    doc = s3io.get_json(deps.s3, deps.data_bucket, prefix + "recording.json")
+    locations = np.asarray(doc["info"]["channel_locations_um"], dtype=np.float64)
+
+    margin = deps.params.margin_samples(fs)
+    lo = max(0, event.start_sample - margin)
+    hi = min(array.shape[0], event.stop_sample + margin)
+    traces = to_microvolts(array[lo:hi], attrs["gain_uv"], attrs["offset_uv"])
+    table = detect_spikes(traces, fs, deps.params, noise_uv=noise, channel_locations_um=locations,
+                          valid=(event.start_sample - lo, event.stop_sample - lo)).shifted(lo)
+    key = shard_spikes_key(prefix, event.shard_index)
+    # Same key on redelivery: a second run overwrites with identical content.
+    deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table))
+    seconds = time.perf_counter() - started
+    n = event.stop_sample - event.start_sample
+    log.info("shard_detected", shard=event.shard_index, n_spikes=len(table), seconds=round(seconds, 3),
+             samples_per_s=round(n * array.shape[1] / seconds))
+    return [ShardDetected(correlation_id=event.correlation_id, recording=event.recording,
+                          shard_index=event.shard_index, n_shards=event.n_shards, spikes_key=key,
+                          n_spikes=len(table), n_samples=n, seconds=seconds)]
+
+
+def build(settings) -> dict:
+    import os
+
+    from neurocyte_shared.service import s3
+
+    overrides = json.loads(os.environ.get("NEUROCYTE_DETECTION_PARAMS", "{}"))
+    deps = Deps(s3=s3(settings), data_bucket=settings.data_bucket, params=DetectionParams(**overrides))
+    return {ShardReady: partial(on_shard_ready, deps=deps)}

@@ -1,0 +1,132 @@
+"""Ingest: an upload's manifest arrived -> validate the recording -> RecordingValidated,
+or RecordingRejected with a reason a person understands. Nothing is processed before the
+manifest (uploaded last) says the upload is complete."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timezone
+from typing import Any, Callable
+
+import structlog
+from pydantic import ValidationError
+
+from neurocyte_shared import layout, s3io
+from neurocyte_shared.events import Event, RecordingRef, RecordingRejected, RecordingValidated, S3ObjectCreated
+from neurocyte_shared.formats import InvalidRecording, Opener, identify, open_reader
+from neurocyte_shared.logs import redact_email
+from neurocyte_shared.manifest import RecordingDocument, UploadManifest, explain
+
+log = structlog.get_logger()
+MAX_MANIFEST_BYTES = 256 * 1024
+
+
+@dataclass
+class Deps:
+    s3: Any
+    upload_bucket: str
+    data_bucket: str
+    opener_for: Callable[[str, str], Opener]  # (bucket, prefix) -> opener
+
+
+def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
+    try:
+        parsed = layout.parse_manifest_key(event.key)
+    except layout.UnsafeKey as exc:
+        log.warning("upload_key_refused", error=str(exc))
+        return []
+    if parsed is None:
+        log.info("waiting_for_manifest", size=event.size)  # a data file; the manifest comes last
+        return []
+    tenant, recording_id = parsed
+    structlog.contextvars.bind_contextvars(recording_id=recording_id, tenant=tenant)
+    upload_prefix = layout.upload_prefix(tenant, recording_id)
+
+    obj = deps.s3.get_object(Bucket=deps.upload_bucket, Key=event.key)
+    raw = obj["Body"].read(MAX_MANIFEST_BYTES + 1)
+    date = obj["LastModified"].astimezone(timezone.utc).strftime("%Y-%m-%d")
+    prefix = layout.recording_prefix(tenant, date, recording_id)
+
+    def reject(reason: str, email: str | None, name: str | None = None) -> list[Event]:
+        log.info("upload_rejected", reason=reason, uploader=redact_email(email))
+        s3io.put_json(deps.s3, deps.data_bucket, prefix + "rejected.json",
+                      {"recording_id": recording_id, "reason": reason, "upload_key": event.key})
+        return [RecordingRejected(correlation_id=recording_id, tenant=tenant, upload_key=event.key,
+                                  reason=reason, uploader_email=email, recording_name=name)]
+
+    manifest, problem = _parse_manifest(raw)
+    if manifest is None:
+        return reject(problem, _email_if_valid(raw))
+    email = str(manifest.uploader_email)
+    name = manifest.recording_name or recording_id
+    try:
+        manifest.check_names()
+    except layout.UnsafeKey as exc:
+        return reject(str(exc), email, name)
+
+    # The manifest is written last, so every file it lists must be there, whole.
+    sizes: dict[str, int] = {}
+    for f in manifest.files:
+        meta = s3io.head(deps.s3, deps.upload_bucket, upload_prefix + f.name)
+        if meta is None:
+            return reject(f"the manifest lists {f.name}, but it was not uploaded (upload it, then the "
+                          "manifest again)", email, name)
+        if meta["ContentLength"] != f.size_bytes:
+            return reject(f"{f.name} is {meta['ContentLength']:,} bytes in storage but the manifest says "
+                          f"{f.size_bytes:,}: the upload was interrupted or the file changed; upload it again",
+                          email, name)
+        sizes[f.name] = f.size_bytes
+
+    try:
+        fmt, roles = identify([f.name for f in manifest.files])
+        reader = open_reader(fmt, roles, deps.opener_for(deps.upload_bucket, upload_prefix), sizes)
+        info = reader.info
+        reader.close()
+    except InvalidRecording as exc:
+        return reject(str(exc), email, name)
+
+    doc = RecordingDocument(
+        recording_id=recording_id, recording_name=name, tenant=tenant, uploader_email=email,
+        upload_bucket=deps.upload_bucket,
+        upload_keys=tuple(upload_prefix + roles[r] for r in sorted(roles)), info=info,
+    )
+    s3io.put_json(deps.s3, deps.data_bucket, prefix + "recording.json", doc.model_dump_json(indent=1))
+    log.info("recording_validated", format=fmt, n_channels=info.n_channels,
+             duration_s=round(info.duration_s, 3), sampling_rate_hz=info.sampling_rate_hz)
+    return [RecordingValidated(
+        correlation_id=recording_id, recording=RecordingRef(tenant=tenant, prefix=prefix),
+        upload_bucket=deps.upload_bucket, upload_keys=doc.upload_keys, format=fmt,
+        uploader_email=email, n_channels=info.n_channels, n_samples=info.n_samples,
+        sampling_rate_hz=info.sampling_rate_hz,
+    )]
+
+
+def _parse_manifest(raw: bytes) -> tuple[UploadManifest | None, str]:
+    if len(raw) > MAX_MANIFEST_BYTES:
+        return None, "manifest.json is larger than 256 KiB; it should list a few files"
+    try:
+        return UploadManifest.model_validate_json(raw), ""
+    except ValidationError as exc:
+        return None, explain(exc, "manifest.json")
+
+
+def _email_if_valid(raw: bytes) -> str | None:
+    """The address from a manifest that is otherwise broken, so the uploader still hears why."""
+    try:
+        candidate = json.loads(raw).get("uploader_email")
+        UploadManifest.model_validate({"uploader_email": candidate, "files": [{"name": "x", "size_bytes": 0}]})
+        return candidate
+    except Exception:  # noqa: BLE001 - no usable address: the rejection is logged only
+        return None
+
+
+def build(settings) -> dict:
+    from functools import partial
+
+    from neurocyte_shared.s3io import S3Opener
+    from neurocyte_shared.service import s3
+
+    deps = Deps(s3=s3(settings), upload_bucket=settings.upload_bucket, data_bucket=settings.data_bucket,
+                opener_for=S3Opener)
+    return {S3ObjectCreated: partial(on_object_created, deps=deps)}

@@ -1,0 +1,1 @@
+"""Neurocyte notifier service."""

@@ -1,0 +1,45 @@
+"""The words of the emails: plain text, headline figures first."""
+
+from __future__ import annotations
+
+from neurocyte_shared.events import RecordingRejected, RecordingSummarized
+
+
+def summary_email(e: RecordingSummarized) -> tuple[str, str]:
+    subject = (f"Neurocyte: {e.recording_name}: {e.total_spikes:,} spikes, "
+               f"{e.active_electrodes}/{e.n_channels} active electrodes")
+    body = "\n".join([
+        f"Your recording {e.recording_name} has been analysed.",
+        "",
+        f"  Total spikes:        {e.total_spikes:,}",
+        f"  Active electrodes:   {e.active_electrodes} of {e.n_channels} (>= 5 spikes/min)",
+        f"  Mean firing rate:    {e.mean_firing_rate_hz:.2f} Hz (mean over active electrodes)",
+        f"  Duration:            {e.duration_s:.1f} s",
+        f"  Channels:            {e.n_channels}",
+        "",
+        f"Recording id: {e.recording_id}",
+        f"Summary:      {e.summary_key}",
+        f"Spike table:  {e.spikes_key}",
+        "",
+        "-- Neurocyte",
+    ])
+    return subject, body
+
+
+def rejection_email(e: RecordingRejected) -> tuple[str, str]:
+    name = e.recording_name or e.recording_id
+    subject = f"Neurocyte: {name} could not be processed"
+    body = "\n".join([
+        f"Your upload {name} was not processed, for this reason:",
+        "",
+        f"  {e.reason}",
+        "",
+        "Nothing was analysed. Fix the problem and upload the recording again",
+        "(`neurocyte validate FILE` checks a file before you upload it).",
+        "",
+        f"Recording id: {e.recording_id}",
+        f"Upload:       {e.upload_key}",
+        "",
+        "-- Neurocyte",
+    ])
+    return subject, body

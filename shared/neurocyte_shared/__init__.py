@@ -1,0 +1,1 @@
+"""Neurocyte's common code. Nothing here touches AWS at import time."""

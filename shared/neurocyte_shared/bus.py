@@ -1,0 +1,235 @@
+"""The message bus, once: publish events to EventBridge; consume them from a service's SQS queue.
+
+The consumer loop long-polls, decodes the EventBridge envelope into our pydantic event,
+dispatches to the handler registered for its type, publishes what the handler returns,
+and deletes the message only then. A handler that raises leaves its message on the
+queue: it becomes visible again after the visibility timeout and, after the queue's
+maxReceiveCount, the redrive policy moves it to the dead-letter queue. While a handler
+works, a heartbeat thread extends the message's visibility so a slow shard is never
+handed to a second worker.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from .events import EVENT_TYPES, Event, S3ObjectCreated
+
+SOURCE = "neurocyte"
+log = structlog.get_logger()
+
+Message = Event | S3ObjectCreated
+Handler = Callable[[Any], Sequence[Event] | None]
+
+
+class Deferred(Exception):
+    """Raised by a handler that cannot act yet (e.g. an email address not yet confirmed):
+    the message comes back after `retry_after_s` instead of the usual visibility timeout."""
+
+    def __init__(self, reason: str, retry_after_s: int = 300) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class UndecodableMessage(Exception):
+    """The message is not an event we know: it can never succeed, the DLQ will keep it."""
+
+
+def encode(event: Event, bus_name: str) -> dict[str, Any]:
+    return {
+        "Source": SOURCE,
+        "DetailType": type(event).__name__,
+        "Detail": event.model_dump_json(),
+        "EventBusName": bus_name,
+    }
+
+
+def decode(body: str) -> Message:
+    """SQS body (an EventBridge event) -> our event model, or S3's Object Created detail."""
+    try:
+        envelope = json.loads(body)
+        detail_type = envelope["detail-type"]
+        source = envelope["source"]
+        detail = envelope["detail"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UndecodableMessage(f"not an EventBridge event: {exc}") from exc
+    try:
+        if source == "aws.s3":
+            return S3ObjectCreated.model_validate(detail)
+        model = EVENT_TYPES.get(detail_type)
+        if model is None:
+            raise UndecodableMessage(f"unknown event type {detail_type!r}")
+        return model.model_validate(detail)
+    except ValidationError as exc:
+        raise UndecodableMessage(f"{detail_type} does not match its schema: {exc}") from exc
+
+
+class EventPublisher:
+    """Publishes events to the Neurocyte EventBridge bus (PutEvents takes 10 at a time)."""
+
+    def __init__(self, events_client: Any, bus_name: str) -> None:
+        self._client = events_client
+        self._bus = bus_name
+
+    def publish(self, events: Iterable[Event]) -> None:
+        batch = [encode(e, self._bus) for e in events]
+        for i in range(0, len(batch), 10):
+            entries = batch[i : i + 10]
+            response = self._client.put_events(Entries=entries)
+            if response.get("FailedEntryCount"):
+                failed = [r for r in response["Entries"] if r.get("ErrorCode")]
+                raise RuntimeError(f"EventBridge refused {len(failed)} event(s): {failed[:3]}")
+            for entry in entries:
+                log.info("event_published", type=entry["DetailType"])
+
+
+@dataclass
+class Consumer:
+    """Polls one SQS queue and dispatches each message to the handler for its type."""
+
+    sqs: Any
+    queue_url: str
+    handlers: Mapping[type[BaseModel], Handler]
+    publish: Callable[[Sequence[Event]], None]
+    wait_time_s: int = 20
+    visibility_timeout_s: int = 120
+    heartbeat_s: int = 30
+    max_messages: int = 1
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _busy: bool = False
+    _base_context: dict[str, Any] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: finish the message in hand, then exit; when idle, exit at once."""
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("stopping", signal=signal.Signals(signum).name, busy=self._busy)
+            self._stop.set()
+            if not self._busy:
+                raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def run(self, *, max_idle_polls: int | None = None) -> None:
+        self._base_context = structlog.contextvars.get_contextvars()
+        log.info("consumer_started", queue=self.queue_url.rsplit("/", 1)[-1])
+        idle = 0
+        while not self._stop.is_set():
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=self.max_messages,
+                WaitTimeSeconds=self.wait_time_s,
+                VisibilityTimeout=self.visibility_timeout_s,
+                AttributeNames=["ApproximateReceiveCount"],
+            )
+            messages = response.get("Messages", [])
+            if not messages:
+                idle += 1
+                if max_idle_polls is not None and idle >= max_idle_polls:
+                    return
+                continue
+            idle = 0
+            for message in messages:
+                self.process(message)
+
+    def process(self, message: Mapping[str, Any]) -> bool:
+        """Handle one SQS message; True if it was acknowledged (deleted)."""
+        structlog.contextvars.clear_contextvars()  # nothing of the previous message leaks
+        structlog.contextvars.bind_contextvars(**self._base_context)
+        receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        structlog.contextvars.bind_contextvars(message_id=message["MessageId"], receive_count=receive_count)
+        self._busy = True
+        heartbeat = _Heartbeat(self.sqs, self.queue_url, message["ReceiptHandle"],
+                               self.visibility_timeout_s, self.heartbeat_s)
+        try:
+            event = decode(message["Body"])
+            self._bind(event)
+            handler = self.handlers.get(type(event))
+            if handler is None:
+                # Routed here by mistake (a rule too wide): acknowledge, it is not ours.
+                log.warning("no_handler", type=type(event).__name__)
+            else:
+                heartbeat.start()
+                started = time.perf_counter()
+                produced = list(handler(event) or ())
+                heartbeat.stop()
+                if produced:
+                    self.publish(produced)
+                log.info("handled", seconds=round(time.perf_counter() - started, 3), produced=len(produced))
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return True
+        except Deferred as exc:
+            heartbeat.stop()
+            log.warning("deferred", reason=str(exc), retry_after_s=exc.retry_after_s)
+            self.sqs.change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"],
+                VisibilityTimeout=min(exc.retry_after_s, 43_200),
+            )
+            return False
+        except UndecodableMessage as exc:
+            heartbeat.stop()
+            log.error("undecodable_message", error=str(exc)[:2000])
+            return False
+        except Exception:
+            heartbeat.stop()
+            # Left on the queue: retried after the visibility timeout, then dead-lettered.
+            log.exception("handler_failed")
+            return False
+        finally:
+            heartbeat.stop()
+            self._busy = False
+            if self._stop.is_set():
+                raise SystemExit(0)
+
+    @staticmethod
+    def _bind(event: Message) -> None:
+        if isinstance(event, Event):
+            structlog.contextvars.bind_contextvars(
+                recording_id=event.correlation_id, event_type=type(event).__name__, event_id=event.event_id
+            )
+        else:
+            structlog.contextvars.bind_contextvars(event_type="S3ObjectCreated", key=event.key)
+
+
+class _Heartbeat:
+    """Extends a message's visibility while its handler works."""
+
+    def __init__(self, sqs: Any, queue_url: str, receipt: str, visibility_s: int, every_s: int) -> None:
+        self._sqs, self._queue_url, self._receipt = sqs, queue_url, receipt
+        self._visibility_s, self._every_s = visibility_s, every_s
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._every_s > 0:
+            self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._every_s):
+            try:
+                self._sqs.change_message_visibility(
+                    QueueUrl=self._queue_url, ReceiptHandle=self._receipt, VisibilityTimeout=self._visibility_s
+                )
+                log.debug("heartbeat", visibility_s=self._visibility_s)
+            except Exception as exc:  # a failed beat must not kill the work; the next one may pass
+                log.warning("heartbeat_failed", error=str(exc))
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+            self._thread = None

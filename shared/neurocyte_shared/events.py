@@ -1,0 +1,157 @@
+"""Every message on Neurocyte's bus, as small immutable pydantic models.
+
+Events are named for what happened. The envelope (event id, time, correlation id,
+schema version) lives once, in `Event`; the correlation id is always the recording id,
+so a recording can be followed through every service's logs.
+
+On the wire an event is the `detail` of an EventBridge event whose `detail-type` is the
+class name (see `bus.py`). Large payloads (spike tables, shard lists) travel by S3 key,
+never inline: EventBridge and SQS cap a message at 256 KiB.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Event(BaseModel):
+    """The envelope every Neurocyte event carries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    occurred_at: datetime = Field(default_factory=_now)
+    correlation_id: str = Field(description="The recording id this event belongs to")
+
+    @property
+    def recording_id(self) -> str:
+        return self.correlation_id
+
+
+class RecordingRef(BaseModel):
+    """Where a recording's processed data lives in the data bucket."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: str
+    prefix: str = Field(description="Key prefix in the data bucket, ending in '/'")
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+
+class RecordingValidated(Event):
+    """An upload was complete and readable; `recording.json` is written under `recording`."""
+
+    recording: RecordingRef
+    upload_bucket: str
+    upload_keys: tuple[str, ...]
+    format: str
+    uploader_email: EmailStr
+    n_channels: int
+    n_samples: int
+    sampling_rate_hz: float
+
+
+class RecordingRejected(Event):
+    """An upload was refused; `reason` is written for a person, not a program."""
+
+    tenant: str
+    upload_key: str
+    reason: str
+    uploader_email: EmailStr | None = None
+    recording_name: str | None = None
+
+
+class ShardReady(Event):
+    """One time window of the recording is in the Zarr store and can be detected."""
+
+    recording: RecordingRef
+    store_key: str
+    shard_index: int
+    n_shards: int
+    start_sample: int
+    stop_sample: int
+
+
+class ShardDetected(Event):
+    """The spike table of one shard is written to `spikes_key`."""
+
+    recording: RecordingRef
+    shard_index: int
+    n_shards: int
+    spikes_key: str
+    n_spikes: int
+    n_samples: int
+    seconds: float
+
+
+class RecordingSummarized(Event):
+    """The recording's summary is published (exactly once) under `summary_key`."""
+
+    recording: RecordingRef
+    recording_name: str
+    uploader_email: EmailStr
+    summary_key: str
+    spikes_key: str
+    total_spikes: int
+    active_electrodes: int
+    n_channels: int
+    mean_firing_rate_hz: float
+    duration_s: float
+
+
+class UploaderNotified(Event):
+    """An email left for the uploader (kept for `neurocyte status`, not routed anywhere)."""
+
+    kind: Literal["summary", "rejection"]
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        RecordingValidated,
+        RecordingRejected,
+        ShardReady,
+        ShardDetected,
+        RecordingSummarized,
+    )
+}
+
+
+# ---------------------------------------------------------------------------
+# AWS's own events that enter the system (not ours: field names as AWS sends them)
+
+
+class S3ObjectCreated(BaseModel):
+    """The `detail` of an EventBridge "Object Created" event from S3."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    bucket: dict[str, Any]
+    object: dict[str, Any]
+    reason: str | None = None
+
+    # Used by the consumer to bind logs before we know the recording id.
+    source: ClassVar[str] = "aws.s3"
+
+    @property
+    def bucket_name(self) -> str:
+        return str(self.bucket["name"])
+
+    @property
+    def key(self) -> str:
+        return str(self.object["key"])
+
+    @property
+    def size(self) -> int:
+        return int(self.object.get("size", 0))

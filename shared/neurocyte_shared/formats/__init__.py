@@ -1,0 +1,81 @@
+"""Readers for the recording formats Neurocyte accepts.
+
+Every reader takes file-like objects (a local file or an S3 object opened with s3fs, so
+reads are ranged and a recording is never held whole in memory) and exposes:
+
+    info: RecordingInfo                 rate, channels, gain, electrode positions
+    read(start, stop) -> ndarray        raw integers, shape (stop - start, n_channels)
+
+Channel order is the documented order of each format (see docs/formats.md) and is the
+`channel_index` of every spike table and summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import BinaryIO, Protocol
+
+import numpy as np
+
+from ..manifest import RecordingInfo
+
+
+class InvalidRecording(ValueError):
+    """The upload cannot be processed; the message says why and how to fix it."""
+
+
+class RecordingReader(Protocol):
+    info: RecordingInfo
+
+    def read(self, start: int, stop: int) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+Opener = Callable[[str], BinaryIO]
+
+SUPPORTED = (
+    "raw binary: NAME.bin + NAME.json sidecar (int16, samples x channels)",
+    "MaxWell MaxOne legacy: NAME.raw.h5",
+)
+
+
+def identify(names: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """Which format a set of uploaded file names is, and each file's role."""
+    lower = {n.lower(): n for n in names}
+    bins = [n for n in names if n.lower().endswith(".bin")]
+    h5s = [n for n in names if n.lower().endswith(".raw.h5")]
+    if len(bins) == 1 and len(names) == 2:
+        stem = bins[0][: -len(".bin")]
+        sidecar = lower.get(stem.lower() + ".json")
+        if sidecar is None:
+            raise InvalidRecording(
+                f"{bins[0]} needs its JSON sidecar {stem}.json beside it (sampling_rate_hz, n_channels, "
+                "dtype, gain_uv, offset_uv, layout, channel_locations_um); see docs/formats.md"
+            )
+        return "raw_binary", {"data": bins[0], "sidecar": sidecar}
+    if len(bins) == 1 and len(names) == 1:
+        raise InvalidRecording(
+            f"{bins[0]} came without its JSON sidecar {bins[0][:-4]}.json: a raw binary file does not say "
+            "its sampling rate, channel count or gain. Upload both (neurocyte submit NAME.bin NAME.json)."
+        )
+    if len(h5s) == 1 and len(names) == 1:
+        return "maxwell_legacy", {"data": h5s[0]}
+    raise InvalidRecording(
+        f"unsupported upload ({', '.join(sorted(names))}). Neurocyte accepts one recording per upload, as "
+        + "; or ".join(SUPPORTED)
+    )
+
+
+def open_reader(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int]) -> RecordingReader:
+    if fmt == "raw_binary":
+        from .binary import BinaryReader
+
+        with opener(roles["sidecar"]) as f:
+            sidecar = f.read(1_000_000 + 1)
+        return BinaryReader(opener(roles["data"]), sidecar, sizes[roles["data"]], roles["sidecar"])
+    if fmt == "maxwell_legacy":
+        from .maxwell import MaxwellLegacyReader
+
+        return MaxwellLegacyReader(opener(roles["data"]), roles["data"])
+    raise InvalidRecording(f"unknown format {fmt!r}")

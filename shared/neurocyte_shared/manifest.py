@@ -1,0 +1,84 @@
+"""What an uploader sends: the manifest (uploaded last, it starts processing) and the
+recording's description, as pydantic models with messages a person can act on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
+
+from .layout import check_segment
+
+
+class ManifestFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    size_bytes: int = Field(ge=0)
+
+
+class UploadManifest(BaseModel):
+    """`uploads/<tenant>/<recording_id>/manifest.json`, written after every data file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    uploader_email: EmailStr
+    recording_name: str | None = None
+    files: tuple[ManifestFile, ...] = Field(min_length=1)
+    created_at: datetime | None = None
+
+    def check_names(self) -> None:
+        for f in self.files:
+            check_segment(f.name, "file name")
+
+
+class RecordingInfo(BaseModel):
+    """What a reader found in a recording: written as recording.json by ingest."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: str
+    sampling_rate_hz: float
+    n_channels: int
+    n_samples: int
+    dtype: str
+    gain_uv: float
+    offset_uv: float
+    channel_ids: tuple[str, ...]
+    channel_locations_um: tuple[tuple[float, float], ...]
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.sampling_rate_hz
+
+
+class RecordingDocument(BaseModel):
+    """recording.json: the validated recording, its uploader and where its files are."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    recording_id: str
+    recording_name: str
+    tenant: str
+    uploader_email: EmailStr
+    upload_bucket: str
+    upload_keys: tuple[str, ...]
+    info: RecordingInfo
+
+
+def explain(error: ValidationError, what: str) -> str:
+    """A pydantic error as one sentence per problem, for an email rather than a traceback."""
+    lines = []
+    for e in error.errors()[:5]:
+        where = ".".join(str(p) for p in e["loc"]) or "(the document)"
+        msg = e["msg"]
+        if e["type"] == "missing":
+            msg = "is missing"
+        elif e["type"] == "extra_forbidden":
+            msg = "is not a known field"
+        lines.append(f"{what}: field '{where}' {msg}")
+    more = len(error.errors()) - 5
+    if more > 0:
+        lines.append(f"... and {more} more problem(s)")
+    return "; ".join(lines)

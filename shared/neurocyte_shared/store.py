@@ -1,0 +1,61 @@
+"""The recording's Zarr v3 store on S3: int samples x channels, sharded by time window.
+
+Inner chunks are 1 s x up to 128 channels (what a reader of a few channels or a margin
+fetches); a shard is one detection window across all channels (one object per window,
+written once by the chunker). Blosc zstd with bit-shuffle suits slowly varying int16 data.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle
+from zarr.storage import FsspecStore
+
+from .aws import s3fs_options
+
+SHARD_TARGET_BYTES = 64 * 1024 * 1024
+
+
+def store_url(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key.rstrip('/')}"
+
+
+def _store(url: str, read_only: bool) -> FsspecStore:
+    return FsspecStore.from_url(url, storage_options=s3fs_options(), read_only=read_only)
+
+
+def shard_samples(n_channels: int, sampling_rate_hz: float, itemsize: int, window_s: float) -> int:
+    """Samples per shard: the requested window, shortened so one shard stays near 64 MiB,
+    and a whole number of 1 s chunks."""
+    chunk = int(round(sampling_rate_hz))
+    by_memory = max(1, SHARD_TARGET_BYTES // (n_channels * itemsize * chunk)) * chunk
+    wanted = max(1, int(round(window_s))) * chunk
+    return min(wanted, by_memory)
+
+
+def create(url: str, *, n_samples: int, n_channels: int, dtype: str, sampling_rate_hz: float,
+           window_s: float, attributes: dict[str, Any]) -> zarr.Array:
+    itemsize = np.dtype(dtype).itemsize
+    shard = min(shard_samples(n_channels, sampling_rate_hz, itemsize, window_s), n_samples)
+    chunk_t = min(int(round(sampling_rate_hz)), shard)
+    chunk_c = n_channels if n_channels <= 128 else 128
+    shard = max(chunk_t, shard // chunk_t * chunk_t)
+    shard_c = math.ceil(n_channels / chunk_c) * chunk_c
+    return zarr.create_array(
+        store=_store(url, read_only=False),
+        shape=(n_samples, n_channels),
+        dtype=dtype,
+        chunks=(chunk_t, chunk_c),
+        shards=(shard, shard_c),
+        compressors=BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle),
+        attributes=attributes,
+        overwrite=True,
+    )
+
+
+def open_array(url: str) -> zarr.Array:
+    return zarr.open_array(store=_store(url, read_only=True), mode="r")
