@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from . import health
 from .events import EVENT_TYPES, Event, S3ObjectCreated
 
 SOURCE = "neurocyte"
@@ -135,6 +136,7 @@ class Consumer:
                 VisibilityTimeout=self.visibility_timeout_s,
                 AttributeNames=["ApproximateReceiveCount"],
             )
+            health.touch()
             messages = response.get("Messages", [])
             if not messages:
                 idle += 1

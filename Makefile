@@ -1,0 +1,35 @@
+# Two commands for a fresh machine:  make demo  (a recording in, an email out)  and  make test.
+# Everything installs into the repository: .tools/ (uv), .venv/ (Neurocyte, Python 3.11+),
+# .localstack-venv/ (LocalStack, Python 3.13, pinned in deploy/localstack/requirements-host.txt).
+
+PYTHON ?= python3
+UV := .tools/bin/uv
+UV_VERSION := 0.13.9
+
+.PHONY: demo test setup localstack lint clean
+
+demo: setup
+	.venv/bin/neurocyte demo
+
+test: setup localstack
+	.venv/bin/python -m pytest
+
+setup: .venv/.synced
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install -q uv==$(UV_VERSION)
+
+.venv/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml cli/pyproject.toml services/*/pyproject.toml
+	$(UV) sync --all-packages --frozen --python $(PYTHON)
+	touch $@
+
+localstack: setup
+	.venv/bin/python -c "from neurocyte_cli.local import ensure_localstack_installed as e; e()"
+
+lint: setup
+	.venv/bin/cfn-lint deploy/template.yaml
+
+clean:
+	-.venv/bin/neurocyte down
+	rm -rf .venv .tools .localstack-venv

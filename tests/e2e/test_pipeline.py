@@ -1,0 +1,121 @@
+"""Upload in, email out, against a real LocalStack over HTTP and the five services as processes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pytest
+
+from neurocyte_shared import spikes
+from neurocyte_shared.bus import encode
+from neurocyte_shared.events import ShardDetected
+from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def _body(message: dict) -> str:
+    text = message["Body"].get("text_part") or ""
+    try:
+        return json.loads(text)["Message"]
+    except (ValueError, KeyError):
+        return text
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    spec = SyntheticSpec(n_channels=32, duration_s=20.0, n_units=16, seed=7)
+    folder = tmp_path_factory.mktemp("rec")
+    bin_path, json_path, gt = write_recording(folder, "gt", spec)
+    return {"gt.bin": bin_path.read_bytes(), "gt.json": json_path.read_bytes()}, gt
+
+
+@pytest.fixture(scope="module")
+def processed(stack, recording):
+    files, gt = recording
+    email, rid = "alice@example.org", f"gt-{uuid.uuid4().hex[:8]}"
+    stack.upload(files, email=email, tenant="alice", rid=rid)
+    mail = wait_for(lambda: [m for m in stack.mail_to(email) if rid in json.dumps(m)], 240, "the result email")
+    prefix = next(k for k in stack.keys("recordings/tenant=alice/") if f"/{rid}/" in k).split(f"/{rid}/")[0]
+    return {"rid": rid, "email": email, "mail": mail, "prefix": f"{prefix}/{rid}/", "gt": gt}
+
+
+def test_result_email_carries_the_headline_figures(processed):
+    assert len(processed["mail"]) == 1
+    body = _body(processed["mail"][0])
+    for words in ("Total spikes:", "Active electrodes:", "Mean firing rate:", "Duration:            20.0 s",
+                  "Channels:            32", processed["rid"]):
+        assert words in body
+
+
+def test_spike_counts_per_channel_match_the_planted_spikes(stack, processed):
+    """Tolerance: on each unit's channel, within 5 % + 3 spikes of what was planted. Planted
+    spikes are lost only when two units near each other fire within the 1 ms dead time
+    (rates of 1-12 Hz give a few per cent at most); channels without a unit may see a few
+    detections where two neighbouring units' waveforms overlap, fewer than 1 % of the total."""
+    from neurocyte_shared import s3io
+
+    gt = processed["gt"]
+    summary = s3io.get_json(stack.s3, stack.data, processed["prefix"] + "summary/summary.json")
+    got = np.array([c["spike_count"] for c in summary["channels"]])
+    want = gt.spikes_per_channel()
+    units = want > 0
+    assert np.all(np.abs(got[units] - want[units]) <= 0.05 * want[units] + 3), np.c_[want, got][units]
+    assert got[~units].sum() <= 0.01 * want.sum()
+    assert summary["total_spikes"] == got.sum()
+    table = spikes.from_parquet_bytes(s3io.get_bytes(stack.s3, stack.data, processed["prefix"] + "summary/spikes.parquet"))
+    assert len(table) == summary["total_spikes"]
+    assert np.all(np.diff(table.sample_index) >= 0)
+    body = _body(processed["mail"][0])
+    assert f"Total spikes:        {summary['total_spikes']:,}" in body
+
+
+def test_duplicate_shard_detected_gives_one_summary_and_one_email(stack, processed):
+    from neurocyte_shared.events import RecordingRef
+
+    prefix = processed["prefix"]
+    before = stack.s3.head_object(Bucket=stack.data, Key=prefix + "summary/summary.json")["ETag"]
+    tenant = "alice"
+    n_shards = len(stack.keys(prefix + "spikes/"))
+    event = ShardDetected(correlation_id=processed["rid"], recording=RecordingRef(tenant=tenant, prefix=prefix),
+                          shard_index=0, n_shards=n_shards, spikes_key=prefix + "spikes/shard-00000.parquet",
+                          n_spikes=1, n_samples=1, seconds=0.0)
+    for _ in range(2):  # the same event, delivered twice more
+        stack.events.put_events(Entries=[encode(event, stack.outputs["EventBusName"])])
+    wait_for(lambda: stack.queue_idle("Aggregator") and stack.queue_idle("Notifier"), 60,
+             "the aggregator and notifier to drain their queues")
+    # The duplicates really went through: the notifier saw them and declined a second email.
+    wait_for(lambda: sum(1 for ln in (stack.local.logs / "notifier-0.log").read_text().splitlines()
+                         if "already_notified" in ln and processed["rid"] in ln) >= 2, 30,
+             "the notifier to decline both duplicates")
+    after = stack.s3.head_object(Bucket=stack.data, Key=prefix + "summary/summary.json")["ETag"]
+    assert after == before
+    assert len([m for m in stack.mail_to(processed["email"]) if processed["rid"] in json.dumps(m)]) == 1
+
+
+@pytest.mark.parametrize("case", ["truncated", "sidecar_disagrees"])
+def test_malformed_upload_gets_a_rejection_email_and_no_summary(stack, recording, case):
+    files, _ = recording
+    files = dict(files)
+    if case == "truncated":
+        files["gt.bin"] = files["gt.bin"][:-37]  # an interrupted upload: a partial last frame
+        expected = "not a whole number of frames"
+    else:
+        sidecar = json.loads(files["gt.json"])
+        sidecar["channel_locations_um"] = sidecar["channel_locations_um"][:-1]
+        files["gt.json"] = json.dumps(sidecar).encode()
+        expected = "channel_locations_um lists 31 positions but n_channels is 32"
+    email, rid = f"bob.{case.replace('_', '')}@example.org", f"bad-{case.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+    stack.upload(files, email=email, tenant="bob", rid=rid)
+    mail = wait_for(lambda: stack.mail_to(email), 120, "the rejection email")
+    body = _body(mail[0])
+    assert "could not be processed" in body or "was not processed" in body
+    assert expected in body
+    wait_for(lambda: stack.queue_idle("Ingest") and stack.queue_idle("Notifier"), 60, "queues to drain")
+    keys = [k for k in stack.keys("recordings/tenant=bob/") if f"/{rid}/" in k]
+    assert [k.rsplit("/", 1)[1] for k in keys] == ["rejected.json"]  # no recording, shards or summary
+    assert len(stack.mail_to(email)) == 1

@@ -1,0 +1,72 @@
+"""The shared consumer loop, with a fake SQS (a subclass-free stand-in holding real state)."""
+
+import json
+
+from neurocyte_shared.bus import Consumer, Deferred, encode
+from neurocyte_shared.events import RecordingRef, ShardDetected, ShardReady
+
+REF = RecordingRef(tenant="t", prefix="p/")
+
+
+class FakeSQS:
+    def __init__(self, bodies):
+        self.queue = [{"MessageId": str(i), "ReceiptHandle": f"r{i}", "Body": b} for i, b in enumerate(bodies)]
+        self.deleted, self.visibility = [], {}
+
+    def receive_message(self, **kw):
+        return {"Messages": self.queue[:1]} if self.queue else {}
+
+    def delete_message(self, QueueUrl, ReceiptHandle):
+        self.deleted.append(ReceiptHandle)
+        self.queue = [m for m in self.queue if m["ReceiptHandle"] != ReceiptHandle]
+
+    def change_message_visibility(self, QueueUrl, ReceiptHandle, VisibilityTimeout):
+        self.visibility[ReceiptHandle] = VisibilityTimeout
+
+
+def _body(event):
+    e = encode(event, "bus")
+    return json.dumps({"detail-type": e["DetailType"], "source": e["Source"], "detail": json.loads(e["Detail"])})
+
+
+READY = ShardReady(correlation_id="r", recording=REF, store_key="k", shard_index=0, n_shards=1,
+                   start_sample=0, stop_sample=1)
+
+
+def _consumer(sqs, handler, published):
+    return Consumer(sqs=sqs, queue_url="q", handlers={ShardReady: handler}, publish=published.extend,
+                    wait_time_s=0, heartbeat_s=0)
+
+
+def test_success_publishes_then_deletes():
+    published = []
+    out = ShardDetected(correlation_id="r", recording=REF, shard_index=0, n_shards=1, spikes_key="s",
+                        n_spikes=1, n_samples=1, seconds=0.0)
+    sqs = FakeSQS([_body(READY)])
+    assert _consumer(sqs, lambda e: [out], published).process(sqs.queue[0])
+    assert published == [out] and sqs.deleted == ["r0"]
+
+
+def test_failure_leaves_the_message_for_redrive():
+    def boom(e):
+        raise RuntimeError("disk full")
+
+    published = []
+    sqs = FakeSQS([_body(READY)])
+    assert not _consumer(sqs, boom, published).process(sqs.queue[0])
+    assert sqs.deleted == [] and published == []
+
+
+def test_deferred_sets_visibility_and_keeps_the_message():
+    def later(e):
+        raise Deferred("not yet", retry_after_s=600)
+
+    sqs = FakeSQS([_body(READY)])
+    assert not _consumer(sqs, later, []).process(sqs.queue[0])
+    assert sqs.visibility == {"r0": 600} and sqs.deleted == []
+
+
+def test_poison_message_is_not_acknowledged():
+    sqs = FakeSQS(["{garbage"])
+    assert not _consumer(sqs, lambda e: [], []).process(sqs.queue[0])
+    assert sqs.deleted == []

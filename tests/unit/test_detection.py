@@ -1,0 +1,119 @@
+"""The detection function on arrays: no AWS, no files."""
+
+import numpy as np
+import pytest
+
+from neurocyte_shared.detection import DetectionParams, SpikeTable, detect_spikes, estimate_noise, to_microvolts
+from neurocyte_shared.synthetic import SyntheticSpec, ground_truth, grid_locations, write_recording
+
+FS = 20_000.0
+
+
+# At least 16 channels: a median reference over very few channels leaves residuals whose MAD
+# underestimates their spread (the middle channels cancel), which no real array has.
+def _noise(n_ch, n, seed=0, sigma=6.0):
+    return (np.random.default_rng(seed).standard_normal((n_ch, n)) * sigma).astype(np.float32)
+
+
+def _plant(x, channel, sample, amp):
+    t = np.arange(40)
+    w = -np.exp(-(((t - 12) / 2.6) ** 2)) * amp
+    x[channel, sample - 12 : sample + 28] += w
+    return x
+
+
+def test_finds_planted_spikes_at_their_time_and_channel():
+    x = _noise(16, 40_000)
+    times = [5_000, 12_345, 20_000, 33_333]
+    for i, t in enumerate(times):
+        _plant(x, i % 4, t, 120.0)
+    table = detect_spikes(x, FS)
+    assert len(table) == 4
+    assert np.all(np.abs(table.sample_index - np.array(times)) <= 2)
+    assert table.channel_index.tolist() == [0, 1, 2, 3]
+    assert np.all(table.amplitude_uv < -80)
+
+
+def test_noise_alone_gives_almost_nothing():
+    x = _noise(16, 200_000)  # 10 s of white noise, 16 channels
+    table = detect_spikes(x, FS)
+    # 5 x MAD noise: a Gaussian peak crosses it ~3e-7 of the time; the median reference makes the
+    # residual tails slightly heavier. Far below any firing rate: < 0.1 Hz per channel.
+    assert len(table) <= 16
+
+
+def test_dead_time_keeps_one_peak_per_spike():
+    x = _noise(16, 20_000)
+    _plant(x, 0, 10_000, 150.0)
+    _plant(x, 0, 10_010, 60.0)  # a smaller wiggle 0.5 ms later: inside the dead time
+    table = detect_spikes(x, FS, DetectionParams(dead_time_ms=1.0))
+    assert table.sample_index.tolist() == [10_000] or abs(int(table.sample_index[0]) - 10_000) <= 2
+    assert len(table) == 1
+
+
+def test_spatial_deduplication_keeps_the_peak_channel_only():
+    loc = np.array([[0, 0], [20, 0], [40, 0], [500, 0]] + [[1000 + 200 * i, 0] for i in range(12)], float)
+    x = _noise(16, 20_000)
+    _plant(x, 0, 8_000, 80.0)
+    _plant(x, 1, 8_000, 150.0)  # the same spike, largest here
+    _plant(x, 2, 8_000, 90.0)
+    _plant(x, 3, 8_000, 100.0)  # far away: a different neuron firing at the same time
+    table = detect_spikes(x, FS, channel_locations_um=loc)
+    assert sorted(table.channel_index.tolist()) == [1, 3]
+    per_channel = detect_spikes(x, FS, DetectionParams(radius_um=0), channel_locations_um=loc)
+    per_channel = SpikeTable(*(a[per_channel.sample_index == 8_000] for a in
+                               (per_channel.sample_index, per_channel.channel_index, per_channel.amplitude_uv)))
+    assert sorted(per_channel.channel_index.tolist()) == [0, 1, 2, 3]
+
+
+def test_windows_with_margins_equal_the_whole_recording():
+    """Spikes planted on and near window borders are neither lost nor doubled."""
+    n, window = 100_000, 25_000
+    x = _noise(16, n, seed=3)
+    loc = grid_locations(16, 30.0)
+    border_spikes = [24_999, 25_000, 25_003, 49_990, 50_010, 74_998, 75_001]
+    for i, t in enumerate(border_spikes):
+        _plant(x, (3 * i) % 16, t, 110.0)
+    params = DetectionParams()
+    noise = estimate_noise(lambda a, b: x[:, a:b], n, FS, params)
+    whole = detect_spikes(x, FS, params, noise_uv=noise, channel_locations_um=loc)
+    margin = params.margin_samples(FS)
+    parts = []
+    for start in range(0, n, window):
+        lo, hi = max(0, start - margin), min(n, start + window + margin)
+        parts.append(detect_spikes(x[:, lo:hi], FS, params, noise_uv=noise, channel_locations_um=loc,
+                                   valid=(start - lo, start + window - lo)).shifted(lo))
+    sharded = SpikeTable.concat(parts)
+    assert len(whole) >= len(border_spikes)
+    np.testing.assert_array_equal(sharded.sample_index, whole.sample_index)
+    np.testing.assert_array_equal(sharded.channel_index, whole.channel_index)
+    np.testing.assert_allclose(sharded.amplitude_uv, whole.amplitude_uv, rtol=1e-3, atol=1e-2)
+
+
+def test_synthetic_recording_ground_truth(tmp_path):
+    spec = SyntheticSpec(n_channels=32, duration_s=10.0, n_units=16)
+    bin_path, json_path, gt = write_recording(tmp_path, "gt", spec)
+    raw = np.fromfile(bin_path, dtype="<i2").reshape(-1, spec.n_channels)
+    x = to_microvolts(raw, spec.gain_uv)
+    table = detect_spikes(x, spec.sampling_rate_hz, channel_locations_um=grid_locations(32, spec.pitch_um))
+    # Each planted spike is matched by a detection within 0.4 ms on its unit's channel.
+    tol = int(0.4e-3 * spec.sampling_rate_hz)
+    hits = total = 0
+    for ch, train in zip(gt.unit_channel, gt.spike_samples):
+        det = np.sort(table.sample_index[table.channel_index == ch])
+        total += train.size
+        if det.size:
+            idx = np.clip(np.searchsorted(det, train), 1, det.size - 1)
+            nearest = np.minimum(np.abs(det[idx] - train), np.abs(det[idx - 1] - train))
+            hits += int((nearest <= tol).sum())
+    assert total > 500
+    assert hits / total >= 0.95
+    assert len(table) <= total * 1.05
+
+
+def test_parameters_carry_units_and_refuse_nonsense():
+    with pytest.raises(ValueError):
+        DetectionParams(threshold_mad=-1)
+    with pytest.raises(ValueError):
+        detect_spikes(_noise(2, 1000), 500.0)  # 300 Hz .. Nyquist 250 Hz is no band
+    assert DetectionParams().margin_samples(FS) > DetectionParams().dead_time_samples(FS)
