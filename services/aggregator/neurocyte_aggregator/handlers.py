@@ -61,6 +61,7 @@ def on_shard_detected(event: ShardDetected, deps: Deps) -> list[Event]:
                           if_none_match=True)
             log.info("summary_published", total_spikes=summary.total_spikes,
                      active_electrodes=summary.active_electrodes)
+            _mark_uploads_processed(deps, doc)
         except ClientError as exc:
             if not is_precondition_failed(exc):
                 raise
@@ -73,6 +74,13 @@ def on_shard_detected(event: ShardDetected, deps: Deps) -> list[Event]:
         n_channels=summary.n_channels, mean_firing_rate_hz=summary.mean_firing_rate_hz,
         duration_s=summary.duration_s,
     )]
+
+
+def _mark_uploads_processed(deps: Deps, doc: RecordingDocument) -> None:
+    """Tag the raw upload so the bucket's lifecycle rule moves it to Deep Archive."""
+    for key in doc.upload_keys:
+        deps.s3.put_object_tagging(Bucket=doc.upload_bucket, Key=key, Tagging={
+            "TagSet": [{"Key": "neurocyte-processed", "Value": "true"}]})
 
 
 def build(settings) -> dict:
