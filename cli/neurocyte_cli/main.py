@@ -160,6 +160,68 @@ def _outputs(local: L.Local) -> dict[str, str]:
         raise
 
 
+def _detection_options(f):
+    """Every DetectionParams field as an option, its default shown by --help."""
+    from neurocyte_shared.detection import DetectionParams
+
+    for name, field in reversed(list(DetectionParams.model_fields.items())):
+        kind = click.Choice(list(field.annotation.__args__)) if hasattr(field.annotation, "__args__") else field.annotation
+        f = click.option(f"--{name.replace('_', '-')}", name, type=kind, default=field.default, show_default=True,
+                         help=field.description or "")(f)
+    return f
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="spike table: .csv or .parquet (columns sample_index, channel_index, amplitude_uv)")
+@click.option("--jobs", default=1, show_default=True, help="worker processes")
+@click.option("--window-s", default=10.0, show_default=True, help="seconds per window (bounds memory)")
+@_detection_options
+def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, **params) -> None:
+    """Detect spikes in a recording file on this machine (no AWS)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from neurocyte_shared.detection import DetectionParams
+    from neurocyte_shared.local_detect import LocalRecording, detect_recording
+    from neurocyte_shared.spikes import SCHEMA
+
+    info, problem = _local_check(list(files))
+    if problem:
+        _fail(f"refused: {problem}")
+    try:
+        p = DetectionParams(**params)
+    except ValueError as exc:
+        _fail(str(exc))
+    recording = LocalRecording(tuple(f.resolve() for f in files))
+    total = 0
+    tmp = out_path.with_name(out_path.name + ".partial")  # never a half-written result
+    parquet = out_path.suffix.lower() == ".parquet"
+    with Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("detect", total=info.n_samples)
+        writer = pq.ParquetWriter(tmp, SCHEMA, compression="zstd") if parquet else None
+        with open(tmp, "w") if not parquet else open(os.devnull, "w") as csv:
+            if not parquet:
+                csv.write("sample_index,channel_index,amplitude_uv\n")
+            for table in detect_recording(recording, p, window_s=window_s, jobs=jobs,
+                                          on_progress=lambda d, n: progress.update(task, completed=d)):
+                total += len(table)
+                if parquet:
+                    writer.write_table(pa.Table.from_arrays(
+                        [pa.array(table.sample_index), pa.array(table.channel_index),
+                         pa.array(table.amplitude_uv)], schema=SCHEMA))
+                else:
+                    for row in zip(table.sample_index.tolist(), table.channel_index.tolist(),
+                                   table.amplitude_uv.tolist()):
+                        csv.write(f"{row[0]},{row[1]},{row[2]:.2f}\n")
+        if writer:
+            writer.close()
+    tmp.replace(out_path)
+    console.print(f"{total:,} spikes in {info.n_channels} channels x {info.duration_s:.1f} s -> {out_path}")
+
+
 # --------------------------------------------------------------------------- status / inbox
 
 

@@ -1,0 +1,38 @@
+"""`neurocyte detect` on a file: windows with margins give the whole-array result."""
+
+import numpy as np
+from click.testing import CliRunner
+
+from neurocyte_cli.main import cli
+from neurocyte_shared.detection import DetectionParams, detect_spikes, estimate_noise, to_microvolts
+from neurocyte_shared.synthetic import SyntheticSpec, grid_locations, write_recording
+
+
+def test_detect_command_matches_whole_array_detection(tmp_path):
+    spec = SyntheticSpec(n_channels=16, duration_s=6.0, n_units=8, seed=5)
+    bin_path, json_path, _ = write_recording(tmp_path, "r", spec)
+    out = tmp_path / "spikes.csv"
+    result = CliRunner().invoke(cli, ["detect", str(bin_path), str(json_path), "--out", str(out),
+                                      "--window-s", "1", "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    got = np.loadtxt(out, delimiter=",", skiprows=1)
+
+    raw = np.fromfile(bin_path, "<i2").reshape(-1, 16)
+    params = DetectionParams()
+    noise = estimate_noise(lambda a, b: to_microvolts(raw[a:b], spec.gain_uv), raw.shape[0],
+                           spec.sampling_rate_hz, params)
+    whole = detect_spikes(to_microvolts(raw, spec.gain_uv), spec.sampling_rate_hz, params, noise_uv=noise,
+                          channel_locations_um=grid_locations(16, spec.pitch_um))
+    assert len(whole) > 50
+    np.testing.assert_array_equal(got[:, 0], whole.sample_index)
+    np.testing.assert_array_equal(got[:, 1], whole.channel_index)
+
+
+def test_detect_refuses_a_bad_file_without_a_traceback(tmp_path):
+    (tmp_path / "x.bin").write_bytes(b"\0" * 7)
+    (tmp_path / "x.json").write_text('{"sampling_rate_hz": 20000}')
+    result = CliRunner().invoke(cli, ["detect", str(tmp_path / "x.bin"), str(tmp_path / "x.json"),
+                                      "--out", str(tmp_path / "o.csv")])
+    assert result.exit_code == 1
+    assert "refused" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.csv").exists()
