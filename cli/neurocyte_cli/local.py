@@ -79,6 +79,8 @@ def find_python313() -> str:
         candidates += sorted(glob.glob(f"{root}/versions/3.13*/bin/python"), reverse=True)
     except (OSError, subprocess.SubprocessError):
         pass
+    # pyenv's usual home, for shells where pyenv itself is not on PATH
+    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.13*/bin/python")), reverse=True)
     for c in candidates:
         if c and subprocess.run([c, "-c", "import sys; assert sys.version_info[:2] == (3, 13)"],
                                 capture_output=True).returncode == 0:
