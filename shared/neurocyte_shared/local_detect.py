@@ -56,30 +56,26 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
     step = max(1, int(window_s * info.sampling_rate_hz))
     windows = [(s, min(s + step, info.n_samples)) for s in range(0, info.n_samples, step)]
     done = 0
+    for n, table in _run(recording, params, noise, windows, jobs):
+        done += n
+        if on_progress:
+            on_progress(done, info.n_samples)
+        yield table
+
+
+def _run(recording, params, noise, windows, jobs) -> Iterator[tuple[int, SpikeTable]]:
+    """(window length, its spikes) in window order."""
     if jobs <= 1:
         for start, stop in windows:
-            table = _window(recording, params, noise, start, stop)
-            done += stop - start
-            if on_progress:
-                on_progress(done, info.n_samples)
-            yield table
+            yield stop - start, _window(recording, params, noise, start, stop)
         return
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         # At most 2 windows per worker in flight: bounded memory, results in order.
         pending = []
-        it = iter(windows)
-        for start, stop in it:
+        for start, stop in windows:
             pending.append((stop - start, pool.submit(_window, recording, params, noise, start, stop)))
             if len(pending) >= 2 * jobs:
                 n, fut = pending.pop(0)
-                done += n
-                table = fut.result()
-                if on_progress:
-                    on_progress(done, info.n_samples)
-                yield table
+                yield n, fut.result()
         for n, fut in pending:
-            done += n
-            table = fut.result()
-            if on_progress:
-                on_progress(done, info.n_samples)
-            yield table
+            yield n, fut.result()
