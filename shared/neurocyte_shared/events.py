@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
@@ -110,12 +110,6 @@ class RecordingSummarized(Event):
     duration_s: float
 
 
-class UploaderNotified(Event):
-    """An email left for the uploader (kept for `neurocyte status`, not routed anywhere)."""
-
-    kind: Literal["summary", "rejection"]
-
-
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -140,9 +134,6 @@ class S3ObjectCreated(BaseModel):
     bucket: dict[str, Any]
     object: dict[str, Any]
     reason: str | None = None
-
-    # Used by the consumer to bind logs before we know the recording id.
-    source: ClassVar[str] = "aws.s3"
 
     @property
     def bucket_name(self) -> str:
