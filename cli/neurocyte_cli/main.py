@@ -15,8 +15,30 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from . import local as L
-from .status import status_of, uploads
+
+class _Lazy:
+    """A module imported on first use: `neurocyte detect` needs neither boto3 nor requests,
+    and start-up time counts when a command is run on many small files."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        import importlib
+
+        return getattr(importlib.import_module(self._name, __package__), attr)
+
+
+L = _Lazy(".local")
+_status = _Lazy(".status")
+
+
+def status_of(*args, **kwargs):
+    return _status.status_of(*args, **kwargs)
+
+
+def uploads(*args, **kwargs):
+    return _status.uploads(*args, **kwargs)
 
 console = Console(stderr=True)
 out = Console()
@@ -175,17 +197,15 @@ def _detection_options(f):
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="spike table: .csv or .parquet (columns sample_index, channel_index, amplitude_uv)")
-@click.option("--jobs", default=1, show_default=True, help="worker processes")
-@click.option("--window-s", default=10.0, show_default=True, help="seconds per window (bounds memory)")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="cores to use (threads; the kernels release the GIL)")
+@click.option("--window-s", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="seconds per window, capped at 4 M values per window (bounds memory)")
 @_detection_options
 def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, **params) -> None:
     """Detect spikes in a recording file on this machine (no AWS)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from neurocyte_shared.detection import DetectionParams
     from neurocyte_shared.local_detect import LocalRecording, detect_recording
-    from neurocyte_shared.spikes import SCHEMA
 
     info, problem = _local_check(list(files))
     if problem:
@@ -201,7 +221,14 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
     with Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("detect", total=info.n_samples)
-        writer = pq.ParquetWriter(tmp, SCHEMA, compression="zstd") if parquet else None
+        writer = None
+        if parquet:  # pyarrow only when asked for: it costs start-up time
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            from neurocyte_shared.spikes import SCHEMA
+
+            writer = pq.ParquetWriter(tmp, SCHEMA, compression="zstd")
         with open(tmp, "w") if not parquet else open(os.devnull, "w") as csv:
             if not parquet:
                 csv.write("sample_index,channel_index,amplitude_uv\n")
@@ -213,9 +240,8 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
                         [pa.array(table.sample_index), pa.array(table.channel_index),
                          pa.array(table.amplitude_uv)], schema=SCHEMA))
                 else:
-                    for row in zip(table.sample_index.tolist(), table.channel_index.tolist(),
-                                   table.amplitude_uv.tolist()):
-                        csv.write(f"{row[0]},{row[1]},{row[2]:.2f}\n")
+                    csv.writelines(map("{},{},{:.2f}\n".format, table.sample_index.tolist(),
+                                       table.channel_index.tolist(), table.amplitude_uv.tolist()))
         if writer:
             writer.close()
     tmp.replace(out_path)

@@ -1,7 +1,7 @@
 """Spike detection: a pure function of arrays and parameters (no AWS, no files).
 
 Pipeline, with SpikeInterface's defaults and names:
-    int -> microvolts (float32) -> bandpass (Butterworth, second-order sections, forward
+    raw -> microvolts (float32) -> bandpass (Butterworth, second-order sections, forward
     and backward) -> common reference (median or mean across channels) -> threshold in
     multiples of the per-channel noise (MAD / 0.6745) -> a peak must be the extreme within
     +-dead_time_ms on its channel and on every channel within radius_um (spatial
@@ -10,7 +10,7 @@ Pipeline, with SpikeInterface's defaults and names:
 Exact borders: a caller that detects a window [start, stop) passes the traces from
 start - margin to stop + margin (`DetectionParams.margin_samples`) and `valid=(start, stop)`
 in the coordinates of that array; peaks outside `valid` belong to the neighbouring window.
-Traces are processed channel-major (channels x samples, contiguous along time) in float32.
+Traces are time-major (samples x channels), as recorded; the kernels (`kernels.py`) run\nover channels in the inner loop and keep float32.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import ndimage, signal
+
+from . import kernels
 
 MAD_TO_SIGMA = 0.6744897501960817  # MAD of a standard normal
 
@@ -89,6 +90,36 @@ class SpikeTable:
         return SpikeTable(t.sample_index[order], t.channel_index[order], t.amplitude_uv[order])
 
 
+def butter_bandpass_sos(order: int, freq_min_hz: float, freq_max_hz: float, sampling_rate_hz: float) -> np.ndarray:
+    """Butterworth bandpass as second-order sections (b0 b1 b2 1 a1 a2), the design of
+    scipy.signal.butter(order, [lo, hi], 'bandpass', output='sos') written out with numpy:
+    importing scipy.signal costs over a second of start-up, more than detecting a minute of
+    64 channels. Each section holds a conjugate pole pair and one zero at z=1 and z=-1; the
+    gain is spread evenly across sections (kinder to float32 than all in the first)."""
+    fs2 = 4.0  # bilinear transform on frequencies normalised to Nyquist (scipy: fs=2)
+    lo, hi = (fs2 * np.tan(np.pi * f / sampling_rate_hz) for f in (freq_min_hz, freq_max_hz))
+    bw, wo = hi - lo, np.sqrt(lo * hi)
+    proto = -np.exp(1j * np.pi * np.arange(-order + 1, order, 2) / (2 * order))  # analog lowpass
+    p_lp = proto * bw / 2
+    root = np.sqrt(p_lp**2 - wo**2)
+    poles = np.concatenate([p_lp + root, p_lp - root])
+    gain = bw**order  # analog bandpass gain; zeros: `order` at s=0
+    z_poles = (fs2 + poles) / (fs2 - poles)
+    gain = gain * np.real(fs2**order / np.prod(fs2 - poles))
+    tol = 1e-9
+    pairs = [(p, p.conjugate()) for p in z_poles if p.imag > tol]
+    real = np.sort(z_poles[np.abs(z_poles.imag) <= tol].real)
+    pairs += [(complex(real[k]), complex(real[k + 1])) for k in range(0, real.size - 1, 2)]
+    if len(pairs) != order or not gain > 0:
+        raise ValueError(f"cannot design a bandpass {freq_min_hz}-{freq_max_hz} Hz of order {order}")
+    pairs.sort(key=lambda pq: max(abs(pq[0]), abs(pq[1])))  # poles nearest the unit circle last
+    sos = np.zeros((order, 6))
+    for row, (p, q) in zip(sos, pairs):
+        row[:] = 1.0, 0.0, -1.0, 1.0, -(p + q).real, (p * q).real
+    sos[:, :3] *= gain ** (1.0 / order)
+    return sos
+
+
 @lru_cache(maxsize=32)
 def _sos(sampling_rate_hz: float, freq_min_hz: float, freq_max_hz: float, order: int) -> np.ndarray:
     nyquist = sampling_rate_hz / 2.0
@@ -97,123 +128,82 @@ def _sos(sampling_rate_hz: float, freq_min_hz: float, freq_max_hz: float, order:
         raise ValueError(
             f"freq_min_hz {freq_min_hz} must be below freq_max_hz {high} (and below Nyquist {nyquist})"
         )
-    sos = signal.butter(order, [freq_min_hz, high], btype="bandpass", fs=sampling_rate_hz, output="sos")
-    return sos.astype(np.float32)
+    return butter_bandpass_sos(order, freq_min_hz, high, sampling_rate_hz).astype(np.float32)
 
 
-def to_microvolts(raw: np.ndarray, gain_uv: float, offset_uv: float = 0.0) -> np.ndarray:
-    """Raw integers (samples x channels) -> float32 microvolts, channel-major (channels x samples)."""
-    out = np.empty((raw.shape[1], raw.shape[0]), dtype=np.float32)
-    out[...] = raw.T
-    out *= np.float32(gain_uv)
-    if offset_uv:
-        out += np.float32(offset_uv)
-    return out
+_REFERENCE = {"none": kernels.REF_NONE, "median": kernels.REF_MEDIAN, "mean": kernels.REF_MEAN}
+_SIGN = {"neg": kernels.SIGN_NEG, "pos": kernels.SIGN_POS, "both": kernels.SIGN_BOTH}
 
 
-def preprocess(traces_uv: np.ndarray, sampling_rate_hz: float, params: DetectionParams) -> np.ndarray:
-    """Bandpass then common reference, on channel-major float32 traces (channels x samples)."""
-    x = np.ascontiguousarray(traces_uv, dtype=np.float32)
+def preprocess(traces: np.ndarray, sampling_rate_hz: float, params: DetectionParams,
+               gain_uv: float = 1.0, offset_uv: float = 0.0) -> np.ndarray:
+    """Raw traces (samples x channels, any numeric dtype) -> float32 microvolts, bandpassed
+    forward and backward, then common-referenced; same layout."""
+    raw = np.ascontiguousarray(traces)
+    if raw.ndim != 2:
+        raise ValueError(f"traces must be samples x channels, got shape {raw.shape}")
     sos = _sos(float(sampling_rate_hz), params.freq_min_hz, params.freq_max_hz, params.filter_order)
-    # padlen 0: the caller's margins, not reflection padding, make window borders exact.
-    x = signal.sosfiltfilt(sos, x, axis=-1, padtype=None).astype(np.float32, copy=False)
-    if params.reference == "median" and x.shape[0] > 1:
-        x -= np.median(x, axis=0, keepdims=True)
-    elif params.reference == "mean" and x.shape[0] > 1:
-        x -= x.mean(axis=0, keepdims=True)
-    return x
+    out = np.empty(raw.shape, np.float32)
+    if raw.shape[0]:
+        kernels.bandpass_reference(raw, float(gain_uv), float(offset_uv), sos, _REFERENCE[params.reference], out)
+    return out
 
 
 def noise_levels(preprocessed: np.ndarray) -> np.ndarray:
-    """Per-channel noise (uV): MAD / 0.6745 of preprocessed traces (channels x samples)."""
-    med = np.median(preprocessed, axis=1, keepdims=True)
-    return (np.median(np.abs(preprocessed - med), axis=1) / MAD_TO_SIGMA).astype(np.float32)
+    """Per-channel noise (uV): MAD / 0.6745 of preprocessed traces (samples x channels)."""
+    x = np.ascontiguousarray(preprocessed, dtype=np.float32)
+    mad = np.empty(x.shape[1], np.float32)
+    if x.shape[0] == 0:
+        raise ValueError("no samples to measure the noise on")
+    kernels.median_abs_deviation(x, mad)
+    return (mad / np.float32(MAD_TO_SIGMA)).astype(np.float32)
 
 
-def neighbours(channel_locations_um: np.ndarray | None, n_channels: int, radius_um: float) -> np.ndarray:
-    """(n_channels, k) indices of the channels within radius_um of each one (itself included,
-    padded with itself)."""
+def neighbours(channel_locations_um: np.ndarray | None, n_channels: int, radius_um: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(index, count): index[c, :count[c]] are the channels within radius_um of channel c,
+    itself included."""
     if channel_locations_um is None or radius_um <= 0 or n_channels == 1:
-        return np.arange(n_channels)[:, None]
+        return np.arange(n_channels, dtype=np.int32)[:, None], np.ones(n_channels, np.int32)
     loc = np.asarray(channel_locations_um, dtype=np.float64).reshape(n_channels, -1)
     d2 = ((loc[:, None, :] - loc[None, :, :]) ** 2).sum(-1)
     near = d2 <= radius_um**2
-    k = int(near.sum(1).max())
-    out = np.repeat(np.arange(n_channels)[:, None], k, axis=1)
-    for c in range(n_channels):  # a loop over channels, not samples
+    count = near.sum(1).astype(np.int32)
+    index = np.zeros((n_channels, int(count.max())), np.int32)
+    for c in range(n_channels):  # a loop over channels, once per recording
         idx = np.flatnonzero(near[c])
-        out[c, : idx.size] = idx
-    return out
-
-
-def find_peaks(
-    preprocessed: np.ndarray,
-    noise_uv: np.ndarray,
-    sampling_rate_hz: float,
-    params: DetectionParams,
-    neighbour_index: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Threshold crossings that are the local extreme in time and among neighbours.
-    Returns (sample, channel, signed amplitude) of each peak, in array coordinates."""
-    x = preprocessed
-    if params.peak_sign == "neg":
-        s = np.negative(x)
-    elif params.peak_sign == "pos":
-        s = x
-    else:
-        s = np.abs(x)
-    half = params.dead_time_samples(sampling_rate_hz)
-    thr = (params.threshold_mad * np.asarray(noise_uv, dtype=np.float32))[:, None]
-    above = s > thr
-    if not above.any():
-        return np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
-    local_max = ndimage.maximum_filter1d(s, size=2 * half + 1, axis=1, mode="nearest")
-    ch, t = np.nonzero(above & (s >= local_max))
-    if neighbour_index.shape[1] > 1 and ch.size:
-        # The peak must also beat every neighbour's extreme over the same +-dead time.
-        nb = neighbour_index[ch]  # (n_peaks, k)
-        nb_max = local_max[nb, t[:, None]]
-        own = s[ch, t][:, None]
-        beaten = (nb_max > own) | ((nb_max == own) & (nb < ch[:, None]))  # ties go to the lower channel
-        keep = ~beaten.any(axis=1)
-        ch, t = ch[keep], t[keep]
-    # Plateaus (equal neighbouring samples) would give two peaks: keep the first of a run.
-    if ch.size > 1 and half > 0:
-        order = np.lexsort((t, ch))
-        ch, t = ch[order], t[order]
-        dup = np.zeros(ch.size, bool)
-        dup[1:] = (ch[1:] == ch[:-1]) & (t[1:] - t[:-1] <= half)
-        ch, t = ch[~dup], t[~dup]
-    order = np.lexsort((ch, t))
-    ch, t = ch[order], t[order]
-    return t.astype(np.int64), ch.astype(np.int32), x[ch, t].astype(np.float32)
+        index[c, : idx.size] = idx
+    return index, count
 
 
 def detect_spikes(
-    traces_uv: np.ndarray,
+    traces: np.ndarray,
     sampling_rate_hz: float,
     params: DetectionParams = DetectionParams(),
     *,
+    gain_uv: float = 1.0,
+    offset_uv: float = 0.0,
     noise_uv: np.ndarray | None = None,
     channel_locations_um: np.ndarray | None = None,
     valid: tuple[int, int] | None = None,
 ) -> SpikeTable:
-    """Detect spikes in channel-major microvolt traces (channels x samples).
+    """Detect spikes in traces (samples x channels, as recorded; raw integers with their gain
+    to microvolts, or float microvolts with the default gain 1).
 
     noise_uv: per-channel noise from the whole recording (`estimate_noise`); when omitted it
     is measured on these traces. valid: keep only peaks in [start, stop) of this array.
     Sample indices are relative to the array's first sample.
     """
-    n_channels = traces_uv.shape[0]
-    x = preprocess(traces_uv, sampling_rate_hz, params)
+    n_samples, n_channels = traces.shape
+    x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv)
     if noise_uv is None:
         noise_uv = noise_levels(x)
-    nb = neighbours(channel_locations_um, n_channels, params.radius_um)
-    t, ch, amp = find_peaks(x, noise_uv, sampling_rate_hz, params, nb)
-    if valid is not None:
-        keep = (t >= valid[0]) & (t < valid[1])
-        t, ch, amp = t[keep], ch[keep], amp[keep]
-    return SpikeTable(t, ch, amp)
+    index, count = neighbours(channel_locations_um, n_channels, params.radius_um)
+    threshold = (params.threshold_mad * np.asarray(noise_uv, dtype=np.float32)).astype(np.float32)
+    start, stop = valid if valid is not None else (0, n_samples)
+    t, ch = kernels.find_peaks(x, threshold, _SIGN[params.peak_sign], params.dead_time_samples(sampling_rate_hz),
+                               max(0, int(start)), min(n_samples, int(stop)), index, count)
+    return SpikeTable(t, ch, x[t, ch])
 
 
 def noise_chunk_starts(n_samples: int, sampling_rate_hz: float, params: DetectionParams) -> list[int]:
@@ -225,17 +215,18 @@ def noise_chunk_starts(n_samples: int, sampling_rate_hz: float, params: Detectio
     return sorted(int(s) for s in rng.integers(0, n_samples - length, size=params.noise_chunks))
 
 
-def estimate_noise(read_uv, n_samples: int, sampling_rate_hz: float, params: DetectionParams) -> np.ndarray:
+def estimate_noise(read, n_samples: int, sampling_rate_hz: float, params: DetectionParams,
+                   gain_uv: float = 1.0, offset_uv: float = 0.0) -> np.ndarray:
     """Per-channel noise over the whole recording: the median over random chunks of each chunk's
-    MAD/0.6745 (bounded memory, unlike pooling every chunk). `read_uv(start, stop)` returns
-    channel-major microvolts; chunks are read with margins so filtering edges do not count."""
+    MAD/0.6745 (bounded memory, unlike pooling every chunk). `read(start, stop)` returns raw
+    samples x channels; chunks are read with margins so filtering edges do not count."""
     length = int(params.noise_chunk_s * sampling_rate_hz)
     margin = params.margin_samples(sampling_rate_hz)
     levels = []
     for start in noise_chunk_starts(n_samples, sampling_rate_hz, params):
         lo, hi = max(0, start - margin), min(n_samples, start + length + margin)
-        x = preprocess(read_uv(lo, hi), sampling_rate_hz, params)
-        core = x[:, start - lo : start - lo + length]
-        if core.shape[1] > 0:
+        x = preprocess(read(lo, hi), sampling_rate_hz, params, gain_uv, offset_uv)
+        core = x[start - lo : start - lo + length]
+        if core.shape[0] > 0:
             levels.append(noise_levels(core))
     return np.median(np.stack(levels), axis=0).astype(np.float32)

@@ -1,25 +1,32 @@
 """Detection over a whole recording file on one machine, in bounded memory: the executor
 around the pure `detection` core (the detector service runs the same core per shard).
 
-Windows of `window_s` are read with margins, detected, and yielded in order; with jobs > 1
-windows run in worker processes, each opening the file itself (nothing big is pickled)."""
+Windows are read with margins, detected, and yielded in order. With jobs > 1 the windows
+run in threads: the compiled kernels release the GIL, so threads use the cores without
+copying data between processes; each thread opens the file itself. Memory is bounded by
+the window (at most `MAX_WINDOW_VALUES` samples x channels each) times the windows in
+flight (2 per job), whatever the recording's length."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .detection import DetectionParams, SpikeTable, detect_spikes, estimate_noise, to_microvolts
+from .detection import DetectionParams, SpikeTable, detect_spikes, estimate_noise, neighbours
 from .formats import RecordingReader, identify, open_reader
+
+# 4 M values: 16 MB of float32 per window (plus the raw), e.g. 1 s of 200 channels at 20 kHz.
+MAX_WINDOW_VALUES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class LocalRecording:
-    """A recording as local file(s); picklable, so workers can open it themselves."""
+    """A recording as local file(s)."""
 
     paths: tuple[Path, ...]
 
@@ -29,51 +36,69 @@ class LocalRecording:
         return open_reader(fmt, roles, lambda n: open(files[n], "rb"), {n: p.stat().st_size for n, p in files.items()})
 
 
-def _window(recording: LocalRecording, params: DetectionParams, noise: np.ndarray, start: int, stop: int) -> SpikeTable:
-    reader = _reader_cache.get(recording)
-    if reader is None:
-        reader = _reader_cache[recording] = recording.open()
-    info = reader.info
-    margin = params.margin_samples(info.sampling_rate_hz)
-    lo, hi = max(0, start - margin), min(info.n_samples, stop + margin)
-    x = to_microvolts(reader.read(lo, hi), info.gain_uv, info.offset_uv)
-    return detect_spikes(x, info.sampling_rate_hz, params, noise_uv=noise,
-                         channel_locations_um=np.asarray(info.channel_locations_um),
-                         valid=(start - lo, stop - lo)).shifted(lo)
-
-
-_reader_cache: dict[LocalRecording, RecordingReader] = {}
+def window_samples(window_s: float, sampling_rate_hz: float, n_channels: int, margin: int) -> int:
+    """Samples per window: window_s, capped so a window holds at most MAX_WINDOW_VALUES values,
+    and never so short that the margins dominate."""
+    step = int(window_s * sampling_rate_hz)
+    step = min(step, MAX_WINDOW_VALUES // max(1, n_channels))
+    return max(step, 8 * margin, 1)
 
 
 def detect_recording(recording: LocalRecording, params: DetectionParams = DetectionParams(), *,
-                     window_s: float = 10.0, jobs: int = 1,
+                     window_s: float = 1.0, jobs: int = 1,
                      on_progress: Callable[[int, int], None] | None = None) -> Iterator[SpikeTable]:
-    reader = recording.open()
-    info = reader.info
-    noise = estimate_noise(lambda a, b: to_microvolts(reader.read(a, b), info.gain_uv, info.offset_uv),
-                           info.n_samples, info.sampling_rate_hz, params)
-    reader.close()
-    step = max(1, int(window_s * info.sampling_rate_hz))
+    """Spike tables of successive windows, in order, with sample indices from the recording start."""
+    local = threading.local()
+    opened: list[RecordingReader] = []
+    lock = threading.Lock()
+
+    def reader() -> RecordingReader:
+        r = getattr(local, "reader", None)
+        if r is None:
+            r = local.reader = recording.open()
+            with lock:
+                opened.append(r)
+        return r
+
+    first = reader()
+    info = first.info
+    fs = info.sampling_rate_hz
+    noise = estimate_noise(first.read, info.n_samples, fs, params, info.gain_uv, info.offset_uv)
+    margin = params.margin_samples(fs)
+    locations = np.asarray(info.channel_locations_um, dtype=np.float64)
+    neighbours(locations, info.n_channels, params.radius_um)  # fail early on bad positions
+
+    def window(start: int, stop: int) -> SpikeTable:
+        lo, hi = max(0, start - margin), min(info.n_samples, stop + margin)
+        table = detect_spikes(reader().read(lo, hi), fs, params, gain_uv=info.gain_uv, offset_uv=info.offset_uv,
+                              noise_uv=noise, channel_locations_um=locations, valid=(start - lo, stop - lo))
+        return table.shifted(lo)
+
+    step = window_samples(window_s, fs, info.n_channels, margin)
     windows = [(s, min(s + step, info.n_samples)) for s in range(0, info.n_samples, step)]
     done = 0
-    for n, table in _run(recording, params, noise, windows, jobs):
-        done += n
-        if on_progress:
-            on_progress(done, info.n_samples)
-        yield table
+    try:
+        for n, table in _run(window, windows, jobs):
+            done += n
+            if on_progress:
+                on_progress(done, info.n_samples)
+            yield table
+    finally:
+        for r in opened:
+            r.close()
 
 
-def _run(recording, params, noise, windows, jobs) -> Iterator[tuple[int, SpikeTable]]:
+def _run(window, windows, jobs) -> Iterator[tuple[int, SpikeTable]]:
     """(window length, its spikes) in window order."""
     if jobs <= 1:
         for start, stop in windows:
-            yield stop - start, _window(recording, params, noise, start, stop)
+            yield stop - start, window(start, stop)
         return
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="detect") as pool:
         # At most 2 windows per worker in flight: bounded memory, results in order.
         pending = []
         for start, stop in windows:
-            pending.append((stop - start, pool.submit(_window, recording, params, noise, start, stop)))
+            pending.append((stop - start, pool.submit(window, start, stop)))
             if len(pending) >= 2 * jobs:
                 n, fut = pending.pop(0)
                 yield n, fut.result()

@@ -4,7 +4,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from neurocyte_cli.main import cli
-from neurocyte_shared.detection import DetectionParams, detect_spikes, estimate_noise, to_microvolts
+from neurocyte_shared.detection import DetectionParams, detect_spikes, estimate_noise
 from neurocyte_shared.synthetic import SyntheticSpec, grid_locations, write_recording
 
 
@@ -19,9 +19,8 @@ def test_detect_command_matches_whole_array_detection(tmp_path):
 
     raw = np.fromfile(bin_path, "<i2").reshape(-1, 16)
     params = DetectionParams()
-    noise = estimate_noise(lambda a, b: to_microvolts(raw[a:b], spec.gain_uv), raw.shape[0],
-                           spec.sampling_rate_hz, params)
-    whole = detect_spikes(to_microvolts(raw, spec.gain_uv), spec.sampling_rate_hz, params, noise_uv=noise,
+    noise = estimate_noise(lambda a, b: raw[a:b], raw.shape[0], spec.sampling_rate_hz, params, spec.gain_uv)
+    whole = detect_spikes(raw, spec.sampling_rate_hz, params, gain_uv=spec.gain_uv, noise_uv=noise,
                           channel_locations_um=grid_locations(16, spec.pitch_um))
     assert len(whole) > 50
     np.testing.assert_array_equal(got[:, 0], whole.sample_index)

@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
-from neurocyte_shared.detection import DetectionParams, SpikeTable, detect_spikes, estimate_noise, to_microvolts
+import scipy.signal
+
+from neurocyte_shared.detection import (DetectionParams, SpikeTable, butter_bandpass_sos, detect_spikes, estimate_noise,
+                                       noise_levels, preprocess)
 from neurocyte_shared.synthetic import SyntheticSpec, ground_truth, grid_locations, write_recording
 
 FS = 20_000.0
@@ -12,13 +15,15 @@ FS = 20_000.0
 # At least 16 channels: a median reference over very few channels leaves residuals whose MAD
 # underestimates their spread (the middle channels cancel), which no real array has.
 def _noise(n_ch, n, seed=0, sigma=6.0):
-    return (np.random.default_rng(seed).standard_normal((n_ch, n)) * sigma).astype(np.float32)
+    """White noise, samples x channels (time-major, as recorded), in microvolts."""
+    noise = np.random.default_rng(seed).standard_normal((n_ch, n)) * sigma
+    return np.ascontiguousarray(noise.T, dtype=np.float32)
 
 
 def _plant(x, channel, sample, amp):
     t = np.arange(40)
     w = -np.exp(-(((t - 12) / 2.6) ** 2)) * amp
-    x[channel, sample - 12 : sample + 28] += w
+    x[sample - 12 : sample + 28, channel] += w
     return x
 
 
@@ -75,13 +80,13 @@ def test_windows_with_margins_equal_the_whole_recording():
     for i, t in enumerate(border_spikes):
         _plant(x, (3 * i) % 16, t, 110.0)
     params = DetectionParams()
-    noise = estimate_noise(lambda a, b: x[:, a:b], n, FS, params)
+    noise = estimate_noise(lambda a, b: x[a:b], n, FS, params)
     whole = detect_spikes(x, FS, params, noise_uv=noise, channel_locations_um=loc)
     margin = params.margin_samples(FS)
     parts = []
     for start in range(0, n, window):
         lo, hi = max(0, start - margin), min(n, start + window + margin)
-        parts.append(detect_spikes(x[:, lo:hi], FS, params, noise_uv=noise, channel_locations_um=loc,
+        parts.append(detect_spikes(x[lo:hi], FS, params, noise_uv=noise, channel_locations_um=loc,
                                    valid=(start - lo, start + window - lo)).shifted(lo))
     sharded = SpikeTable.concat(parts)
     assert len(whole) >= len(border_spikes)
@@ -94,8 +99,8 @@ def test_synthetic_recording_ground_truth(tmp_path):
     spec = SyntheticSpec(n_channels=32, duration_s=10.0, n_units=16)
     bin_path, json_path, gt = write_recording(tmp_path, "gt", spec)
     raw = np.fromfile(bin_path, dtype="<i2").reshape(-1, spec.n_channels)
-    x = to_microvolts(raw, spec.gain_uv)
-    table = detect_spikes(x, spec.sampling_rate_hz, channel_locations_um=grid_locations(32, spec.pitch_um))
+    table = detect_spikes(raw, spec.sampling_rate_hz, gain_uv=spec.gain_uv,
+                          channel_locations_um=grid_locations(32, spec.pitch_um))
     # Each planted spike is matched by a detection within 0.4 ms on its unit's channel.
     tol = int(0.4e-3 * spec.sampling_rate_hz)
     hits = total = 0
@@ -117,3 +122,39 @@ def test_parameters_carry_units_and_refuse_nonsense():
     with pytest.raises(ValueError):
         detect_spikes(_noise(2, 1000), 500.0)  # 300 Hz .. Nyquist 250 Hz is no band
     assert DetectionParams().margin_samples(FS) > DetectionParams().dead_time_samples(FS)
+
+
+@pytest.mark.parametrize("order", [1, 2, 5, 8])
+@pytest.mark.parametrize("fs", [10_000.0, 20_000.0, 30_000.0])
+def test_filter_design_equals_scipy(order, fs):
+    high = min(6000.0, 0.95 * fs / 2)
+    ours = butter_bandpass_sos(order, 300.0, high, fs)
+    theirs = scipy.signal.butter(order, [300.0, high], "bandpass", fs=fs, output="sos")
+    _, h_ours = scipy.signal.sosfreqz(ours, 2048, fs=fs)
+    _, h_theirs = scipy.signal.sosfreqz(theirs, 2048, fs=fs)
+    np.testing.assert_allclose(h_ours, h_theirs, atol=1e-9)
+
+
+@pytest.mark.parametrize("reference", ["none", "mean", "median"])
+@pytest.mark.parametrize("n_channels", [1, 7, 64, 65])
+def test_preprocessing_equals_scipy_and_numpy(reference, n_channels):
+    """The fused kernel = scipy's sosfiltfilt, then np.median/np.mean across channels, away from
+    the edges (whose transients the margins absorb)."""
+    raw = (np.random.default_rng(n_channels).standard_normal((8_000, n_channels)) * 40 + 300).astype(np.int16)
+    raw[:, 0] = 0  # a dead channel: ties in the median
+    params = DetectionParams(reference=reference)
+    ours = preprocess(raw, FS, params, gain_uv=0.195)
+    sos = scipy.signal.butter(5, [300, 6000], "bandpass", fs=FS, output="sos")
+    want = scipy.signal.sosfiltfilt(sos, raw.astype(np.float64) * 0.195, axis=0, padtype=None)
+    if reference == "median" and n_channels > 1:
+        want -= np.median(want, axis=1, keepdims=True)
+    elif reference == "mean" and n_channels > 1:
+        want -= want.mean(axis=1, keepdims=True)
+    core = slice(1_000, -1_000)
+    np.testing.assert_allclose(ours[core], want[core], atol=2e-3 * np.abs(want[core]).max())
+
+
+def test_noise_is_mad_over_0_6745():
+    x = _noise(16, 10_001, seed=4)
+    want = np.median(np.abs(x - np.median(x, axis=0)), axis=0) / 0.6744897501960817
+    np.testing.assert_allclose(noise_levels(x), want, rtol=1e-6)

@@ -16,7 +16,7 @@ import numpy as np
 import structlog
 
 from neurocyte_shared import s3io, spikes, store
-from neurocyte_shared.detection import DetectionParams, detect_spikes, estimate_noise, to_microvolts
+from neurocyte_shared.detection import DetectionParams, detect_spikes, estimate_noise
 from neurocyte_shared.events import Event, ShardDetected, ShardReady
 from neurocyte_shared.layout import shard_spikes_key
 
@@ -38,8 +38,7 @@ def recording_noise(array: Any, deps: Deps, prefix: str) -> np.ndarray:
         return np.asarray(s3io.get_json(deps.s3, deps.data_bucket, key)["noise_uv"], dtype=np.float32)
     attrs = array.attrs
     fs, gain, offset = attrs["sampling_rate_hz"], attrs["gain_uv"], attrs["offset_uv"]
-    noise = estimate_noise(lambda a, b: to_microvolts(array[a:b], gain, offset),
-                           array.shape[0], fs, deps.params)
+    noise = estimate_noise(lambda a, b: array[a:b], array.shape[0], fs, deps.params, gain, offset)
     s3io.put_json(deps.s3, deps.data_bucket, key,
                   {"params": deps.params.model_dump(), "noise_uv": noise.tolist()})
     return noise
@@ -58,8 +57,8 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     margin = deps.params.margin_samples(fs)
     lo = max(0, event.start_sample - margin)
     hi = min(array.shape[0], event.stop_sample + margin)
-    traces = to_microvolts(array[lo:hi], attrs["gain_uv"], attrs["offset_uv"])
-    table = detect_spikes(traces, fs, deps.params, noise_uv=noise, channel_locations_um=locations,
+    table = detect_spikes(array[lo:hi], fs, deps.params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
+                          noise_uv=noise, channel_locations_um=locations,
                           valid=(event.start_sample - lo, event.stop_sample - lo)).shifted(lo)
     key = shard_spikes_key(prefix, event.shard_index)
     # Same key on redelivery: a second run overwrites with identical content.
