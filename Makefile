@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := .tools/bin/uv
 UV_VERSION := 0.13.9
 
-.PHONY: demo test setup localstack lint clean
+.PHONY: demo test setup localstack lint clean bench
 
 demo: setup
 	.venv/bin/neurocyte demo
@@ -21,15 +21,25 @@ $(UV):
 	.tools/bin/pip install -q uv==$(UV_VERSION)
 
 .venv/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml cli/pyproject.toml services/*/pyproject.toml
-	$(UV) sync --all-packages --frozen --python $(PYTHON)
+	$(UV) sync --all-packages --frozen --compile-bytecode --python $(PYTHON)
 	touch $@
 
 localstack: setup
 	.venv/bin/python -c "from neurocyte_cli.local import ensure_localstack_installed as e; e()"
+
+# Detection against SpikeInterface on ground truth (a benchmark, not a test; ~10 minutes).
+# SpikeInterface lives in its own environment: it pins zarr<3.
+bench: setup .bench-venv/.synced
+	.venv/bin/python benchmarks/bench.py
+
+.bench-venv/.synced: benchmarks/requirements-spikeinterface.txt $(UV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) .bench-venv
+	$(UV) pip install -q --python .bench-venv/bin/python --compile-bytecode -r benchmarks/requirements-spikeinterface.txt
+	touch $@
 
 lint: setup
 	.venv/bin/cfn-lint deploy/template.yaml
 
 clean:
 	-.venv/bin/neurocyte down
-	rm -rf .venv .tools .localstack-venv
+	rm -rf .venv .tools .localstack-venv .bench-venv

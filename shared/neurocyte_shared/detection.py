@@ -230,3 +230,13 @@ def estimate_noise(read, n_samples: int, sampling_rate_hz: float, params: Detect
         if core.shape[0] > 0:
             levels.append(noise_levels(core))
     return np.median(np.stack(levels), axis=0).astype(np.float32)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernels for the common input types, e.g. while
+    building a container image, so the first shard does not pay for compilation."""
+    rng = np.random.default_rng(0)
+    locations = np.stack([np.arange(8) * 20.0, np.zeros(8)], axis=1)
+    for dtype in (np.int16, np.uint16, np.float32):
+        traces = (rng.standard_normal((4_000, 8)) * 50).astype(dtype)
+        detect_spikes(traces, 20_000.0, channel_locations_um=locations)
