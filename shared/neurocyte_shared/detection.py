@@ -216,19 +216,21 @@ def noise_chunk_starts(n_samples: int, sampling_rate_hz: float, params: Detectio
 
 
 def estimate_noise(read, n_samples: int, sampling_rate_hz: float, params: DetectionParams,
-                   gain_uv: float = 1.0, offset_uv: float = 0.0) -> np.ndarray:
+                   gain_uv: float = 1.0, offset_uv: float = 0.0, *, map_=map) -> np.ndarray:
     """Per-channel noise over the whole recording: the median over random chunks of each chunk's
     MAD/0.6745 (bounded memory, unlike pooling every chunk). `read(start, stop)` returns raw
-    samples x channels; chunks are read with margins so filtering edges do not count."""
+    samples x channels; chunks are read with margins so filtering edges do not count.
+    `map_` may be a thread pool's map: the kernels release the GIL."""
     length = int(params.noise_chunk_s * sampling_rate_hz)
     margin = params.margin_samples(sampling_rate_hz)
-    levels = []
-    for start in noise_chunk_starts(n_samples, sampling_rate_hz, params):
+
+    def chunk_noise(start: int) -> np.ndarray | None:
         lo, hi = max(0, start - margin), min(n_samples, start + length + margin)
         x = preprocess(read(lo, hi), sampling_rate_hz, params, gain_uv, offset_uv)
         core = x[start - lo : start - lo + length]
-        if core.shape[0] > 0:
-            levels.append(noise_levels(core))
+        return noise_levels(core) if core.shape[0] > 0 else None
+
+    levels = [lv for lv in map_(chunk_noise, noise_chunk_starts(n_samples, sampling_rate_hz, params)) if lv is not None]
     return np.median(np.stack(levels), axis=0).astype(np.float32)
 
 

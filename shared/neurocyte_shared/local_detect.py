@@ -60,10 +60,11 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
                 opened.append(r)
         return r
 
-    first = reader()
-    info = first.info
+    info = reader().info
     fs = info.sampling_rate_hz
-    noise = estimate_noise(first.read, info.n_samples, fs, params, info.gain_uv, info.offset_uv)
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="detect") if jobs > 1 else None
+    noise = estimate_noise(lambda a, b: reader().read(a, b), info.n_samples, fs, params, info.gain_uv,
+                           info.offset_uv, map_=pool.map if pool else map)
     margin = params.margin_samples(fs)
     locations = np.asarray(info.channel_locations_um, dtype=np.float64)
     neighbours(locations, info.n_channels, params.radius_um)  # fail early on bad positions
@@ -78,29 +79,30 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
     windows = [(s, min(s + step, info.n_samples)) for s in range(0, info.n_samples, step)]
     done = 0
     try:
-        for n, table in _run(window, windows, jobs):
+        for n, table in _run(window, windows, pool, jobs):
             done += n
             if on_progress:
                 on_progress(done, info.n_samples)
             yield table
     finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
         for r in opened:
             r.close()
 
 
-def _run(window, windows, jobs) -> Iterator[tuple[int, SpikeTable]]:
+def _run(window, windows, pool, jobs) -> Iterator[tuple[int, SpikeTable]]:
     """(window length, its spikes) in window order."""
-    if jobs <= 1:
+    if pool is None:
         for start, stop in windows:
             yield stop - start, window(start, stop)
         return
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="detect") as pool:
-        # At most 2 windows per worker in flight: bounded memory, results in order.
-        pending = []
-        for start, stop in windows:
-            pending.append((stop - start, pool.submit(window, start, stop)))
-            if len(pending) >= 2 * jobs:
-                n, fut = pending.pop(0)
-                yield n, fut.result()
-        for n, fut in pending:
+    # At most 2 windows per worker in flight: bounded memory, results in order.
+    pending = []
+    for start, stop in windows:
+        pending.append((stop - start, pool.submit(window, start, stop)))
+        if len(pending) >= 2 * jobs:
+            n, fut = pending.pop(0)
             yield n, fut.result()
+    for n, fut in pending:
+        yield n, fut.result()
