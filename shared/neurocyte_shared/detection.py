@@ -10,7 +10,8 @@ Pipeline, with SpikeInterface's defaults and names:
 Exact borders: a caller that detects a window [start, stop) passes the traces from
 start - margin to stop + margin (`DetectionParams.margin_samples`) and `valid=(start, stop)`
 in the coordinates of that array; peaks outside `valid` belong to the neighbouring window.
-Traces are time-major (samples x channels), as recorded; the kernels (`kernels.py`) run\nover channels in the inner loop and keep float32.
+Traces are time-major (samples x channels), as recorded; the kernels (`kernels.py`) run
+over channels in the inner loop and keep float32.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ class DetectionParams(BaseModel):
     peak_sign: Literal["neg", "pos", "both"] = "neg"
     dead_time_ms: float = Field(1.0, ge=0, description="a peak is the extreme within +- this window")
     radius_um: float = Field(50.0, ge=0, description="spatial de-duplication radius (0: per channel)")
+    spatial_dead_time_ms: float = Field(
+        0.2, ge=0, description="a peak must beat its neighbours within radius_um over +- this window")
+    echo_window_ms: float = Field(
+        3.0, ge=0, description="after-wave suppression: look back this far for a larger spike (0: off)")
+    echo_ratio: float = Field(
+        5.0, gt=1, description="a peak this many times smaller than a spike just before it is its after-wave")
     noise_chunks: int = Field(20, ge=1, description="random chunks used to estimate the noise")
     noise_chunk_s: float = Field(0.5, gt=0, description="length of each noise chunk")
 
@@ -49,9 +56,10 @@ class DetectionParams(BaseModel):
 
     def margin_samples(self, sampling_rate_hz: float) -> int:
         """Samples to read on each side of a window so its result equals the whole recording's:
-        five time constants of the lowest filter frequency, plus the dead time."""
+        five time constants of the lowest filter frequency, plus the longest look-around."""
         filter_margin = int(math.ceil(5.0 / self.freq_min_hz * sampling_rate_hz))
-        return filter_margin + self.dead_time_samples(sampling_rate_hz) + 1
+        look = max(self.dead_time_ms, self.spatial_dead_time_ms, self.echo_window_ms)
+        return filter_margin + int(math.ceil(look * 1e-3 * sampling_rate_hz)) + 1
 
     def cache_key(self) -> str:
         import hashlib
@@ -201,8 +209,11 @@ def detect_spikes(
     index, count = neighbours(channel_locations_um, n_channels, params.radius_um)
     threshold = (params.threshold_mad * np.asarray(noise_uv, dtype=np.float32)).astype(np.float32)
     start, stop = valid if valid is not None else (0, n_samples)
+    to_samples = lambda ms: int(round(ms * 1e-3 * sampling_rate_hz))  # noqa: E731
     t, ch = kernels.find_peaks(x, threshold, _SIGN[params.peak_sign], params.dead_time_samples(sampling_rate_hz),
-                               max(0, int(start)), min(n_samples, int(stop)), index, count)
+                               to_samples(params.spatial_dead_time_ms), to_samples(params.echo_window_ms),
+                               np.float32(params.echo_ratio), max(0, int(start)), min(n_samples, int(stop)),
+                               index, count)
     return SpikeTable(t, ch, x[t, ch])
 
 

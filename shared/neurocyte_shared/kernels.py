@@ -178,11 +178,16 @@ def _score(v, sign):
 
 
 @njit(cache=True, nogil=True)
-def find_peaks(x, threshold, sign, half, start, stop, neighbours, n_neighbours):
-    """Peaks of x (samples x channels, float32) in samples [start, stop): above threshold[c]
-    (in the sign's direction), the extreme within +-half samples on their channel (the first
-    of equal values wins) and over the same window on every neighbour (a tie goes to the
-    lower channel). Returns (sample, channel) arrays sorted by sample then channel."""
+def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, stop, neighbours, n_neighbours):
+    """Peaks of x (samples x channels, float32) in samples [start, stop):
+    - above threshold[c] in the sign's direction;
+    - the extreme within +-half samples on their channel (the first of equal values wins);
+    - not beaten on any neighbour within +-spatial_half samples (a tie goes to the lower
+      channel): one spike seen on several electrodes is one peak, on its peak channel;
+    - not an after-wave: no value echo_ratio times larger on the channel or a neighbour in
+      the `echo` samples before (a large spike's slow recovery phase crosses the threshold
+      again 1-3 ms later; 0 disables).
+    Returns (sample, channel) arrays sorted by sample then channel."""
     n_t, n_c = x.shape
     cap = 1024
     ts = np.empty(cap, np.int64)
@@ -191,6 +196,9 @@ def find_peaks(x, threshold, sign, half, start, stop, neighbours, n_neighbours):
     for t in range(start, stop):
         u0 = max(0, t - half)
         u1 = min(n_t, t + half + 1)
+        v0 = max(0, t - spatial_half)
+        v1 = min(n_t, t + spatial_half + 1)
+        e0 = max(0, t - echo)
         for c in range(n_c):
             s = _score(x[t, c], sign)
             if s <= threshold[c]:
@@ -205,13 +213,18 @@ def find_peaks(x, threshold, sign, half, start, stop, neighbours, n_neighbours):
                 continue
             for k in range(n_neighbours[c]):
                 m = neighbours[c, k]
-                if m == c:
-                    continue
-                for u in range(u0, u1):
-                    su = _score(x[u, m], sign)
-                    if su > s or (su == s and m < c):
-                        ok = False
-                        break
+                if m != c:
+                    for u in range(v0, v1):
+                        su = _score(x[u, m], sign)
+                        if su > s or (su == s and m < c):
+                            ok = False
+                            break
+                if ok and echo > 0:
+                    big = s * echo_ratio
+                    for u in range(e0, t):
+                        if _score(x[u, m], sign) >= big:
+                            ok = False
+                            break
                 if not ok:
                     break
             if not ok:

@@ -158,3 +158,27 @@ def test_noise_is_mad_over_0_6745():
     x = _noise(16, 10_001, seed=4)
     want = np.median(np.abs(x - np.median(x, axis=0)), axis=0) / 0.6744897501960817
     np.testing.assert_allclose(noise_levels(x), want, rtol=1e-6)
+
+
+def test_after_wave_of_a_large_spike_is_not_a_second_spike():
+    """A big spike's slow recovery phase crosses the threshold again ~2 ms later on the same
+    electrode: that is the same spike (echo_ratio), while a real second spike of similar size
+    at the same delay is kept."""
+    x = _noise(16, 20_000)
+    _plant(x, 0, 5_000, 400.0)
+    _plant(x, 0, 5_040, 40.0)  # 2 ms later, 10x smaller: the after-wave
+    _plant(x, 5, 12_000, 150.0)
+    _plant(x, 5, 12_040, 120.0)  # 2 ms later, similar size: another spike
+    table = detect_spikes(x, FS)
+    assert table.sample_index.tolist() == [5_000, 12_000, 12_040]
+    off = detect_spikes(x, FS, DetectionParams(echo_window_ms=0))
+    assert 5_040 in off.sample_index.tolist()
+
+
+def test_neighbours_firing_half_a_millisecond_apart_are_two_spikes():
+    loc = grid_locations(16, 20.0)
+    x = _noise(16, 20_000)
+    _plant(x, 0, 8_000, 150.0)
+    _plant(x, 1, 8_010, 90.0)  # a neighbour 20 um away, 0.5 ms later: another neuron
+    table = detect_spikes(x, FS, channel_locations_um=loc)
+    assert sorted(zip(table.sample_index.tolist(), table.channel_index.tolist())) == [(8_000, 0), (8_010, 1)]
