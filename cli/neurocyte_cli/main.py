@@ -248,6 +248,75 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
     console.print(f"{total:,} spikes in {info.n_channels} channels x {info.duration_s:.1f} s -> {out_path}")
 
 
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="directory for summary.json, spikes.parquet, the PNGs and report.html (created; must not exist)")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 256), help="cores to use")
+@click.option("--name", default=None, help="recording name in the report (default: the file's stem)")
+@_detection_options
+def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, **params) -> None:
+    """Detection plus summary on this machine (no AWS): the same summary.json, pictures and
+    report.html the pipeline emails a link to."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from neurocyte_shared import spikes as spike_io
+    from neurocyte_shared.detection import DetectionParams, SpikeTable
+    from neurocyte_shared.local_detect import LocalRecording, detect_recording
+    from neurocyte_shared.metrics import summarize
+    from neurocyte_shared.report import figures, render_html
+
+    if out_dir.exists():
+        _fail(f"{out_dir} exists; choose a new directory (results are never overwritten)")
+    info, problem = _local_check(list(files))
+    if problem:
+        _fail(f"refused: {problem}")
+    try:
+        p = DetectionParams(**params)
+    except ValueError as exc:
+        _fail(str(exc))
+    recording = LocalRecording(tuple(f.resolve() for f in files))
+    noise: list[np.ndarray] = []
+    tables = []
+    with Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("detect", total=info.n_samples)
+        for table in detect_recording(recording, p, jobs=jobs, on_noise=noise.append,
+                                      on_progress=lambda d, n: progress.update(task, completed=d)):
+            tables.append(table)
+    merged = SpikeTable.concat(tables)
+    console.print(f"{len(merged):,} spikes; summarising and drawing ...")
+    stem = files[0].name.split(".")[0]
+    summary = summarize(merged, recording_id=f"local-{stem}", recording_name=name or stem, format=info.format,
+                        n_channels=info.n_channels, sampling_rate_hz=info.sampling_rate_hz,
+                        n_samples=info.n_samples, channel_ids=info.channel_ids,
+                        channel_locations_um=info.channel_locations_um, detection_parameters=p.model_dump(),
+                        noise_uv=noise[0] if noise else None)
+    pictures = figures(summary, merged)
+    # Everything into a temporary sibling, then one rename: never a half-written result.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        (tmp / "summary.json").write_text(summary.model_dump_json(indent=1))
+        (tmp / "spikes.parquet").write_bytes(spike_io.to_parquet_bytes(merged))
+        for fname, data in pictures.items():
+            (tmp / fname).write_bytes(data)
+        (tmp / "report.html").write_text(render_html(summary, pictures))
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    net = summary.network.count if summary.network else 0
+    sync = summary.synchrony.sttc_mean if summary.synchrony else None
+    out.print(f"{summary.total_spikes:,} spikes, {summary.active_electrodes}/{summary.n_channels} active electrodes, "
+              f"{summary.mean_firing_rate_hz:.2f} Hz weighted mean rate, {summary.bursting_electrodes} bursting, "
+              f"{net} network bursts, STTC {sync if sync is None else round(sync, 3)}")
+    out.print(f"report: {out_dir / 'report.html'}")
+
+
 # --------------------------------------------------------------------------- status / inbox
 
 

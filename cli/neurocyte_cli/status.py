@@ -54,12 +54,12 @@ def status_of(s3, outputs: dict[str, str], tenant: str, recording_id: str) -> Re
         shard = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
         n_shards = math.ceil(n_samples / shard)
         written = sum(1 for n in names if n.startswith("raw.zarr/c/"))
-        detected = sum(1 for n in names if n.startswith("spikes/shard-"))
+        detected = sum(1 for n in names if n.startswith("spikes/d=") and "/shard-" in n)
         if detected:
             st = RecordingStatus(recording_id, tenant, "detecting", f"{detected}/{n_shards} shards")
         else:
             st = RecordingStatus(recording_id, tenant, "chunking", f"{written}/{n_shards} shards written")
-    if "summary/summary.json" in names:
+    if any(n.startswith("results/") and n.endswith("/summary.json") for n in names):
         st = RecordingStatus(recording_id, tenant, "summarized", "sending the email")
     if sent:
         st = RecordingStatus(recording_id, tenant, "emailed", "done", done=True)

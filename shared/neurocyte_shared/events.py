@@ -108,6 +108,12 @@ class RecordingSummarized(Event):
     n_channels: int
     mean_firing_rate_hz: float
     duration_s: float
+    bursting_electrodes: int = 0
+    network_bursts: int = 0
+    sttc_mean: float | None = None
+    report_key: str | None = None
+    report_url: str | None = Field(None, repr=False)  # a pre-signed link: never logged
+    report_url_expires_at: datetime | None = None
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -13,8 +13,27 @@ runs them in threads over one memory map.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-from numba import njit
+
+
+def _skip_numba_blas_probe() -> None:
+    """Numba probes for BLAS when its numpy support loads (at the first kernel call) by
+    importing scipy.linalg: ~0.3 s of every command's start-up. These kernels use no linear
+    algebra, so the probe is made to fail fast, once; scipy.linalg stays importable for
+    everyone else. (Numba jitted code in this process then has no np.dot: none is used.)"""
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules["scipy.linalg"]
+
+
+_skip_numba_blas_probe()
+from numba import njit  # noqa: E402
 
 REF_NONE, REF_MEDIAN, REF_MEAN = 0, 1, 2
 SIGN_NEG, SIGN_POS, SIGN_BOTH = 0, 1, 2
@@ -213,22 +232,29 @@ def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, 
                 continue
             for k in range(n_neighbours[c]):
                 m = neighbours[c, k]
-                if m != c:
-                    for u in range(v0, v1):
-                        su = _score(x[u, m], sign)
-                        if su > s or (su == s and m < c):
-                            ok = False
-                            break
-                if ok and echo > 0:
-                    big = s * echo_ratio
-                    for u in range(e0, t):
-                        if _score(x[u, m], sign) >= big:
-                            ok = False
-                            break
+                if m == c:
+                    continue
+                for u in range(v0, v1):
+                    su = _score(x[u, m], sign)
+                    if su > s or (su == s and m < c):
+                        ok = False
+                        break
                 if not ok:
                     break
             if not ok:
                 continue
+            if echo > 0:  # checked last: few candidates get this far
+                big = s * echo_ratio
+                for k in range(n_neighbours[c]):
+                    m = neighbours[c, k]
+                    for u in range(e0, t):
+                        if _score(x[u, m], sign) >= big:
+                            ok = False
+                            break
+                    if not ok:
+                        break
+                if not ok:
+                    continue
             if n == cap:
                 cap *= 2
                 ts2 = np.empty(cap, np.int64)

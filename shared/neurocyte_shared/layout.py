@@ -6,11 +6,15 @@ data bucket:     recordings/tenant=<t>/date=<YYYY-MM-DD>/<recording_id>/
                      rejected.json         why ingest refused (instead of everything below)
                      raw.zarr/             the recording, sharded Zarr v3
                      noise/<hash>.json     per-channel noise for one set of detection params
-                     spikes/shard-NNNNN.parquet
-                     summary/summary.json  published last, once (conditional write)
-                     summary/spikes.parquet
+                     spikes/d=<detection>/shard-NNNNN.parquet   per detection parameter set
+                     results/v=<detection>-<metrics>/           one version per parameter set:
+                         spikes.parquet, *.png, report.html     written first,
+                         summary.json                           last, once (conditional write):
+                                                                its presence publishes the version
                      notified/<kind>.json  the email went out (dedup marker)
-The tenant/date partitions let Athena query spike tables across recordings.
+Versions are named by the hashes of the parameters, so reprocessing with other parameters
+writes beside a published result, never over it or mixed with it. The tenant/date
+partitions let Athena query spike tables across recordings.
 """
 
 from __future__ import annotations
@@ -51,8 +55,25 @@ def recording_prefix(tenant: str, date: str, recording_id: str) -> str:
     return f"recordings/tenant={tenant}/date={date}/{recording_id}/"
 
 
-def shard_spikes_key(prefix: str, shard_index: int) -> str:
-    return f"{prefix}spikes/shard-{shard_index:05d}.parquet"
+def shard_spikes_key(prefix: str, shard_index: int, detection_version: str) -> str:
+    return f"{prefix}spikes/d={detection_version}/shard-{shard_index:05d}.parquet"
+
+
+def detection_version_of(spikes_key: str) -> str:
+    """'.../spikes/d=<version>/shard-N.parquet' -> version."""
+    folder = spikes_key.rsplit("/", 2)[-2]
+    if not folder.startswith("d="):
+        raise ValueError(f"not a versioned shard key: {spikes_key}")
+    return check_segment(folder[2:], "detection version")
+
+
+def results_prefix(prefix: str, detection_version: str, metrics_version: str) -> str:
+    return f"{prefix}results/v={detection_version}-{metrics_version}/"
+
+
+SUMMARY_NAME = "summary.json"
+REPORT_NAME = "report.html"
+SPIKES_NAME = "spikes.parquet"
 
 
 def tenant_for_email(email: str) -> str:

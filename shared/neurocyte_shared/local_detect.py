@@ -46,8 +46,10 @@ def window_samples(window_s: float, sampling_rate_hz: float, n_channels: int, ma
 
 def detect_recording(recording: LocalRecording, params: DetectionParams = DetectionParams(), *,
                      window_s: float = 1.0, jobs: int = 1,
-                     on_progress: Callable[[int, int], None] | None = None) -> Iterator[SpikeTable]:
-    """Spike tables of successive windows, in order, with sample indices from the recording start."""
+                     on_progress: Callable[[int, int], None] | None = None,
+                     on_noise: Callable[[np.ndarray], None] | None = None) -> Iterator[SpikeTable]:
+    """Spike tables of successive windows, in order, with sample indices from the recording start.
+    on_noise receives the per-channel noise (uV) once it is estimated."""
     local = threading.local()
     opened: list[RecordingReader] = []
     lock = threading.Lock()
@@ -65,6 +67,8 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="detect") if jobs > 1 else None
     noise = estimate_noise(lambda a, b: reader().read(a, b), info.n_samples, fs, params, info.gain_uv,
                            info.offset_uv, map_=pool.map if pool else map)
+    if on_noise:
+        on_noise(noise)
     margin = params.margin_samples(fs)
     locations = np.asarray(info.channel_locations_um, dtype=np.float64)
     neighbours(locations, info.n_channels, params.radius_um)  # fail early on bad positions

@@ -1,9 +1,26 @@
-"""Recording metrics from a spike table: pure numpy, no AWS.
+"""Recording metrics from a spike table: pure numpy, no AWS, no files.
 
-Definitions (design.md section 4, EPA/Axion conventions):
+Definitions (MEA conventions: Axion's Neural Metric Tool, the EPA's MEA work, MEA-NAP);
+every threshold is a `MetricsParams` field with its default, and the summary states them:
 - firing rate of an electrode = spikes / recording duration (Hz);
 - active electrode: at least `active_min_spikes_per_min` spikes per minute (default 5);
-- mean firing rate: mean of the firing rates of the active electrodes (0 when none).
+- mean firing rate: over all electrodes; weighted mean firing rate: over active electrodes
+  only (Axion's names);
+- single-electrode bursts, max-interval method: a burst starts at an inter-spike interval
+  <= `burst_max_isi_start_s` (0.1 s), continues while intervals are <= `burst_max_isi_end_s`
+  (0.25 s); bursts closer than `burst_min_ibi_s` (0.8 s) are merged; bursts with fewer than
+  `burst_min_spikes` (5) spikes or shorter than `burst_min_duration_s` (0.05 s) are dropped;
+- network bursts: time in `network_bin_s` bins (0.05 s); a bin is part of a network burst
+  when at least `network_min_electrodes` (5) active electrodes, at least
+  `network_min_fraction` (0.25) of the active electrodes, and more than the mean number of
+  electrodes per bin plus `network_min_sd` (3) standard deviations fire in it (the last rule
+  keeps busy but independent electrodes from making bursts by chance); consecutive such bins
+  form one network burst (EPA-style network spikes, merged);
+- synchrony: the spike time tiling coefficient (STTC, Cutts & Eglen 2014) at lag
+  `sttc_lag_s` (0.025 s), averaged over all pairs of the `sttc_max_electrodes` (64) most
+  active electrodes; 1 for identical trains, about 0 for independent ones;
+- quality notes: electrodes without a spike (dead or unconnected), electrodes firing above
+  `noisy_rate_hz` (100 Hz: no neuron sustains that; noise or artefacts), and noise levels.
 """
 
 from __future__ import annotations
@@ -17,6 +34,23 @@ from .detection import SpikeTable
 class MetricsParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     active_min_spikes_per_min: float = Field(5.0, ge=0)
+    burst_max_isi_start_s: float = Field(0.1, gt=0)
+    burst_max_isi_end_s: float = Field(0.25, gt=0)
+    burst_min_ibi_s: float = Field(0.8, ge=0)
+    burst_min_spikes: int = Field(5, ge=2)
+    burst_min_duration_s: float = Field(0.05, ge=0)
+    network_bin_s: float = Field(0.05, gt=0)
+    network_min_electrodes: int = Field(5, ge=1)
+    network_min_fraction: float = Field(0.25, ge=0, le=1)
+    network_min_sd: float = Field(3.0, ge=0)
+    sttc_lag_s: float = Field(0.025, gt=0)
+    sttc_max_electrodes: int = Field(64, ge=2)
+    noisy_rate_hz: float = Field(100.0, gt=0)
+
+    def cache_key(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
 class ChannelMetrics(BaseModel):
@@ -28,13 +62,57 @@ class ChannelMetrics(BaseModel):
     spike_count: int
     firing_rate_hz: float
     active: bool
+    median_amplitude_uv: float | None = Field(description="median signed peak amplitude; None without spikes")
+    noise_uv: float | None = None
+    bursts: int = 0
+    burst_rate_per_min: float = 0.0
+    mean_burst_duration_s: float | None = None
+    mean_spikes_per_burst: float | None = None
+    percent_spikes_in_bursts: float = 0.0
+    mean_inter_burst_interval_s: float | None = None
+
+
+class NetworkBurst(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    start_s: float
+    end_s: float
+    electrodes: int
+    spikes: int
+
+
+class NetworkMetrics(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    count: int
+    rate_per_min: float
+    mean_duration_s: float | None
+    mean_participating_electrodes: float | None
+    min_electrodes_per_bin: int = Field(description="the threshold actually applied (count and fraction)")
+    bursts: list[NetworkBurst] = Field(description="the first 1,000 network bursts")
+
+
+class Synchrony(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    method: str = "STTC"
+    lag_s: float
+    electrodes: int = Field(description="electrodes compared (the most active ones)")
+    pairs: int
+    sttc_mean: float | None = Field(description="mean STTC over pairs; None with fewer than 2 active electrodes")
+
+
+class Quality(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    silent_electrodes: int
+    noisy_electrodes: list[int] = Field(description="channel indices firing above noisy_rate_hz")
+    median_noise_uv: float | None = None
+    notes: list[str]
 
 
 class Summary(BaseModel):
-    """summary.json: the recording's headline figures and per-electrode metrics."""
+    """summary.json: the recording's headline figures and per-electrode metrics.
+    Exported as JSON Schema in docs/summary.schema.json."""
 
     model_config = ConfigDict(frozen=True)
-    schema_version: int = 1
+    schema_version: int = 2
     recording_id: str
     recording_name: str
     format: str
@@ -43,9 +121,158 @@ class Summary(BaseModel):
     duration_s: float
     total_spikes: int
     active_electrodes: int
-    mean_firing_rate_hz: float
+    mean_firing_rate_hz: float = Field(description="weighted mean firing rate: over active electrodes (Axion)")
+    mean_firing_rate_all_hz: float = Field(0.0, description="mean over all electrodes")
+    bursting_electrodes: int = 0
+    network: NetworkMetrics | None = None
+    synchrony: Synchrony | None = None
+    quality: Quality | None = None
     parameters: dict
     channels: list[ChannelMetrics]
+
+
+# ------------------------------------------------------------------ single-electrode bursts
+
+
+def max_interval_bursts(times_s: np.ndarray, p: MetricsParams) -> tuple[np.ndarray, np.ndarray]:
+    """Bursts of one spike train (sorted times, s), max-interval method.
+    Returns (first spike index, last spike index) of each burst, inclusive."""
+    t = np.asarray(times_s, dtype=np.float64)
+    if t.size < p.burst_min_spikes:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    isi = np.diff(t)
+    inside = isi <= p.burst_max_isi_end_s  # link i joins spikes i and i+1
+    # runs of consecutive links that keep a burst going
+    edges = np.diff(np.concatenate([[0], inside.astype(np.int8), [0]]))
+    run_start, run_stop = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # links [start, stop)
+    if run_start.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    # a burst begins at the first link of the run short enough to start one
+    starter = np.where(isi <= p.burst_max_isi_start_s, np.arange(isi.size), isi.size)
+    first = np.minimum.reduceat(starter, run_start)
+    ok = first < run_stop
+    first_spike, last_spike = first[ok], run_stop[ok]  # link run_stop-1 joins spike run_stop
+    if first_spike.size == 0:
+        return first_spike.astype(np.int64), last_spike.astype(np.int64)
+    # merge bursts closer than the minimum inter-burst interval
+    gap = t[first_spike[1:]] - t[last_spike[:-1]]
+    new = np.concatenate([[True], gap >= p.burst_min_ibi_s])
+    starts = first_spike[new]
+    ends = np.maximum.reduceat(last_spike, np.flatnonzero(new))
+    n_spikes = ends - starts + 1
+    keep = (n_spikes >= p.burst_min_spikes) & (t[ends] - t[starts] >= p.burst_min_duration_s)
+    return starts[keep].astype(np.int64), ends[keep].astype(np.int64)
+
+
+def _burst_metrics(times_s: np.ndarray, duration_s: float, p: MetricsParams) -> dict:
+    starts, ends = max_interval_bursts(times_s, p)
+    if starts.size == 0:
+        return {}
+    durations = times_s[ends] - times_s[starts]
+    sizes = ends - starts + 1
+    ibi = times_s[starts[1:]] - times_s[ends[:-1]]
+    return {
+        "bursts": int(starts.size),
+        "burst_rate_per_min": starts.size / (duration_s / 60.0),
+        "mean_burst_duration_s": float(durations.mean()),
+        "mean_spikes_per_burst": float(sizes.mean()),
+        "percent_spikes_in_bursts": float(100.0 * sizes.sum() / times_s.size),
+        "mean_inter_burst_interval_s": float(ibi.mean()) if ibi.size else None,
+    }
+
+
+# ------------------------------------------------------------------ network bursts
+
+
+def network_bursts(times_s: np.ndarray, channels: np.ndarray, active: np.ndarray, duration_s: float,
+                   p: MetricsParams) -> NetworkMetrics:
+    """Network bursts from the spikes of active electrodes (see the module's definition)."""
+    n_active = int(active.sum())
+    threshold = max(p.network_min_electrodes, int(np.ceil(p.network_min_fraction * n_active)))
+    keep = active[channels]
+    t, ch = times_s[keep], channels[keep].astype(np.int64)
+    n_bins = int(np.ceil(duration_s / p.network_bin_s)) + 1
+    b = np.minimum((t / p.network_bin_s).astype(np.int64), n_bins - 1)
+    n_ch = int(active.size)
+    pairs = np.unique(b * n_ch + ch)  # (bin, electrode) that fired, once each
+    electrodes_per_bin = np.bincount(pairs // n_ch, minlength=n_bins)
+    chance = electrodes_per_bin.mean() + p.network_min_sd * electrodes_per_bin.std()
+    threshold = max(threshold, int(np.floor(chance)) + 1)
+    empty = NetworkMetrics(count=0, rate_per_min=0.0, mean_duration_s=None, mean_participating_electrodes=None,
+                           min_electrodes_per_bin=threshold, bursts=[])
+    if t.size == 0 or n_active < threshold:
+        return empty
+    hot = electrodes_per_bin >= threshold
+    edges = np.diff(np.concatenate([[0], hot.astype(np.int8), [0]]))
+    first_bin, end_bin = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # [first, end)
+    if first_bin.size == 0:
+        return empty
+    # which burst each (bin, electrode) pair and each spike belongs to
+    burst_of_bin = np.full(n_bins, -1)
+    for i, (a, z) in enumerate(zip(first_bin, end_bin)):  # a loop over bursts, not spikes
+        burst_of_bin[a:z] = i
+    pair_burst = burst_of_bin[pairs // n_ch]
+    in_burst = pair_burst >= 0
+    electrodes = np.bincount(np.unique(pair_burst[in_burst] * n_ch + pairs[in_burst] % n_ch) // n_ch,
+                             minlength=first_bin.size)
+    spike_burst = burst_of_bin[b]
+    spikes_per = np.bincount(spike_burst[spike_burst >= 0], minlength=first_bin.size)
+    starts, ends = first_bin * p.network_bin_s, np.minimum(end_bin * p.network_bin_s, duration_s)
+    return NetworkMetrics(
+        count=int(first_bin.size),
+        rate_per_min=first_bin.size / (duration_s / 60.0),
+        mean_duration_s=float((ends - starts).mean()),
+        mean_participating_electrodes=float(electrodes.mean()),
+        min_electrodes_per_bin=threshold,
+        bursts=[NetworkBurst(start_s=float(s), end_s=float(e), electrodes=int(n), spikes=int(k))
+                for s, e, n, k in zip(starts[:1000], ends[:1000], electrodes[:1000], spikes_per[:1000])],
+    )
+
+
+# ------------------------------------------------------------------ synchrony
+
+
+def _tiled_fraction(t: np.ndarray, lag: float, duration: float) -> float:
+    """Fraction of [0, duration] within +-lag of a spike of the sorted train t."""
+    if t.size == 0:
+        return 0.0
+    lo, hi = np.clip(t - lag, 0, duration), np.clip(t + lag, 0, duration)
+    overlap = np.clip(hi[:-1] - lo[1:], 0, None)  # consecutive windows overlapping
+    return float(((hi - lo).sum() - overlap.sum()) / duration)
+
+
+def _proportion_near(a: np.ndarray, b: np.ndarray, lag: float) -> float:
+    """Fraction of spikes of a within +-lag of some spike of b (both sorted)."""
+    if a.size == 0 or b.size == 0:
+        return 0.0
+    i = np.searchsorted(b, a)
+    before = np.abs(a - b[np.clip(i - 1, 0, b.size - 1)])
+    after = np.abs(b[np.clip(i, 0, b.size - 1)] - a)
+    return float((np.minimum(before, after) <= lag).mean())
+
+
+def sttc(a: np.ndarray, b: np.ndarray, lag_s: float, duration_s: float) -> float:
+    """Spike time tiling coefficient of two sorted trains (Cutts & Eglen 2014)."""
+    ta, tb = _tiled_fraction(a, lag_s, duration_s), _tiled_fraction(b, lag_s, duration_s)
+    pa, pb = _proportion_near(a, b, lag_s), _proportion_near(b, a, lag_s)
+
+    def term(p, t):
+        return 0.0 if p * t == 1.0 else (p - t) / (1.0 - p * t)
+
+    return 0.5 * (term(pa, tb) + term(pb, ta))
+
+
+def synchrony(trains: list[np.ndarray], counts: np.ndarray, active: np.ndarray, duration_s: float,
+              p: MetricsParams) -> Synchrony:
+    candidates = np.flatnonzero(active)
+    chosen = candidates[np.argsort(-counts[candidates], kind="stable")][: p.sttc_max_electrodes]
+    values = [sttc(trains[i], trains[j], p.sttc_lag_s, duration_s)
+              for k, i in enumerate(chosen) for j in chosen[k + 1:]]
+    return Synchrony(lag_s=p.sttc_lag_s, electrodes=int(chosen.size), pairs=len(values),
+                     sttc_mean=float(np.mean(values)) if values else None)
+
+
+# ------------------------------------------------------------------ the summary
 
 
 def summarize(
@@ -60,20 +287,50 @@ def summarize(
     channel_ids: tuple[str, ...],
     channel_locations_um: tuple[tuple[float, float], ...],
     detection_parameters: dict,
+    noise_uv: np.ndarray | None = None,
     params: MetricsParams = MetricsParams(),
 ) -> Summary:
     duration_s = n_samples / sampling_rate_hz
-    counts = np.bincount(spikes.channel_index, minlength=n_channels)[:n_channels]
+    minutes = duration_s / 60.0
+    ch = np.asarray(spikes.channel_index, dtype=np.int64)
+    counts = np.bincount(ch, minlength=n_channels)[:n_channels]
     rates = counts / duration_s if duration_s > 0 else np.zeros(n_channels)
-    active = counts / (duration_s / 60.0) >= params.active_min_spikes_per_min if duration_s > 0 else counts > 0
-    channels = [
-        ChannelMetrics(
+    active = counts / minutes >= params.active_min_spikes_per_min if duration_s > 0 else counts > 0
+
+    # spikes grouped by electrode, in time order within each: one sort, then slices
+    order = np.lexsort((spikes.sample_index, ch))
+    times = np.asarray(spikes.sample_index, dtype=np.float64)[order] / sampling_rate_hz
+    amps = np.asarray(spikes.amplitude_uv, dtype=np.float32)[order]
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    trains = [times[bounds[i]:bounds[i + 1]] for i in range(n_channels)]
+
+    channels = []
+    for i in range(n_channels):  # a loop over electrodes; the work inside is vectorised
+        burst = _burst_metrics(trains[i], duration_s, params) if active[i] else {}
+        a = amps[bounds[i]:bounds[i + 1]]
+        channels.append(ChannelMetrics(
             channel_index=i, channel_id=channel_ids[i], x_um=channel_locations_um[i][0],
-            y_um=channel_locations_um[i][1], spike_count=int(counts[i]),
-            firing_rate_hz=float(rates[i]), active=bool(active[i]),
-        )
-        for i in range(n_channels)
-    ]
+            y_um=channel_locations_um[i][1], spike_count=int(counts[i]), firing_rate_hz=float(rates[i]),
+            active=bool(active[i]), median_amplitude_uv=float(np.median(a)) if a.size else None,
+            noise_uv=float(noise_uv[i]) if noise_uv is not None else None, **burst))
+
+    network = network_bursts(times, ch[order], active, duration_s, params) if duration_s > 0 else None
+    sync = synchrony(trains, counts, active, duration_s, params) if duration_s > 0 else None
+    noisy = [i for i in range(n_channels) if rates[i] > params.noisy_rate_hz]
+    silent = int((counts == 0).sum())
+    notes = []
+    if silent:
+        notes.append(f"{silent} of {n_channels} electrodes recorded no spike (dead, unconnected or silent)")
+    if noisy:
+        notes.append(f"{len(noisy)} electrodes fire above {params.noisy_rate_hz:g} Hz: likely noise or artefacts")
+    if noise_uv is not None and noise_uv.size:
+        med = float(np.median(noise_uv))
+        high = int((noise_uv > 3 * med).sum())
+        if high:
+            notes.append(f"{high} electrodes have over 3x the median noise ({med:.1f} uV)")
+    quality = Quality(silent_electrodes=silent, noisy_electrodes=noisy,
+                      median_noise_uv=float(np.median(noise_uv)) if noise_uv is not None and noise_uv.size else None,
+                      notes=notes)
     return Summary(
         recording_id=recording_id,
         recording_name=recording_name,
@@ -84,6 +341,11 @@ def summarize(
         total_spikes=int(counts.sum()),
         active_electrodes=int(active.sum()),
         mean_firing_rate_hz=float(rates[active].mean()) if active.any() else 0.0,
+        mean_firing_rate_all_hz=float(rates.mean()) if n_channels else 0.0,
+        bursting_electrodes=sum(1 for c in channels if c.bursts > 0),
+        network=network,
+        synchrony=sync,
+        quality=quality,
         parameters={"detection": detection_parameters, "metrics": params.model_dump()},
         channels=channels,
     )

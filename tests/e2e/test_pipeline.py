@@ -44,12 +44,39 @@ def processed(stack, recording):
     return {"rid": rid, "email": email, "mail": mail, "prefix": f"{prefix}/{rid}/", "gt": gt}
 
 
+def _result(stack, prefix: str) -> str:
+    """The one published result version of a recording: its folder."""
+    found = [k for k in stack.keys(prefix + "results/") if k.endswith("/summary.json")]
+    assert len(found) == 1, found
+    return found[0][: -len("summary.json")]
+
+
 def test_result_email_carries_the_headline_figures(processed):
     assert len(processed["mail"]) == 1
     body = _body(processed["mail"][0])
     for words in ("Total spikes:", "Active electrodes:", "Mean firing rate:", "Duration:            20.0 s",
-                  "Channels:            32", processed["rid"]):
+                  "Channels:            32", "Network bursts:", "Synchrony (STTC):", processed["rid"],
+                  "This link works until"):
         assert words in body
+
+
+def test_email_links_to_the_report_which_opens(stack, processed):
+    """The pre-signed link in the email opens the HTML report, pictures inlined; the version
+    folder holds summary, spike table, report and the four pictures."""
+    import re
+
+    import requests
+
+    body = _body(processed["mail"][0])
+    url = re.search(r"(https?://\S+report\.html\S*)", body).group(1)
+    page = requests.get(url, timeout=30)
+    assert page.status_code == 200, page.text[:300]
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "Parameters used" in page.text and page.text.count("data:image/png;base64,") == 4
+    folder = _result(stack, processed["prefix"])
+    names = {k[len(folder):] for k in stack.keys(folder)}
+    assert names == {"summary.json", "spikes.parquet", "report.html", "activity_map.png", "raster.png",
+                     "population_rate.png", "isi_histogram.png"}
 
 
 def test_spike_counts_per_channel_match_the_planted_spikes(stack, processed):
@@ -60,14 +87,15 @@ def test_spike_counts_per_channel_match_the_planted_spikes(stack, processed):
     from neurocyte_shared import s3io
 
     gt = processed["gt"]
-    summary = s3io.get_json(stack.s3, stack.data, processed["prefix"] + "summary/summary.json")
+    folder = _result(stack, processed["prefix"])
+    summary = s3io.get_json(stack.s3, stack.data, folder + "summary.json")
     got = np.array([c["spike_count"] for c in summary["channels"]])
     want = gt.spikes_per_channel()
     units = want > 0
     assert np.all(np.abs(got[units] - want[units]) <= 0.05 * want[units] + 3), np.c_[want, got][units]
     assert got[~units].sum() <= 0.01 * want.sum()
     assert summary["total_spikes"] == got.sum()
-    table = spikes.from_parquet_bytes(s3io.get_bytes(stack.s3, stack.data, processed["prefix"] + "summary/spikes.parquet"))
+    table = spikes.from_parquet_bytes(s3io.get_bytes(stack.s3, stack.data, folder + "spikes.parquet"))
     assert len(table) == summary["total_spikes"]
     assert np.all(np.diff(table.sample_index) >= 0)
     body = _body(processed["mail"][0])
@@ -78,11 +106,12 @@ def test_duplicate_shard_detected_gives_one_summary_and_one_email(stack, process
     from neurocyte_shared.events import RecordingRef
 
     prefix = processed["prefix"]
-    before = stack.s3.head_object(Bucket=stack.data, Key=prefix + "summary/summary.json")["ETag"]
+    summary_key = _result(stack, prefix) + "summary.json"
+    before = stack.s3.head_object(Bucket=stack.data, Key=summary_key)["ETag"]
     tenant = "alice"
-    n_shards = len(stack.keys(prefix + "spikes/"))
+    shard_keys = sorted(stack.keys(prefix + "spikes/"))
     event = ShardDetected(correlation_id=processed["rid"], recording=RecordingRef(tenant=tenant, prefix=prefix),
-                          shard_index=0, n_shards=n_shards, spikes_key=prefix + "spikes/shard-00000.parquet",
+                          shard_index=0, n_shards=len(shard_keys), spikes_key=shard_keys[0],
                           n_spikes=1, n_samples=1, seconds=0.0)
     for _ in range(2):  # the same event, delivered twice more
         stack.events.put_events(Entries=[encode(event, stack.outputs["EventBusName"])])
@@ -92,7 +121,7 @@ def test_duplicate_shard_detected_gives_one_summary_and_one_email(stack, process
     wait_for(lambda: sum(1 for ln in (stack.local.logs / "notifier-0.log").read_text().splitlines()
                          if "already_notified" in ln and processed["rid"] in ln) >= 2, 30,
              "the notifier to decline both duplicates")
-    after = stack.s3.head_object(Bucket=stack.data, Key=prefix + "summary/summary.json")["ETag"]
+    after = stack.s3.head_object(Bucket=stack.data, Key=summary_key)["ETag"]
     assert after == before
     assert len([m for m in stack.mail_to(processed["email"]) if processed["rid"] in json.dumps(m)]) == 1
 

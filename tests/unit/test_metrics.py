@@ -24,3 +24,111 @@ def test_active_electrodes_need_five_spikes_per_minute():
     assert [c.active for c in s.channels] == [True, False, False]
     assert s.active_electrodes == 1
     assert s.mean_firing_rate_hz == 5 / 60.0  # mean over active electrodes only
+
+
+# --------------------------------------------------------------------------- known answers
+
+from neurocyte_shared.metrics import MetricsParams, max_interval_bursts, sttc  # noqa: E402
+
+FS = 1000.0
+
+
+def _table(trains: dict[int, np.ndarray]) -> SpikeTable:
+    """{channel: spike times in s} -> a spike table at 1 kHz."""
+    t = np.concatenate([np.round(v * FS) for v in trains.values()]).astype(np.int64)
+    c = np.concatenate([np.full(v.size, k) for k, v in trains.items()]).astype(np.int32)
+    order = np.argsort(t, kind="stable")
+    return SpikeTable(t[order], c[order], np.full(t.size, -50.0, np.float32))
+
+
+def _summarize(trains, n_channels, duration_s):
+    return summarize(_table(trains), recording_id="r", recording_name="r", format="raw_binary",
+                     n_channels=n_channels, sampling_rate_hz=FS, n_samples=int(duration_s * FS),
+                     channel_ids=tuple(str(i) for i in range(n_channels)),
+                     channel_locations_um=tuple((20.0 * i, 0.0) for i in range(n_channels)), detection_parameters={})
+
+
+def _burst(start, n, isi=0.02):
+    return start + np.arange(n) * isi
+
+
+def test_planted_bursts_are_found_with_their_counts_and_durations():
+    rng = np.random.default_rng(3)
+    # 6 bursts of 10 spikes at 20 ms (0.18 s long), 5 s apart, over sparse background spikes 2+ s apart
+    bursts = [_burst(2.0 + 5.0 * k, 10) for k in range(6)]
+    background = np.array([0.5, 4.6, 9.4, 14.5, 19.6, 24.4, 29.5])
+    train = np.sort(np.concatenate(bursts + [background]))
+    starts, ends = max_interval_bursts(train, MetricsParams())
+    assert starts.size == 6
+    np.testing.assert_allclose(train[ends] - train[starts], 0.18, atol=1e-9)
+    np.testing.assert_array_equal(ends - starts + 1, 10)
+    s = _summarize({0: train}, 1, 32.0)
+    ch = s.channels[0]
+    assert ch.bursts == 6 and abs(ch.mean_spikes_per_burst - 10) < 1e-9
+    assert abs(ch.percent_spikes_in_bursts - 100 * 60 / train.size) < 1e-9
+    assert abs(ch.mean_inter_burst_interval_s - (5.0 - 0.18)) < 1e-6
+    assert s.bursting_electrodes == 1
+    del rng
+
+
+def test_burst_rules_start_end_merge_and_minimum():
+    p = MetricsParams()
+    # a run whose first intervals are 0.2 s (too long to start a burst) then 0.05 s
+    train = np.array([0.0, 0.2, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 3.0])
+    starts, ends = max_interval_bursts(train, p)
+    assert (train[starts].tolist(), train[ends].tolist()) == ([0.4], [0.65])
+    # two bursts 0.5 s apart merge (< 0.8 s); 4 spikes alone are not a burst
+    merged = np.concatenate([_burst(1.0, 5), _burst(1.58, 5), _burst(6.0, 4)])
+    starts, ends = max_interval_bursts(merged, p)
+    assert starts.size == 1 and ends[0] - starts[0] + 1 == 10
+
+
+def test_network_bursts_counted_with_duration_and_participants():
+    rng = np.random.default_rng(5)
+    duration, n_ch = 60.0, 12
+    times = np.arange(5.0, 60.0, 10.0)  # 6 network bursts
+    trains = {}
+    for c in range(n_ch):
+        background = np.sort(rng.uniform(0, duration, 30))
+        if c < 8:  # 8 electrodes take part: 6 spikes each over 0.2 s per burst
+            events = np.concatenate([t + np.linspace(0.0, 0.19, 6) + 0.001 * c for t in times])
+            background = np.sort(np.concatenate([background, events]))
+        trains[c] = background
+    s = _summarize(trains, n_ch, duration)
+    net = s.network
+    assert net.count == 6, net
+    assert all(7 <= b.electrodes <= n_ch for b in net.bursts)
+    assert 0.15 <= net.mean_duration_s <= 0.3
+    for b, t in zip(net.bursts, times):
+        assert abs(b.start_s - t) < 0.06
+
+
+def test_sttc_identical_trains_are_one_independent_near_zero():
+    rng = np.random.default_rng(7)
+    a = np.sort(rng.uniform(0, 300, 1500))
+    assert abs(sttc(a, a, 0.025, 300.0) - 1.0) < 1e-9
+    b = np.sort(rng.uniform(0, 300, 1500))
+    assert abs(sttc(a, b, 0.025, 300.0)) < 0.05
+    s = _summarize({0: a, 1: a.copy(), 2: a.copy()}, 3, 300.0)
+    assert abs(s.synchrony.sttc_mean - 1.0) < 1e-6
+
+
+def test_quiet_electrode_is_not_active_and_quality_notes_say_so():
+    s = _summarize({0: np.arange(0, 60, 0.5), 1: np.array([1.0, 2.0, 3.0])}, 3, 60.0)
+    assert [c.active for c in s.channels] == [True, False, False]
+    assert s.quality.silent_electrodes == 1
+    assert any("no spike" in n for n in s.quality.notes)
+    assert s.channels[0].median_amplitude_uv == -50.0 and s.channels[2].median_amplitude_uv is None
+
+
+def test_summary_json_schema_in_docs_is_current():
+    """docs/summary.schema.json is the published contract of summary.json; regenerate with
+    python -c "import json; from neurocyte_shared.metrics import Summary; print(json.dumps(
+    Summary.model_json_schema(), indent=2))" > docs/summary.schema.json"""
+    import json
+    from pathlib import Path
+
+    from neurocyte_shared.metrics import Summary
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "summary.schema.json"
+    assert json.loads(path.read_text()) == Summary.model_json_schema()

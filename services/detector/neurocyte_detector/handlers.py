@@ -60,7 +60,7 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     table = detect_spikes(array[lo:hi], fs, deps.params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
                           noise_uv=noise, channel_locations_um=locations,
                           valid=(event.start_sample - lo, event.stop_sample - lo)).shifted(lo)
-    key = shard_spikes_key(prefix, event.shard_index)
+    key = shard_spikes_key(prefix, event.shard_index, deps.params.cache_key())
     # Same key on redelivery: a second run overwrites with identical content.
     deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table))
     seconds = time.perf_counter() - started

@@ -14,9 +14,19 @@ def summary_email(e: RecordingSummarized) -> tuple[str, str]:
         f"  Total spikes:        {e.total_spikes:,}",
         f"  Active electrodes:   {e.active_electrodes} of {e.n_channels} (>= 5 spikes/min)",
         f"  Mean firing rate:    {e.mean_firing_rate_hz:.2f} Hz (mean over active electrodes)",
+        f"  Bursting electrodes: {e.bursting_electrodes}",
+        f"  Network bursts:      {e.network_bursts}",
+        f"  Synchrony (STTC):    {'-' if e.sttc_mean is None else f'{e.sttc_mean:.3f}'}",
         f"  Duration:            {e.duration_s:.1f} s",
         f"  Channels:            {e.n_channels}",
         "",
+    ] + ([
+        "The full report (pictures, per-electrode metrics, parameters used):",
+        f"  {e.report_url}",
+        f"  This link works until {e.report_url_expires_at:%Y-%m-%d %H:%M} UTC."
+        if e.report_url_expires_at else "",
+        "",
+    ] if e.report_url else []) + [
         f"Recording id: {e.recording_id}",
         f"Summary:      {e.summary_key}",
         f"Spike table:  {e.spikes_key}",
