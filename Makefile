@@ -27,10 +27,12 @@ $(UV):
 localstack: setup
 	.venv/bin/python -c "from neurocyte_cli.local import ensure_localstack_installed as e; e()"
 
-# Detection against SpikeInterface on ground truth (a benchmark, not a test; ~10 minutes).
+# Detection against SpikeInterface on ground truth, then summary speed (a benchmark, not a
+# test; ~15 minutes).
 # SpikeInterface lives in its own environment: it pins zarr<3.
 bench: setup .bench-venv/.synced
 	.venv/bin/python benchmarks/bench.py
+	.venv/bin/python benchmarks/metrics_bench.py
 
 .bench-venv/.synced: benchmarks/requirements-spikeinterface.txt $(UV)
 	$(UV) venv -q --allow-existing --python $(PYTHON) .bench-venv

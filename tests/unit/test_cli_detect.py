@@ -35,3 +35,25 @@ def test_detect_refuses_a_bad_file_without_a_traceback(tmp_path):
     assert result.exit_code == 1
     assert "refused" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_report_command_writes_summary_pictures_and_report(tmp_path):
+    import json
+
+    spec = SyntheticSpec(n_channels=16, duration_s=6.0, n_units=8, seed=2)
+    bin_path, json_path, gt = write_recording(tmp_path, "r", spec)
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(cli, ["report", str(bin_path), str(json_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["summary.json", "spikes.parquet", "report.html", "activity_map.png", "raster.png",
+         "population_rate.png", "isi_histogram.png"])
+    summary = json.loads((out / "summary.json").read_text())
+    planted = int(gt.spikes_per_channel().sum())
+    assert abs(summary["total_spikes"] - planted) <= 0.05 * planted
+    assert summary["parameters"]["detection"]["threshold_mad"] == 5.0
+    assert (out / "activity_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Parameters used" in (out / "report.html").read_text()
+    # results are never overwritten
+    again = CliRunner().invoke(cli, ["report", str(bin_path), str(json_path), "--out", str(out)])
+    assert again.exit_code == 1 and "exists" in again.output
