@@ -280,11 +280,13 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
         _fail(str(exc))
     recording = LocalRecording(tuple(f.resolve() for f in files))
     noise: list[np.ndarray] = []
+    clipped = np.zeros(info.n_channels, np.int64)
     tables = []
     with Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("detect", total=info.n_samples)
         for table in detect_recording(recording, p, jobs=jobs, on_noise=noise.append,
+                                      on_saturation=lambda c: np.add(clipped, c, out=clipped),
                                       on_progress=lambda d, n: progress.update(task, completed=d)):
             tables.append(table)
     merged = SpikeTable.concat(tables)
@@ -294,7 +296,7 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
                         n_channels=info.n_channels, sampling_rate_hz=info.sampling_rate_hz,
                         n_samples=info.n_samples, channel_ids=info.channel_ids,
                         channel_locations_um=info.channel_locations_um, detection_parameters=p.model_dump(),
-                        noise_uv=noise[0] if noise else None)
+                        noise_uv=noise[0] if noise else None, saturated_samples=clipped)
     pictures = figures(summary, merged)
     # Everything into a temporary sibling, then one rename: never a half-written result.
     out_dir.parent.mkdir(parents=True, exist_ok=True)

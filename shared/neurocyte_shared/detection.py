@@ -217,6 +217,15 @@ def detect_spikes(
     return SpikeTable(t, ch, x[t, ch])
 
 
+def saturated_samples(raw: np.ndarray) -> np.ndarray:
+    """Per channel, how many samples sit at the integer type's limits (the amplifier or the
+    converter clipped). Float data cannot tell: zeros."""
+    if not np.issubdtype(raw.dtype, np.integer):
+        return np.zeros(raw.shape[1], np.int64)
+    info = np.iinfo(raw.dtype)
+    return ((raw == info.min) | (raw == info.max)).sum(axis=0).astype(np.int64)
+
+
 def noise_chunk_starts(n_samples: int, sampling_rate_hz: float, params: DetectionParams) -> list[int]:
     """Deterministic chunk positions, so every worker estimates exactly the same noise."""
     length = int(params.noise_chunk_s * sampling_rate_hz)

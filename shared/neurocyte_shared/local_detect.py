@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .detection import DetectionParams, SpikeTable, detect_spikes, estimate_noise, neighbours
+from .detection import DetectionParams, SpikeTable, detect_spikes, estimate_noise, neighbours, saturated_samples
 from .formats import RecordingReader, identify, open_reader
 
 # 4 M values: 16 MB of float32 per window (plus the raw), e.g. 1 s of 200 channels at 20 kHz.
@@ -47,9 +47,11 @@ def window_samples(window_s: float, sampling_rate_hz: float, n_channels: int, ma
 def detect_recording(recording: LocalRecording, params: DetectionParams = DetectionParams(), *,
                      window_s: float = 1.0, jobs: int = 1,
                      on_progress: Callable[[int, int], None] | None = None,
-                     on_noise: Callable[[np.ndarray], None] | None = None) -> Iterator[SpikeTable]:
+                     on_noise: Callable[[np.ndarray], None] | None = None,
+                     on_saturation: Callable[[np.ndarray], None] | None = None) -> Iterator[SpikeTable]:
     """Spike tables of successive windows, in order, with sample indices from the recording start.
-    on_noise receives the per-channel noise (uV) once it is estimated."""
+    on_noise receives the per-channel noise (uV) once it is estimated; on_saturation each
+    window's per-channel count of clipped samples."""
     local = threading.local()
     opened: list[RecordingReader] = []
     lock = threading.Lock()
@@ -73,18 +75,22 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
     locations = np.asarray(info.channel_locations_um, dtype=np.float64)
     neighbours(locations, info.n_channels, params.radius_um)  # fail early on bad positions
 
-    def window(start: int, stop: int) -> SpikeTable:
+    def window(start: int, stop: int) -> tuple[SpikeTable, np.ndarray | None]:
         lo, hi = max(0, start - margin), min(info.n_samples, stop + margin)
-        table = detect_spikes(reader().read(lo, hi), fs, params, gain_uv=info.gain_uv, offset_uv=info.offset_uv,
+        raw = reader().read(lo, hi)
+        clipped = saturated_samples(raw[start - lo : stop - lo]) if on_saturation else None
+        table = detect_spikes(raw, fs, params, gain_uv=info.gain_uv, offset_uv=info.offset_uv,
                               noise_uv=noise, channel_locations_um=locations, valid=(start - lo, stop - lo))
-        return table.shifted(lo)
+        return table.shifted(lo), clipped
 
     step = window_samples(window_s, fs, info.n_channels, margin)
     windows = [(s, min(s + step, info.n_samples)) for s in range(0, info.n_samples, step)]
     done = 0
     try:
-        for n, table in _run(window, windows, pool, jobs):
+        for n, (table, clipped) in _run(window, windows, pool, jobs):
             done += n
+            if on_saturation and clipped is not None:
+                on_saturation(clipped)  # here, in the caller's thread, in window order
             if on_progress:
                 on_progress(done, info.n_samples)
             yield table

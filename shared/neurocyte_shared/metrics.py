@@ -20,7 +20,8 @@ every threshold is a `MetricsParams` field with its default, and the summary sta
   `sttc_lag_s` (0.025 s), averaged over all pairs of the `sttc_max_electrodes` (64) most
   active electrodes; 1 for identical trains, about 0 for independent ones;
 - quality notes: electrodes without a spike (dead or unconnected), electrodes firing above
-  `noisy_rate_hz` (100 Hz: no neuron sustains that; noise or artefacts), and noise levels.
+  `noisy_rate_hz` (100 Hz: no neuron sustains that; noise or artefacts), electrodes with more
+  than `saturated_max_fraction` (0.1 %) of samples at the converter's limits, noise levels.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class MetricsParams(BaseModel):
     sttc_lag_s: float = Field(0.025, gt=0)
     sttc_max_electrodes: int = Field(64, ge=2)
     noisy_rate_hz: float = Field(100.0, gt=0)
+    saturated_max_fraction: float = Field(0.001, ge=0, le=1)
 
     def cache_key(self) -> str:
         import hashlib
@@ -103,6 +105,7 @@ class Quality(BaseModel):
     model_config = ConfigDict(frozen=True)
     silent_electrodes: int
     noisy_electrodes: list[int] = Field(description="channel indices firing above noisy_rate_hz")
+    saturated_electrodes: list[int] = Field([], description="channel indices clipped more than allowed")
     median_noise_uv: float | None = None
     notes: list[str]
 
@@ -288,6 +291,7 @@ def summarize(
     channel_locations_um: tuple[tuple[float, float], ...],
     detection_parameters: dict,
     noise_uv: np.ndarray | None = None,
+    saturated_samples: np.ndarray | None = None,
     params: MetricsParams = MetricsParams(),
 ) -> Summary:
     duration_s = n_samples / sampling_rate_hz
@@ -328,7 +332,14 @@ def summarize(
         high = int((noise_uv > 3 * med).sum())
         if high:
             notes.append(f"{high} electrodes have over 3x the median noise ({med:.1f} uV)")
-    quality = Quality(silent_electrodes=silent, noisy_electrodes=noisy,
+    saturated: list[int] = []
+    if saturated_samples is not None and n_samples > 0:
+        saturated = [int(i) for i in np.flatnonzero(
+            np.asarray(saturated_samples) / n_samples > params.saturated_max_fraction)]
+        if saturated:
+            notes.append(f"{len(saturated)} electrodes are clipped (> {100 * params.saturated_max_fraction:g} % of "
+                         "samples at the converter's limits): check the gain or the reference")
+    quality = Quality(silent_electrodes=silent, noisy_electrodes=noisy, saturated_electrodes=saturated,
                       median_noise_uv=float(np.median(noise_uv)) if noise_uv is not None and noise_uv.size else None,
                       notes=notes)
     return Summary(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -15,11 +16,19 @@ SCHEMA = pa.schema(
 )
 
 
-def to_parquet_bytes(table: SpikeTable) -> bytes:
+SATURATION_KEY = b"neurocyte.saturated_samples"
+
+
+def to_parquet_bytes(table: SpikeTable, saturated: np.ndarray | None = None) -> bytes:
+    """saturated: per-channel clipped-sample counts of the window, kept in the file's metadata
+    so a shard's spikes and its quality figures are written (and seen) together."""
+    schema = SCHEMA
+    if saturated is not None:
+        schema = SCHEMA.with_metadata({SATURATION_KEY: json.dumps([int(v) for v in saturated]).encode()})
     t = pa.Table.from_arrays(
         [pa.array(table.sample_index, pa.int64()), pa.array(table.channel_index, pa.int32()),
          pa.array(table.amplitude_uv, pa.float32())],
-        schema=SCHEMA,
+        schema=schema,
     )
     buf = io.BytesIO()
     pq.write_table(t, buf, compression="zstd")
@@ -33,3 +42,9 @@ def from_parquet_bytes(data: bytes) -> SpikeTable:
         t.column("channel_index").to_numpy().astype(np.int32),
         t.column("amplitude_uv").to_numpy().astype(np.float32),
     )
+
+
+def saturation_from_parquet_bytes(data: bytes) -> np.ndarray | None:
+    meta = pq.read_schema(io.BytesIO(data)).metadata or {}
+    raw = meta.get(SATURATION_KEY)
+    return None if raw is None else np.asarray(json.loads(raw), dtype=np.int64)

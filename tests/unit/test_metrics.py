@@ -132,3 +132,18 @@ def test_summary_json_schema_in_docs_is_current():
 
     path = Path(__file__).resolve().parents[2] / "docs" / "summary.schema.json"
     assert json.loads(path.read_text()) == Summary.model_json_schema()
+
+
+def test_clipped_electrodes_are_reported():
+    from neurocyte_shared.detection import saturated_samples
+
+    raw = np.zeros((10_000, 3), np.int16)
+    raw[:50, 1] = 32767  # 0.5 % of electrode 1's samples at the limit
+    raw[:5, 2] = -32768  # 0.05 %: under the 0.1 % allowed
+    counts = saturated_samples(raw)
+    assert counts.tolist() == [0, 50, 5]
+    s = summarize(_table({0: np.arange(0, 9, 0.1)}), recording_id="r", recording_name="r", format="raw_binary",
+                  n_channels=3, sampling_rate_hz=FS, n_samples=10_000, channel_ids=("a", "b", "c"),
+                  channel_locations_um=((0, 0), (1, 0), (2, 0)), detection_parameters={}, saturated_samples=counts)
+    assert s.quality.saturated_electrodes == [1]
+    assert any("clipped" in n for n in s.quality.notes)

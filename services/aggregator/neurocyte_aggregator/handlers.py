@@ -77,23 +77,25 @@ def on_shard_detected(event: ShardDetected, deps: Deps) -> list[Event]:
 
 def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, shard_keys: list[str],
              out: str) -> None:
+    import numpy as np
+
     from neurocyte_shared.report import figures, render_html
 
-    tables = [spikes.from_parquet_bytes(s3io.get_bytes(deps.s3, deps.data_bucket, k)) for k in shard_keys]
-    merged = SpikeTable.concat(tables)
+    blobs = [s3io.get_bytes(deps.s3, deps.data_bucket, k) for k in shard_keys]
+    merged = SpikeTable.concat([spikes.from_parquet_bytes(b) for b in blobs])
+    clipped = [spikes.saturation_from_parquet_bytes(b) for b in blobs]
+    saturated = None if any(c is None for c in clipped) else np.sum(clipped, axis=0)
     noise_key = f"{prefix}noise/{detection}.json"
     noise_doc = s3io.get_json(deps.s3, deps.data_bucket, noise_key) if s3io.head(
         deps.s3, deps.data_bucket, noise_key) else {}
     info = doc.info
-    import numpy as np
-
     summary = summarize(
         merged, recording_id=doc.recording_id, recording_name=doc.recording_name, format=info.format,
         n_channels=info.n_channels, sampling_rate_hz=info.sampling_rate_hz, n_samples=info.n_samples,
         channel_ids=info.channel_ids, channel_locations_um=info.channel_locations_um,
         detection_parameters=noise_doc.get("params", {}),
         noise_uv=np.asarray(noise_doc["noise_uv"], np.float32) if "noise_uv" in noise_doc else None,
-        params=deps.metrics,
+        saturated_samples=saturated, params=deps.metrics,
     )
     pictures = figures(summary, merged)
     # Everything else first, the summary last: a reader who sees summary.json sees it all.

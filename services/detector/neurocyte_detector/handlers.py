@@ -16,7 +16,7 @@ import numpy as np
 import structlog
 
 from neurocyte_shared import s3io, spikes, store
-from neurocyte_shared.detection import DetectionParams, detect_spikes, estimate_noise
+from neurocyte_shared.detection import DetectionParams, detect_spikes, estimate_noise, saturated_samples
 from neurocyte_shared.events import Event, ShardDetected, ShardReady
 from neurocyte_shared.layout import shard_spikes_key
 
@@ -57,12 +57,14 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     margin = deps.params.margin_samples(fs)
     lo = max(0, event.start_sample - margin)
     hi = min(array.shape[0], event.stop_sample + margin)
-    table = detect_spikes(array[lo:hi], fs, deps.params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
+    raw = array[lo:hi]
+    saturated = saturated_samples(raw[event.start_sample - lo : event.stop_sample - lo])
+    table = detect_spikes(raw, fs, deps.params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
                           noise_uv=noise, channel_locations_um=locations,
                           valid=(event.start_sample - lo, event.stop_sample - lo)).shifted(lo)
     key = shard_spikes_key(prefix, event.shard_index, deps.params.cache_key())
     # Same key on redelivery: a second run overwrites with identical content.
-    deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table))
+    deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table, saturated))
     seconds = time.perf_counter() - started
     n = event.stop_sample - event.start_sample
     log.info("shard_detected", shard=event.shard_index, n_spikes=len(table), seconds=round(seconds, 3),
