@@ -436,7 +436,7 @@ def demo(email: str, channels: int, duration_s: float, keep_running: bool) -> No
     try:
         ctx.invoke(up)
         folder = local.home / "demo"
-        spec = SyntheticSpec(n_channels=channels, duration_s=duration_s)
+        spec = SyntheticSpec(n_channels=channels, duration_s=duration_s, network_burst_every_s=6.0)
         console.print(f"Generating a synthetic recording: {channels} channels, {duration_s:g} s, "
                       f"{spec.sampling_rate_hz / 1000:g} kHz, {spec.n_units} units ...")
         bin_path, json_path, gt = write_recording(folder, "demo", spec)

@@ -31,6 +31,10 @@ class SyntheticSpec:
     gain_uv: float = 0.195
     hum_uv: float = 20.0
     seed: int = 0
+    # Network bursts (0: none): every this many seconds, about `network_fraction` of the
+    # units fire a burst of 5-8 spikes 15-30 ms apart, as cultured networks do.
+    network_burst_every_s: float = 0.0
+    network_fraction: float = 0.7
 
 
 @dataclass
@@ -84,6 +88,18 @@ def ground_truth(spec: SyntheticSpec) -> GroundTruth:
         n = rng.poisson(rate * spec.duration_s)
         isi = rng.exponential(spec.sampling_rate_hz / max(rate, 1e-9), size=n * 2 + 10) + refractory
         times = np.cumsum(isi).astype(np.int64)
+        if spec.network_burst_every_s > 0:
+            events = []
+            for start in np.arange(spec.network_burst_every_s / 2, spec.duration_s, spec.network_burst_every_s):
+                if rng.uniform() < spec.network_fraction:
+                    k = rng.integers(5, 9)
+                    onset = start + rng.uniform(0, 0.05)
+                    events.append(onset + np.cumsum(rng.uniform(0.015, 0.03, k)))
+            if events:
+                extra = (np.concatenate(events) * spec.sampling_rate_hz).astype(np.int64)
+                times = np.sort(np.concatenate([times, extra]))
+                keep = np.concatenate([[True], np.diff(times) > refractory])  # stay refractory
+                times = times[keep]
         times = times[(times > wlen) & (times < n_samples - 2 * wlen)]
         trains.append(times)
     return GroundTruth(spec, unit_channel.astype(np.int64), amps, trains)
