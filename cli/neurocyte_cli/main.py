@@ -319,6 +319,83 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
     out.print(f"report: {out_dir / 'report.html'}")
 
 
+# --------------------------------------------------------------------------- dead letters
+
+
+@cli.group()
+def dlq() -> None:
+    """Messages that failed every delivery: look at them, and retry them after a fix."""
+
+
+def _dead_letter_queues(outputs: dict[str, str], service: str | None) -> list[tuple[str, str, str]]:
+    """(service, queue url, dead-letter queue url) for one service or all."""
+    from .local import SERVICES
+
+    names = [service] if service else list(SERVICES)
+    if service and service not in SERVICES:
+        _fail(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
+    return [(n, outputs[f"{n.capitalize()}QueueUrl"], outputs[f"{n.capitalize()}DeadLetterQueueUrl"]) for n in names]
+
+
+@dlq.command("list")
+@click.option("--service", default=None, help="one service (default: all)")
+def dlq_list(service: str | None) -> None:
+    """Count and show dead-lettered messages per service (they stay where they are)."""
+    from neurocyte_shared import aws
+
+    outputs = _outputs(L.Local.from_env())
+    sqs = aws.client("sqs")
+    table = Table("service", "messages", "event", "recording", "sent (UTC)")
+    total = 0
+    for name, _, dead in _dead_letter_queues(outputs, service):
+        count = int(sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["ApproximateNumberOfMessages"])
+                    ["Attributes"]["ApproximateNumberOfMessages"])
+        total += count
+        # A peek: visibility 0 leaves each message where it was, for the next look or redrive.
+        peeked = sqs.receive_message(QueueUrl=dead, MaxNumberOfMessages=10, VisibilityTimeout=0,
+                                     AttributeNames=["SentTimestamp"]).get("Messages", []) if count else []
+        if not peeked:
+            table.add_row(name, str(count), "", "", "")
+        for i, m in enumerate(peeked):
+            kind, rid = _describe(m["Body"])
+            sent = datetime.fromtimestamp(int(m["Attributes"]["SentTimestamp"]) / 1000, timezone.utc)
+            table.add_row(name if i == 0 else "", str(count) if i == 0 else "", kind, rid, f"{sent:%Y-%m-%d %H:%M:%S}")
+    out.print(table)
+    out.print(f"{total} dead-lettered message(s)." + (" Retry after a fix: neurocyte dlq redrive" if total else ""))
+
+
+def _describe(body: str) -> tuple[str, str]:
+    try:
+        doc = json.loads(body)
+        return str(doc.get("detail-type", "?")), str(doc.get("detail", {}).get("correlation_id", "?"))
+    except (ValueError, AttributeError):
+        return "undecodable", "?"
+
+
+@dlq.command("redrive")
+@click.option("--service", default=None, help="one service (default: all)")
+def dlq_redrive(service: str | None) -> None:
+    """Move dead-lettered messages back to their service's queue to be processed again.
+    Work already done is reused: shards and results that exist are not redone."""
+    from neurocyte_shared import aws
+
+    outputs = _outputs(L.Local.from_env())
+    sqs = aws.client("sqs")
+    moved = 0
+    for name, queue, dead in _dead_letter_queues(outputs, service):
+        while True:
+            batch = sqs.receive_message(QueueUrl=dead, MaxNumberOfMessages=10, VisibilityTimeout=60,
+                                        WaitTimeSeconds=1).get("Messages", [])
+            if not batch:
+                break
+            for m in batch:  # send first, then delete: a crash in between duplicates, never loses
+                sqs.send_message(QueueUrl=queue, MessageBody=m["Body"])
+                sqs.delete_message(QueueUrl=dead, ReceiptHandle=m["ReceiptHandle"])
+                moved += 1
+                out.print(f"{name}: {' '.join(_describe(m['Body']))} -> back on the queue")
+    out.print(f"{moved} message(s) redriven.")
+
+
 # --------------------------------------------------------------------------- status / inbox
 
 

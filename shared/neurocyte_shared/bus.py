@@ -105,6 +105,10 @@ class Consumer:
     visibility_timeout_s: int = 120
     heartbeat_s: int = 30
     max_messages: int = 1
+    # Called when a message fails on its last delivery (it goes to the dead-letter queue
+    # next): returns events to publish, e.g. ProcessingFailed so the uploader hears of it.
+    on_give_up: Callable[[Message, str], Sequence[Event]] | None = None
+    max_receive_count: int | None = None  # read from the queue's redrive policy when None
     _stop: threading.Event = field(default_factory=threading.Event)
     _busy: bool = False
     _base_context: dict[str, Any] = field(default_factory=dict)
@@ -126,7 +130,9 @@ class Consumer:
 
     def run(self, *, max_idle_polls: int | None = None) -> None:
         self._base_context = structlog.contextvars.get_contextvars()
-        log.info("consumer_started", queue=self.queue_url.rsplit("/", 1)[-1])
+        if self.max_receive_count is None:
+            self.max_receive_count = self._redrive_max_receives()
+        log.info("consumer_started", queue=self.queue_url.rsplit("/", 1)[-1], max_receive_count=self.max_receive_count)
         idle = 0
         while not self._stop.is_set():
             response = self.sqs.receive_message(
@@ -185,16 +191,46 @@ class Consumer:
             heartbeat.stop()
             log.error("undecodable_message", error=str(exc)[:2000])
             return False
-        except Exception:
+        except Exception as exc:
             heartbeat.stop()
             # Left on the queue: retried after the visibility timeout, then dead-lettered.
             log.exception("handler_failed")
+            if self.max_receive_count and receive_count >= self.max_receive_count:
+                self._gave_up(message, exc)
             return False
         finally:
             heartbeat.stop()
             self._busy = False
             if self._stop.is_set():
                 raise SystemExit(0)
+
+    def _redrive_max_receives(self) -> int | None:
+        try:
+            attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["RedrivePolicy"])
+            return int(json.loads(attrs["Attributes"]["RedrivePolicy"])["maxReceiveCount"])
+        except Exception as exc:  # no policy, or no permission: no give-up notice, still safe
+            log.warning("no_redrive_policy", error=str(exc)[:300])
+            return None
+
+    def _gave_up(self, message: Mapping[str, Any], exc: Exception) -> None:
+        """The last delivery failed: the queue's redrive policy moves the message to the DLQ.
+        Say so loudly: an error line that is also a CloudWatch metric (embedded metric
+        format), and, when the handler's owner can tell whom, an event for the uploader."""
+        service = self._base_context.get("service", "unknown")
+        log.error("dead_lettered", error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                  _aws={"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
+                      "Namespace": "Neurocyte", "Dimensions": [["Service"]],
+                      "Metrics": [{"Name": "DeadLettered", "Unit": "Count"}]}]},
+                  Service=service, DeadLettered=1)
+        if self.on_give_up is None:
+            return
+        try:
+            event = decode(message["Body"])
+            produced = list(self.on_give_up(event, f"{type(exc).__name__}: {str(exc)[:300]}"))
+            if produced:
+                self.publish(produced)
+        except Exception:  # the notice is best effort; the message itself is safe in the DLQ
+            log.exception("give_up_notice_failed")
 
     @staticmethod
     def _bind(event: Message) -> None:

@@ -116,6 +116,17 @@ class RecordingSummarized(Event):
     report_url_expires_at: datetime | None = None
 
 
+class ProcessingFailed(Event):
+    """A message for this recording failed on every delivery and went to a dead-letter queue;
+    the recording is kept and can be retried (`neurocyte dlq redrive`) after a fix."""
+
+    recording: RecordingRef
+    recording_name: str
+    uploader_email: EmailStr
+    stage: str
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -124,6 +135,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ShardReady,
         ShardDetected,
         RecordingSummarized,
+        ProcessingFailed,
     )
 }
 

@@ -34,6 +34,7 @@ def run_service(name: str, build_handlers: Callable[[Settings], Mapping[type, Ha
         wait_time_s=settings.wait_time_s,
         visibility_timeout_s=settings.visibility_timeout_s,
         heartbeat_s=settings.heartbeat_s,
+        on_give_up=_failure_notice(settings, name) if name not in ("notifier", "ingest") else None,
     )
     consumer.install_signal_handlers()
     consumer.run()
@@ -41,3 +42,23 @@ def run_service(name: str, build_handlers: Callable[[Settings], Mapping[type, Ha
 
 def s3(settings: Settings) -> Any:
     return aws.client("s3", settings.endpoint_url, settings.region)
+
+
+def _failure_notice(settings: Settings, stage: str):
+    """ProcessingFailed for a recording whose message is about to be dead-lettered: the
+    uploader's address comes from the recording's recording.json."""
+    from .events import ProcessingFailed
+    from .manifest import RecordingDocument
+    from .s3io import get_bytes
+
+    client = s3(settings)
+
+    def notice(event: Any, reason: str) -> list:
+        ref = getattr(event, "recording", None)
+        if ref is None:
+            return []
+        doc = RecordingDocument.model_validate_json(get_bytes(client, settings.data_bucket, ref.prefix + "recording.json"))
+        return [ProcessingFailed(correlation_id=event.correlation_id, recording=ref, recording_name=doc.recording_name,
+                                 uploader_email=doc.uploader_email, stage=stage, reason=reason)]
+
+    return notice

@@ -75,6 +75,9 @@ def stack(tmp_path_factory) -> Stack:
     # Small shards so the test recording crosses several shard borders.
     os.environ["NEUROCYTE_SHARD_S"] = "5"
     os.environ["NEUROCYTE_WAIT_TIME_S"] = "2"
+    # Short visibility (the heartbeat keeps long work covered) so retries happen in seconds.
+    os.environ["NEUROCYTE_VISIBILITY_TIMEOUT_S"] = "8"
+    os.environ["NEUROCYTE_HEARTBEAT_S"] = "2"
     try:
         L.start_localstack(local)
         outputs = L.deploy_stack(local)

@@ -38,18 +38,26 @@ def on_recording_validated(event: RecordingValidated, deps: Deps) -> list[Event]
     sizes = {n: s3io.head(deps.s3, doc.upload_bucket, upload_prefix + n)["ContentLength"] for n in names}
     reader = open_reader(fmt, roles, deps.opener_for(doc.upload_bucket, upload_prefix), sizes)
     store_key = ref.key("raw.zarr")
-    array = store.create(
-        store.store_url(deps.data_bucket, store_key),
-        n_samples=info.n_samples, n_channels=info.n_channels, dtype=info.dtype,
-        sampling_rate_hz=info.sampling_rate_hz, window_s=deps.window_s,
-        attributes={"sampling_rate_hz": info.sampling_rate_hz, "gain_uv": info.gain_uv,
-                    "offset_uv": info.offset_uv, "recording_id": doc.recording_id},
-    )
+    url = store.store_url(deps.data_bucket, store_key)
+    array = _resumable(deps, url, store_key, info)
+    if array is None:
+        array = store.create(
+            url, n_samples=info.n_samples, n_channels=info.n_channels, dtype=info.dtype,
+            sampling_rate_hz=info.sampling_rate_hz, window_s=deps.window_s,
+            attributes={"sampling_rate_hz": info.sampling_rate_hz, "gain_uv": info.gain_uv,
+                        "offset_uv": info.offset_uv, "recording_id": doc.recording_id},
+        )
     window = array.shards[0]
     n_shards = -(-info.n_samples // window)
+    # The output-exists gate: a shard is one object written in one PUT, so one that exists is
+    # whole; a redelivered or resumed run writes only the missing ones.
+    written = set(s3io.list_keys(deps.s3, deps.data_bucket, store_key + "/c/"))
     started = time.perf_counter()
     try:
         for i in range(n_shards):
+            if f"{store_key}/c/{i}/0" in written:
+                log.info("shard_already_written", shard=i + 1, of=n_shards)
+                continue
             start, stop = i * window, min((i + 1) * window, info.n_samples)
             array[start:stop, :] = reader.read(start, stop)  # one whole shard: one object, written once
             log.info("shard_written", shard=i + 1, of=n_shards,
@@ -63,6 +71,19 @@ def on_recording_validated(event: RecordingValidated, deps: Deps) -> list[Event]
                    stop_sample=min((i + 1) * window, info.n_samples))
         for i in range(n_shards)
     ]
+
+
+def _resumable(deps: Deps, url: str, store_key: str, info) -> Any:
+    """The store a previous attempt created, if it matches this recording; else None."""
+    if s3io.head(deps.s3, deps.data_bucket, store_key + "/zarr.json") is None:
+        return None
+    try:
+        array = store.open_array(url)
+    except Exception:  # unreadable metadata: start over
+        return None
+    if array.shape == (info.n_samples, info.n_channels) and str(array.dtype) == info.dtype:
+        return array
+    return None
 
 
 def build(settings) -> dict:

@@ -47,6 +47,13 @@ def recording_noise(array: Any, deps: Deps, prefix: str) -> np.ndarray:
 def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     started = time.perf_counter()
     prefix = event.recording.prefix
+    key = shard_spikes_key(prefix, event.shard_index, deps.params.cache_key())
+    done = _already_detected(deps, key)
+    if done is not None:  # the output-exists gate: a redelivery or a resumed run reuses the work
+        log.info("shard_already_detected", shard=event.shard_index, n_spikes=done)
+        return [ShardDetected(correlation_id=event.correlation_id, recording=event.recording,
+                              shard_index=event.shard_index, n_shards=event.n_shards, spikes_key=key,
+                              n_spikes=done, n_samples=event.stop_sample - event.start_sample, seconds=0.0)]
     array = store.open_array(store.store_url(deps.data_bucket, event.store_key))
     attrs = array.attrs
     fs = float(attrs["sampling_rate_hz"])
@@ -62,7 +69,6 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     table = detect_spikes(raw, fs, deps.params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
                           noise_uv=noise, channel_locations_um=locations,
                           valid=(event.start_sample - lo, event.stop_sample - lo)).shifted(lo)
-    key = shard_spikes_key(prefix, event.shard_index, deps.params.cache_key())
     # Same key on redelivery: a second run overwrites with identical content.
     deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table, saturated))
     seconds = time.perf_counter() - started
@@ -72,6 +78,14 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     return [ShardDetected(correlation_id=event.correlation_id, recording=event.recording,
                           shard_index=event.shard_index, n_shards=event.n_shards, spikes_key=key,
                           n_spikes=len(table), n_samples=n, seconds=seconds)]
+
+
+def _already_detected(deps: Deps, key: str) -> int | None:
+    """Spike count of a shard table that is already written, else None. A table is written in
+    one PUT, so one that exists is whole."""
+    if s3io.head(deps.s3, deps.data_bucket, key) is None:
+        return None
+    return len(spikes.from_parquet_bytes(s3io.get_bytes(deps.s3, deps.data_bucket, key)))
 
 
 def build(settings) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from neurocyte_shared.events import RecordingRejected, RecordingSummarized
+from neurocyte_shared.events import ProcessingFailed, RecordingRejected, RecordingSummarized
 
 
 def summary_email(e: RecordingSummarized) -> tuple[str, str]:
@@ -49,6 +49,23 @@ def rejection_email(e: RecordingRejected) -> tuple[str, str]:
         "",
         f"Recording id: {e.recording_id}",
         f"Upload:       {e.upload_key}",
+        "",
+        "-- Neurocyte",
+    ])
+    return subject, body
+
+
+def failure_email(e: ProcessingFailed) -> tuple[str, str]:
+    subject = f"Neurocyte: {e.recording_name} could not be processed (kept for a retry)"
+    body = "\n".join([
+        f"Your recording {e.recording_name} was accepted, but its processing failed",
+        f"repeatedly in the {e.stage} stage, so it has stopped. Nothing is lost: the upload and",
+        "the work done so far are kept, and an operator has been alerted. Once the problem is",
+        "fixed the recording is retried from where it stopped, and you will get its result.",
+        "",
+        f"  What failed: {e.reason}",
+        "",
+        f"Recording id: {e.recording_id} (quote it if you write to us)",
         "",
         "-- Neurocyte",
     ])

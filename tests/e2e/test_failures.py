@@ -1,0 +1,88 @@
+"""A message that fails every time: dead-lettered after the configured receives, loudly (a
+log line that is a metric), the uploader told once, and an operator can look and retry."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+from neurocyte_cli.main import cli
+from neurocyte_shared import s3io
+from neurocyte_shared.bus import encode
+from neurocyte_shared.events import RecordingRef, ShardReady
+from neurocyte_shared.manifest import RecordingDocument
+from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def _dlq_count(stack, service: str) -> int:
+    url = stack.outputs[f"{service}DeadLetterQueueUrl"]
+    return int(stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+               ["Attributes"]["ApproximateNumberOfMessages"])
+
+
+@pytest.fixture(scope="module")
+def poisoned(stack, tmp_path_factory):
+    """A validated recording whose shard points at a store that does not exist: the detector
+    fails on every delivery."""
+    folder = tmp_path_factory.mktemp("poison")
+    bin_path, json_path, _ = write_recording(folder, "p", SyntheticSpec(n_channels=16, duration_s=4.0, n_units=4))
+    email, rid = "carol@example.org", f"poison-{uuid.uuid4().hex[:8]}"
+    stack.upload({"p.bin": bin_path.read_bytes(), "p.json": json_path.read_bytes()}, email=email, tenant="carol",
+                 rid=rid)
+    wait_for(lambda: [m for m in stack.mail_to(email) if rid in json.dumps(m)], 240, "the first result email")
+    # A second recording, copied from the first's document, whose only shard is poison.
+    doc_key = next(k for k in stack.keys("recordings/tenant=carol/") if f"/{rid}/recording.json" in k)
+    doc = RecordingDocument.model_validate_json(s3io.get_bytes(stack.s3, stack.data, doc_key))
+    bad = f"poison-{uuid.uuid4().hex[:8]}"
+    prefix = doc_key.replace(f"/{rid}/recording.json", f"/{bad}/")
+    s3io.put_json(stack.s3, stack.data, prefix + "recording.json",
+                  json.loads(doc.model_copy(update={"recording_id": bad}).model_dump_json()))
+    event = ShardReady(correlation_id=bad, recording=RecordingRef(tenant="carol", prefix=prefix),
+                       store_key=prefix + "missing.zarr", shard_index=0, n_shards=1, start_sample=0,
+                       stop_sample=1000)
+    before = _dlq_count(stack, "Detector")
+    stack.events.put_events(Entries=[encode(event, stack.outputs["EventBusName"])])
+    return {"rid": bad, "email": email, "dlq_before": before}
+
+
+def test_poison_message_is_dead_lettered_and_the_uploader_told_once(stack, poisoned):
+    wait_for(lambda: _dlq_count(stack, "Detector") == poisoned["dlq_before"] + 1, 180,
+             "the poison message in the detector's dead-letter queue")
+    mail = wait_for(lambda: [m for m in stack.mail_to(poisoned["email"]) if poisoned["rid"] in json.dumps(m)], 60,
+                    "the failure email")
+    body = json.dumps(mail)
+    assert "could not be processed" in body and "kept" in body and "detector" in body
+    logs = "".join(p.read_text() for p in stack.local.logs.glob("detector-*.log"))
+    dead = [json.loads(ln) for ln in logs.splitlines() if '"dead_lettered"' in ln and poisoned["rid"] in ln]
+    assert dead and dead[0]["DeadLettered"] == 1 and dead[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Neurocyte"
+    # Receives before dead-lettering = the queue's maxReceiveCount (3): one handler_failed each.
+    failures = [ln for ln in logs.splitlines() if '"handler_failed"' in ln and poisoned["rid"] in ln]
+    assert len(failures) == 3
+
+
+def test_operator_lists_and_redrives_dead_letters(stack, poisoned, monkeypatch):
+    wait_for(lambda: _dlq_count(stack, "Detector") == poisoned["dlq_before"] + 1, 180, "the poison message")
+    monkeypatch.setenv("NEUROCYTE_HOME", str(stack.local.home))
+    monkeypatch.setenv("NEUROCYTE_ENDPOINT", stack.local.endpoint)
+    monkeypatch.setenv("NEUROCYTE_STACK", stack.local.stack)
+    listed = CliRunner().invoke(cli, ["dlq", "list", "--service", "detector"])
+    assert listed.exit_code == 0, listed.output
+    assert "ShardReady" in listed.output and poisoned["rid"] in listed.output
+    redriven = CliRunner().invoke(cli, ["dlq", "redrive", "--service", "detector"])
+    assert redriven.exit_code == 0, redriven.output
+    assert f"{poisoned['dlq_before'] + 1} message(s) redriven" in redriven.output
+    # Still poison: processed again (three more failures), back in the DLQ, no second email.
+    logs = lambda: "".join(p.read_text() for p in stack.local.logs.glob("detector-*.log"))  # noqa: E731
+    wait_for(lambda: sum(1 for ln in logs().splitlines() if '"handler_failed"' in ln and poisoned["rid"] in ln) >= 6,
+             180, "the redriven message to be retried")
+    wait_for(lambda: _dlq_count(stack, "Detector") >= 1 and stack.queue_idle("Detector"), 120,
+             "the message back in the dead-letter queue")
+    wait_for(lambda: stack.queue_idle("Notifier"), 60, "the notifier to drain")
+    assert len([m for m in stack.mail_to(poisoned["email"]) if poisoned["rid"] in json.dumps(m)]) == 1
