@@ -179,7 +179,7 @@ def main() -> None:
                                      args.data / "long.parquet")
         short = next(r for r in rows if r["recording"] == name0 and r["method"] == "neurocyte detect")
         extra["memory_vs_length"] = {name0: short["peak_mb"], long_name: mb_long}
-        big = datasets[-1][0]
+        big = long_name  # the longest recording: --jobs is for long work; start-up (~2 s) stays serial
         j1, j2 = [], []
         for _ in range(repeats):
             j1.append(ours(args.data / f"{big}.bin", args.data / f"{big}.json", args.data / "j1.parquet", 1)[0])

@@ -58,7 +58,7 @@ def test_poison_message_is_dead_lettered_and_the_uploader_told_once(stack, poiso
     mail = wait_for(lambda: [m for m in stack.mail_to(poisoned["email"]) if poisoned["rid"] in json.dumps(m)], 60,
                     "the failure email")
     body = json.dumps(mail)
-    assert "could not be processed" in body and "kept" in body and "detector" in body
+    assert "processing failed" in body and "are kept" in body and "detector stage" in body
     logs = "".join(p.read_text() for p in stack.local.logs.glob("detector-*.log"))
     dead = [json.loads(ln) for ln in logs.splitlines() if '"dead_lettered"' in ln and poisoned["rid"] in ln]
     assert dead and dead[0]["DeadLettered"] == 1 and dead[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Neurocyte"

@@ -73,6 +73,11 @@ def test_email_links_to_the_report_which_opens(stack, processed):
     assert page.status_code == 200, page.text[:300]
     assert page.headers["Content-Type"].startswith("text/html")
     assert "Parameters used" in page.text and page.text.count("data:image/png;base64,") == 4
+    # The link opens that one object: pointed at another object, or tampered, it is refused.
+    other = url.replace("report.html", "summary.json", 1)
+    assert requests.get(other, timeout=30).status_code == 403
+    forged = url.replace("alice", "bob", 1)  # the same path in another tenant's results
+    assert forged != url and requests.get(forged, timeout=30).status_code == 403
     folder = _result(stack, processed["prefix"])
     names = {k[len(folder):] for k in stack.keys(folder)}
     assert names == {"summary.json", "spikes.parquet", "report.html", "activity_map.png", "raster.png",
