@@ -57,5 +57,8 @@ def create(url: str, *, n_samples: int, n_channels: int, dtype: str, sampling_ra
     )
 
 
-def open_array(url: str) -> zarr.Array:
+def open_array(url: str, *, writable: bool = False) -> zarr.Array:
+    """Read-only unless `writable` (the chunker resuming a store a killed attempt began)."""
+    if writable:
+        return zarr.open_array(store=_store(url, read_only=False), mode="r+")
     return zarr.open_array(store=_store(url, read_only=True), mode="r")

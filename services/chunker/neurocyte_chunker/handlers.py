@@ -78,7 +78,7 @@ def _resumable(deps: Deps, url: str, store_key: str, info) -> Any:
     if s3io.head(deps.s3, deps.data_bucket, store_key + "/zarr.json") is None:
         return None
     try:
-        array = store.open_array(url)
+        array = store.open_array(url, writable=True)
     except Exception:  # unreadable metadata: start over
         return None
     if array.shape == (info.n_samples, info.n_channels) and str(array.dtype) == info.dtype:
