@@ -193,6 +193,21 @@ def _detection_options(f):
     return f
 
 
+def _local_recording(files: tuple[Path, ...], params: dict):
+    """(info, DetectionParams, LocalRecording) of local files, or a clear refusal and exit 1."""
+    from neurocyte_shared.detection import DetectionParams
+    from neurocyte_shared.local_detect import LocalRecording
+
+    info, problem = _local_check(list(files))
+    if problem:
+        _fail(f"refused: {problem}")
+    try:
+        p = DetectionParams(**params)
+    except ValueError as exc:
+        _fail(str(exc))
+    return info, p, LocalRecording(tuple(f.resolve() for f in files))
+
+
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -204,17 +219,9 @@ def _detection_options(f):
 @_detection_options
 def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, **params) -> None:
     """Detect spikes in a recording file on this machine (no AWS)."""
-    from neurocyte_shared.detection import DetectionParams
-    from neurocyte_shared.local_detect import LocalRecording, detect_recording
+    from neurocyte_shared.local_detect import detect_recording
 
-    info, problem = _local_check(list(files))
-    if problem:
-        _fail(f"refused: {problem}")
-    try:
-        p = DetectionParams(**params)
-    except ValueError as exc:
-        _fail(str(exc))
-    recording = LocalRecording(tuple(f.resolve() for f in files))
+    info, p, recording = _local_recording(files, params)
     total = 0
     tmp = out_path.with_name(out_path.name + ".partial")  # never a half-written result
     parquet = out_path.suffix.lower() == ".parquet"
@@ -264,21 +271,14 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
     import numpy as np
 
     from neurocyte_shared import spikes as spike_io
-    from neurocyte_shared.detection import DetectionParams, SpikeTable
-    from neurocyte_shared.local_detect import LocalRecording, detect_recording
+    from neurocyte_shared.detection import SpikeTable
+    from neurocyte_shared.local_detect import detect_recording
     from neurocyte_shared.metrics import summarize
     from neurocyte_shared.report import figures, render_html
 
     if out_dir.exists():
         _fail(f"{out_dir} exists; choose a new directory (results are never overwritten)")
-    info, problem = _local_check(list(files))
-    if problem:
-        _fail(f"refused: {problem}")
-    try:
-        p = DetectionParams(**params)
-    except ValueError as exc:
-        _fail(str(exc))
-    recording = LocalRecording(tuple(f.resolve() for f in files))
+    info, p, recording = _local_recording(files, params)
     noise: list[np.ndarray] = []
     clipped = np.zeros(info.n_channels, np.int64)
     tables = []
