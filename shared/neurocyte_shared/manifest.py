@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 
 from .layout import check_segment
 
@@ -24,9 +24,17 @@ class UploadManifest(BaseModel):
 
     schema_version: Literal[1] = 1
     uploader_email: EmailStr
-    recording_name: str | None = None
+    recording_name: str | None = Field(None, max_length=120)
     files: tuple[ManifestFile, ...] = Field(min_length=1)
     created_at: datetime | None = None
+
+    @field_validator("recording_name")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        # It ends up in an email subject and a web page: no line breaks or control characters.
+        if v is not None and (not v.strip() or any(ord(c) < 32 or ord(c) == 127 for c in v)):
+            raise ValueError("recording_name must be printable text on one line")
+        return v
 
     def check_names(self) -> None:
         for f in self.files:

@@ -153,3 +153,60 @@ def test_malformed_upload_gets_a_rejection_email_and_no_summary(stack, recording
     keys = [k for k in stack.keys("recordings/tenant=bob/") if f"/{rid}/" in k]
     assert [k.rsplit("/", 1)[1] for k in keys] == ["rejected.json"]  # no recording, shards or summary
     assert len(stack.mail_to(email)) == 1
+
+
+def test_every_event_replayed_out_of_order_changes_nothing(stack, processed):
+    """All shard events of a finished recording delivered again, last shard first: the
+    detector's output-exists gate reuses each table, the aggregator finds the result
+    published, the notifier declines a second email. Nothing is rewritten."""
+    from neurocyte_shared import s3io
+    from neurocyte_shared.events import RecordingRef, ShardReady
+
+    prefix, rid = processed["prefix"], processed["rid"]
+    ref = RecordingRef(tenant="alice", prefix=prefix)
+    meta = s3io.get_json(stack.s3, stack.data, prefix + "raw.zarr/zarr.json")
+    n, window = meta["shape"][0], meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+    shards = sorted(stack.keys(prefix + "spikes/"))
+    written = {k: stack.s3.head_object(Bucket=stack.data, Key=k)["LastModified"] for k in shards}
+    summary_key = _result(stack, prefix) + "summary.json"
+    before = stack.s3.head_object(Bucket=stack.data, Key=summary_key)["ETag"]
+    events = [ShardReady(correlation_id=rid, recording=ref, store_key=prefix + "raw.zarr", shard_index=i,
+                         n_shards=len(shards), start_sample=i * window, stop_sample=min(n, (i + 1) * window))
+              for i in reversed(range(len(shards)))]
+    for event in events:
+        stack.events.put_events(Entries=[encode(event, stack.outputs["EventBusName"])])
+    logs = lambda name: "".join(p.read_text() for p in stack.local.logs.glob(f"{name}-*.log"))  # noqa: E731
+    wait_for(lambda: sum(1 for ln in logs("detector").splitlines()
+                         if "shard_already_detected" in ln and rid in ln) >= len(shards), 120,
+             "the detector to reuse every shard table")
+    wait_for(lambda: all(stack.queue_idle(q) for q in ("Detector", "Aggregator", "Notifier")), 120, "queues to drain")
+    assert {k: stack.s3.head_object(Bucket=stack.data, Key=k)["LastModified"] for k in shards} == written
+    assert stack.s3.head_object(Bucket=stack.data, Key=summary_key)["ETag"] == before
+    assert len([m for m in stack.mail_to(processed["email"]) if rid in json.dumps(m)]) == 1
+
+
+def test_other_parameters_make_a_new_version_beside_the_published_one(stack, processed):
+    """Reprocessing with other metrics parameters (the aggregator's handler, run here against
+    the same LocalStack) writes a second complete version; the first is untouched."""
+    from neurocyte_aggregator.handlers import Deps, on_shard_detected
+
+    from neurocyte_shared import s3io
+    from neurocyte_shared.events import RecordingRef
+    from neurocyte_shared.metrics import MetricsParams
+
+    prefix = processed["prefix"]
+    first = _result(stack, prefix)
+    first_files = {k: stack.s3.head_object(Bucket=stack.data, Key=k)["ETag"] for k in stack.keys(first)}
+    shards = sorted(stack.keys(prefix + "spikes/"))
+    event = ShardDetected(correlation_id=processed["rid"], recording=RecordingRef(tenant="alice", prefix=prefix),
+                          shard_index=0, n_shards=len(shards), spikes_key=shards[0], n_spikes=0, n_samples=1,
+                          seconds=0.0)
+    out = on_shard_detected(event, Deps(s3=stack.s3, data_bucket=stack.data,
+                                        metrics=MetricsParams(burst_min_spikes=3)))
+    assert out and out[0].summary_key.startswith(prefix + "results/") and not out[0].summary_key.startswith(first)
+    versions = sorted(k for k in stack.keys(prefix + "results/") if k.endswith("/summary.json"))
+    assert len(versions) == 2
+    assert {k: stack.s3.head_object(Bucket=stack.data, Key=k)["ETag"] for k in stack.keys(first)} == first_files
+    second = out[0].summary_key[: -len("summary.json")]
+    assert len(stack.keys(second)) == len(first_files)  # complete: spikes, report, 4 pictures, summary
+    assert s3io.get_json(stack.s3, stack.data, out[0].summary_key)["parameters"]["metrics"]["burst_min_spikes"] == 3

@@ -41,3 +41,17 @@ def test_unknown_or_broken_messages_are_undecodable():
         decode(json.dumps({"detail-type": "Nope", "source": "neurocyte", "detail": {}}))
     with pytest.raises(UndecodableMessage):
         decode(json.dumps({"detail-type": "ShardReady", "source": "neurocyte", "detail": {"x": 1}}))
+
+
+def test_recording_name_cannot_inject_lines_into_an_email():
+    import pytest
+    from pydantic import ValidationError
+
+    from neurocyte_shared.manifest import UploadManifest
+
+    files = [{"name": "a.bin", "size_bytes": 1}]
+    with pytest.raises(ValidationError):
+        UploadManifest(uploader_email="a@example.org", recording_name="x\r\nBcc: victim@example.org", files=files)
+    with pytest.raises(ValidationError):
+        UploadManifest(uploader_email="a@example.org\nBcc: b@example.org", files=files)
+    assert UploadManifest(uploader_email="a@example.org", recording_name="slice 3, DIV 21", files=files)
