@@ -78,3 +78,75 @@ def test_hdf5_that_is_not_maxwell_is_refused(tmp_path):
     (tmp_path / "y.raw.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 50)
     with pytest.raises(InvalidRecording, match="not a readable HDF5 file"):
         open_reader("maxwell_legacy", {"data": "y.raw.h5"}, lambda n: open(tmp_path / n, "rb"), {})
+
+
+# --------------------------------------------------------------------------- Multi Channel Systems
+
+from pathlib import Path  # noqa: E402
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "real-data"  # the kit beside the repo, if any
+
+
+def _open_file(path: Path):
+    fmt, roles = identify([path.name])
+    return open_reader(fmt, roles, lambda n: open(path, "rb"), {path.name: path.stat().st_size})
+
+
+def write_mcs(path: Path, data: np.ndarray, labels: list[str], *, tick_us=50, factor=59605, exponent=-12,
+              adzero=0, subtype=b"Electrode", protocol=b"RawData") -> None:
+    """A Multi Channel Systems HDF5 file as MC_DataTool writes it (the layout of the real files)."""
+    import h5py
+
+    dt = np.dtype([("ChannelID", "<i4"), ("RowIndex", "<i4"), ("GroupID", "<i4"), ("Label", h5py.string_dtype()),
+                   ("RawDataType", h5py.string_dtype()), ("Unit", h5py.string_dtype()), ("Exponent", "<i4"),
+                   ("ADZero", "<i4"), ("Tick", "<i8"), ("ConversionFactor", "<i8")])
+    info = np.array([(i, i, 0, lab, "Int", "V", exponent, adzero, tick_us, factor) for i, lab in enumerate(labels)],
+                    dtype=dt)
+    with h5py.File(path, "w") as f:
+        f.attrs["McsHdf5ProtocolType"] = protocol
+        f.attrs["McsHdf5ProtocolVersion"] = np.int32(1)
+        s = f.create_group("Data/Recording_0/AnalogStream/Stream_0")
+        s.attrs["DataSubType"] = subtype
+        s.create_dataset("ChannelData", data=data, chunks=(data.shape[0], min(1000, data.shape[1])),
+                         compression="gzip")
+        s.create_dataset("InfoChannel", data=info)
+
+
+def test_mcs_reads_gain_rate_grid_positions_and_windows(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = [f"{c}{r}" for c in range(1, 9) for r in range(1, 9) if (c, r) not in ((1, 1), (1, 8), (8, 1), (8, 8))]
+    data = rng.integers(-2000, 2000, size=(60, 5000)).astype(np.int32)
+    write_mcs(tmp_path / "mea.h5", data, labels, adzero=3)
+    r = _open_file(tmp_path / "mea.h5")
+    info = r.info
+    assert (info.format, info.sampling_rate_hz, info.n_channels, info.n_samples) == ("mcs_h5", 20_000.0, 60, 5000)
+    assert info.gain_uv == pytest.approx(59605e-12 * 1e6) and info.offset_uv == pytest.approx(-3 * info.gain_uv)
+    assert info.channel_ids[0] == "12" and info.channel_locations_um[0] == (0.0, 200.0)
+    assert info.channel_locations_um[labels.index("87")] == (1400.0, 1200.0)
+    np.testing.assert_array_equal(r.read(1234, 2345), data[:, 1234:2345].T)
+    r.close()
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"tick_us": 2000}, "sampled at 500 Hz"),
+    ({"protocol": b"Something"}, "not a Multi Channel Systems recording"),
+    ({"factor": 0}, "invalid gains"),
+])
+def test_mcs_refusals_say_why(tmp_path, change, words):
+    write_mcs(tmp_path / "x.h5", np.zeros((4, 100), np.int32), ["E1", "E2", "E3", "E4"], **change)
+    with pytest.raises(InvalidRecording, match=words):
+        _open_file(tmp_path / "x.h5")
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="the kit's real recordings are not beside this clone")
+def test_real_mcs_files_written_by_mcs_software():
+    r = _open_file(REAL / "mcs-w8-spikes-rawdata.h5")
+    info = r.info
+    assert (info.sampling_rate_hz, info.n_channels, info.n_samples, info.dtype) == (20_000.0, 8, 158_024, "int32")
+    assert info.gain_uv == pytest.approx(381469e-9 * 1e6)  # ConversionFactor 381469, Exponent -9, in volts
+    assert info.channel_ids == tuple(f"E{i}" for i in range(1, 9))
+    block = r.read(0, 10)
+    assert block.shape == (10, 8) and (block == -32768).all()  # the amplifier settling at the start
+    r.close()
+    with pytest.raises(InvalidRecording, match="500 Hz"):
+        _open_file(REAL / "mcs-w8-standard-500hz.h5")

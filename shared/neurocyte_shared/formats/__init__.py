@@ -37,7 +37,12 @@ Opener = Callable[[str], BinaryIO]
 SUPPORTED = (
     "raw binary: NAME.bin + NAME.json sidecar (int16, samples x channels)",
     "MaxWell MaxOne legacy: NAME.raw.h5",
+    "Multi Channel Systems HDF5: NAME.h5 (exported by Multi Channel Experimenter or DataManager)",
 )
+
+# Spikes last about a millisecond and the detector's band reaches 6 kHz: below this rate a
+# recording (an LFP export, a downsampled file) holds no spikes to find.
+MIN_SPIKE_RATE_HZ = 5_000.0
 
 
 def identify(names: Sequence[str]) -> tuple[str, dict[str, str]]:
@@ -61,6 +66,9 @@ def identify(names: Sequence[str]) -> tuple[str, dict[str, str]]:
         )
     if len(h5s) == 1 and len(names) == 1:
         return "maxwell_legacy", {"data": h5s[0]}
+    plain_h5 = [n for n in names if n.lower().endswith(".h5") and not n.lower().endswith(".raw.h5")]
+    if len(plain_h5) == 1 and len(names) == 1:
+        return "mcs_h5", {"data": plain_h5[0]}
     raise InvalidRecording(
         f"unsupported upload ({', '.join(sorted(names))}). Neurocyte accepts one recording per upload, as "
         + "; or ".join(SUPPORTED)
@@ -68,6 +76,29 @@ def identify(names: Sequence[str]) -> tuple[str, dict[str, str]]:
 
 
 def open_reader(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int]) -> RecordingReader:
+    reader = _open(fmt, roles, opener, sizes)
+    try:
+        _check_usable(reader, roles["data"])
+    except InvalidRecording:
+        reader.close()
+        raise
+    return reader
+
+
+def _check_usable(reader: RecordingReader, name: str) -> None:
+    """What every format must satisfy, whatever its reader accepted."""
+    info = reader.info
+    if info.sampling_rate_hz < MIN_SPIKE_RATE_HZ:
+        raise InvalidRecording(
+            f"{name} is sampled at {info.sampling_rate_hz:g} Hz; spike detection needs at least "
+            f"{MIN_SPIKE_RATE_HZ:g} Hz (20-30 kHz is usual). This looks like a filtered or downsampled "
+            "export (e.g. LFP): upload the raw electrode data instead."
+        )
+    if info.n_samples <= 0:
+        raise InvalidRecording(f"{name} holds no samples")
+
+
+def _open(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int]) -> RecordingReader:
     if fmt == "raw_binary":
         from .binary import BinaryReader
 
@@ -78,4 +109,8 @@ def open_reader(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str
         from .maxwell import MaxwellLegacyReader
 
         return MaxwellLegacyReader(opener(roles["data"]), roles["data"])
+    if fmt == "mcs_h5":
+        from .mcs import McsReader
+
+        return McsReader(opener(roles["data"]), roles["data"])
     raise InvalidRecording(f"unknown format {fmt!r}")
