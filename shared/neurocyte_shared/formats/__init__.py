@@ -76,7 +76,15 @@ def identify(names: Sequence[str]) -> tuple[str, dict[str, str]]:
 
 
 def open_reader(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int]) -> RecordingReader:
-    reader = _open(fmt, roles, opener, sizes)
+    try:
+        reader = _open(fmt, roles, opener, sizes)
+    except InvalidRecording:
+        raise
+    except Exception as exc:  # a malformed file a reader did not foresee: still a refusal, not a crash
+        raise InvalidRecording(
+            f"{roles['data']} could not be read as {fmt.replace('_', ' ')}: it is malformed "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     try:
         _check_usable(reader, roles["data"])
     except InvalidRecording:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..manifest import RecordingInfo
 from . import InvalidRecording
+from .hdf5 import check_complete, file_size
 
 SAMPLING_RATE_HZ = 20_000.0
 
@@ -32,6 +33,11 @@ class MaxwellLegacyReader:
             raise InvalidRecording(f"{name} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
         h5 = self._h5
         try:
+            if "McsHdf5ProtocolType" in h5.attrs:
+                raise InvalidRecording(
+                    f"{name} is a Multi Channel Systems file, not MaxWell: the extension disagrees with the "
+                    "content. Rename it to end in .h5 (not .raw.h5) and upload it again."
+                )
             for path in ("sig", "mapping", "settings/lsb"):
                 if path not in h5:
                     raise InvalidRecording(
@@ -57,6 +63,7 @@ class MaxwellLegacyReader:
             if not math.isfinite(lsb_v) or lsb_v <= 0:
                 raise InvalidRecording(f"{name}: /settings/lsb is {lsb_v}, not a positive volts-per-bit gain")
             self._check_readable(sig, name)
+            check_complete(sig, file_size(f), name, "/sig")
         except InvalidRecording:
             h5.close()
             raise

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..manifest import RecordingInfo
 from . import InvalidRecording
+from .hdf5 import check_complete, file_size
 
 PITCH_UM = 200.0
 
@@ -51,6 +52,11 @@ class McsReader:
 
     def _open(self, name: str) -> None:
         h5 = self._h5
+        if "sig" in h5 and "mapping" in h5:
+            raise InvalidRecording(
+                f"{name} is a MaxWell recording, not Multi Channel Systems: the extension disagrees with the "
+                "content. Rename it to end in .raw.h5 and upload it again."
+            )
         if _text(h5.attrs.get("McsHdf5ProtocolType", b"")) != "RawData":
             raise InvalidRecording(
                 f"{name} is HDF5 but not a Multi Channel Systems recording (no McsHdf5ProtocolType "
@@ -93,6 +99,7 @@ class McsReader:
             raise InvalidRecording(f"{name}: gain is not a finite number")
         self._data, self._rows = data, info["RowIndex"][order].astype(np.int64)
         self._check_readable(name)
+        check_complete(data, file_size(self._raw), name, f"stream {key}'s ChannelData")
         self.info = RecordingInfo(
             format="mcs_h5",
             sampling_rate_hz=float(rate),
