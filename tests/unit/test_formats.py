@@ -150,3 +150,46 @@ def test_real_mcs_files_written_by_mcs_software():
     r.close()
     with pytest.raises(InvalidRecording, match="500 Hz"):
         _open_file(REAL / "mcs-w8-standard-500hz.h5")
+
+
+# --------------------------------------------------------------------------- SpikeGLX
+
+NP1_META = """imAiRangeMax=0.6
+imAiRangeMin=-0.6
+imMaxInt=512
+imSampRate=30000
+nSavedChans=5
+snsApLfSy=4,0,1
+fileSizeBytes={size}
+typeThis=imec
+~imroTbl=(0,384)(0 0 0 500 250 1)(1 0 0 500 250 1)(2 0 0 500 250 1)(3 0 0 500 250 1)
+~snsGeomMap=(NP1000,1,0,70)(0:43:0:1)(0:11:0:1)(0:59:20:1)(0:27:20:1)
+"""
+
+
+def _spikeglx(data: np.ndarray, meta: str):
+    files = {"run_g0_t0.imec0.ap.bin": data.astype("<i2").tobytes(), "run_g0_t0.imec0.ap.meta": meta.encode()}
+    fmt, roles = identify(list(files))
+    assert fmt == "spikeglx"
+    return open_reader(fmt, roles, lambda n: io.BytesIO(files[n]), {n: len(b) for n, b in files.items()})
+
+
+def test_spikeglx_neuropixels_gain_positions_and_no_sync_channel():
+    data = np.arange(5 * 1000, dtype=np.int16).reshape(1000, 5)
+    r = _spikeglx(data, NP1_META.format(size=data.nbytes))
+    info = r.info
+    assert (info.sampling_rate_hz, info.n_channels, info.n_samples) == (30_000.0, 4, 1000)
+    assert info.gain_uv == pytest.approx(0.6 / 512 / 500 * 1e6)  # 2.34 uV per bit
+    assert info.channel_locations_um == ((43.0, 0.0), (11.0, 0.0), (59.0, 20.0), (27.0, 20.0))
+    np.testing.assert_array_equal(r.read(10, 20), data[10:20, :4])  # the sync channel is not an electrode
+
+
+@pytest.mark.parametrize("meta, words", [
+    (NP1_META.format(size=999), "fileSizeBytes"),
+    (NP1_META.format(size=10_000).replace("imSampRate=30000", "imSampRate=abc"), "not a number"),
+    (NP1_META.format(size=10_000).replace("(3 0 0 500 250 1)", "(3 0 0 1000 250 1)"), "different or invalid gains"),
+    (NP1_META.format(size=10_000).replace("nSavedChans=5\n", ""), "lacks nSavedChans"),
+])
+def test_spikeglx_refusals_say_why(meta, words):
+    with pytest.raises(InvalidRecording, match=words):
+        _spikeglx(np.zeros((1000, 5), np.int16), meta)

@@ -38,6 +38,7 @@ SUPPORTED = (
     "raw binary: NAME.bin + NAME.json sidecar (int16, samples x channels)",
     "MaxWell MaxOne legacy: NAME.raw.h5",
     "Multi Channel Systems HDF5: NAME.h5 (exported by Multi Channel Experimenter or DataManager)",
+    "SpikeGLX: NAME.bin + NAME.meta (Neuropixels AP or LF stream, or NI-DAQ)",
 )
 
 # Spikes last about a millisecond and the detector's band reaches 6 kHz: below this rate a
@@ -50,6 +51,8 @@ def identify(names: Sequence[str]) -> tuple[str, dict[str, str]]:
     lower = {n.lower(): n for n in names}
     bins = [n for n in names if n.lower().endswith(".bin")]
     h5s = [n for n in names if n.lower().endswith(".raw.h5")]
+    if len(bins) == 1 and len(names) == 2 and lower.get(bins[0][:-4].lower() + ".meta"):
+        return "spikeglx", {"data": bins[0], "meta": lower[bins[0][:-4].lower() + ".meta"]}
     if len(bins) == 1 and len(names) == 2:
         stem = bins[0][: -len(".bin")]
         sidecar = lower.get(stem.lower() + ".json")
@@ -61,7 +64,8 @@ def identify(names: Sequence[str]) -> tuple[str, dict[str, str]]:
         return "raw_binary", {"data": bins[0], "sidecar": sidecar}
     if len(bins) == 1 and len(names) == 1:
         raise InvalidRecording(
-            f"{bins[0]} came without its JSON sidecar {bins[0][:-4]}.json: a raw binary file does not say "
+            f"{bins[0]} came without its JSON sidecar {bins[0][:-4]}.json (or, from SpikeGLX, its "
+            f"{bins[0][:-4]}.meta): a raw binary file does not say "
             "its sampling rate, channel count or gain. Upload both (neurocyte submit NAME.bin NAME.json)."
         )
     if len(h5s) == 1 and len(names) == 1:
@@ -117,6 +121,12 @@ def _open(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int]
         from .maxwell import MaxwellLegacyReader
 
         return MaxwellLegacyReader(opener(roles["data"]), roles["data"])
+    if fmt == "spikeglx":
+        from .spikeglx import SpikeGlxReader
+
+        with opener(roles["meta"]) as f:
+            meta = f.read(2_000_000 + 1)
+        return SpikeGlxReader(opener(roles["data"]), meta, sizes[roles["data"]], roles["data"], roles["meta"])
     if fmt == "mcs_h5":
         from .mcs import McsReader
 
