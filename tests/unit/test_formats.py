@@ -193,3 +193,44 @@ def test_spikeglx_neuropixels_gain_positions_and_no_sync_channel():
 def test_spikeglx_refusals_say_why(meta, words):
     with pytest.raises(InvalidRecording, match=words):
         _spikeglx(np.zeros((1000, 5), np.int16), meta)
+
+
+# --------------------------------------------------------------------------- 3Brain .brw v4
+
+def write_brw(path: Path, frames: np.ndarray, stored: np.ndarray, *, rate=20_000.0, settings_extra=None):
+    import h5py
+
+    settings = {"ValueConverter": {"MinAnalogValue": -4125.0, "MaxAnalogValue": 4125.0, "MinDigitalValue": 0,
+                                   "MaxDigitalValue": 4095, "ScaleFactor": 1.0},
+                "TimeConverter": {"FrameRate": rate}, "MeaPlate": {"Model": "Arena"}, **(settings_extra or {})}
+    with h5py.File(path, "w") as f:
+        f["ExperimentSettings"] = np.array([json.dumps(settings).encode()])
+        f["Well_A1/Raw"] = frames.astype(np.uint16).ravel()  # frame-major
+        f["Well_A1/StoredChIdxs"] = stored.astype(np.int32)
+
+
+def test_brw_reads_conversion_grid_positions_and_frames(tmp_path):
+    stored = np.array([0, 1, 64, 65, 4095])
+    frames = np.random.default_rng(1).integers(0, 4096, size=(3000, stored.size))
+    write_brw(tmp_path / "chip.brw", frames, stored)
+    r = _open_file(tmp_path / "chip.brw")
+    info = r.info
+    assert (info.format, info.sampling_rate_hz, info.n_channels, info.n_samples) == ("brw4", 20_000.0, 5, 3000)
+    assert info.gain_uv == pytest.approx(8250.0 / 4095) and info.offset_uv == pytest.approx(-4125.0)
+    assert info.channel_locations_um[2] == (0.0, 60.0) and info.channel_locations_um[4] == (63 * 60.0, 63 * 60.0)
+    np.testing.assert_array_equal(r.read(100, 200), frames[100:200])
+    r.close()
+
+
+def test_brw_event_based_and_partial_files_are_refused(tmp_path):
+    stored = np.arange(4)
+    write_brw(tmp_path / "ev.brw", np.zeros((10, 4)), stored,
+              settings_extra={"DataSettings": {"EventsBasedRawRanges": {}}})
+    with pytest.raises(InvalidRecording, match="event-based"):
+        _open_file(tmp_path / "ev.brw")
+    import h5py
+
+    with h5py.File(tmp_path / "odd.brw", "w") as f:
+        f["ExperimentSettings"] = np.array([json.dumps({"ValueConverter": {}, "TimeConverter": {}}).encode()])
+    with pytest.raises(InvalidRecording, match="ExperimentSettings"):
+        _open_file(tmp_path / "odd.brw")

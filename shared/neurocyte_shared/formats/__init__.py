@@ -39,6 +39,7 @@ SUPPORTED = (
     "MaxWell MaxOne legacy: NAME.raw.h5",
     "Multi Channel Systems HDF5: NAME.h5 (exported by Multi Channel Experimenter or DataManager)",
     "SpikeGLX: NAME.bin + NAME.meta (Neuropixels AP or LF stream, or NI-DAQ)",
+    "3Brain BioCAM: NAME.brw (version 4, full raw)",
 )
 
 # Spikes last about a millisecond and the detector's band reaches 6 kHz: below this rate a
@@ -70,6 +71,9 @@ def identify(names: Sequence[str]) -> tuple[str, dict[str, str]]:
         )
     if len(h5s) == 1 and len(names) == 1:
         return "maxwell_legacy", {"data": h5s[0]}
+    brws = [n for n in names if n.lower().endswith(".brw")]
+    if len(brws) == 1 and len(names) == 1:
+        return "brw4", {"data": brws[0]}
     plain_h5 = [n for n in names if n.lower().endswith(".h5") and not n.lower().endswith(".raw.h5")]
     if len(plain_h5) == 1 and len(names) == 1:
         return "mcs_h5", {"data": plain_h5[0]}
@@ -127,6 +131,10 @@ def _open(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int]
         with opener(roles["meta"]) as f:
             meta = f.read(2_000_000 + 1)
         return SpikeGlxReader(opener(roles["data"]), meta, sizes[roles["data"]], roles["data"], roles["meta"])
+    if fmt == "brw4":
+        from .brw import BrwReader
+
+        return BrwReader(opener(roles["data"]), roles["data"])
     if fmt == "mcs_h5":
         from .mcs import McsReader
 
