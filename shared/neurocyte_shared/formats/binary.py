@@ -96,12 +96,18 @@ class BinaryReader:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(stop, self.info.n_samples)
-        self._f.seek(start * self._frame)
-        want = (stop - start) * self._frame
-        buf = self._f.read(want)
-        if len(buf) != want:
-            raise InvalidRecording(f"the binary file ended early: wanted {want} bytes at frame {start}")
-        return np.frombuffer(buf, dtype=self._dtype).reshape(stop - start, self.info.n_channels)
+        return read_frames(self._f, self._dtype, self.info.n_channels, start, stop)
 
     def close(self) -> None:
         self._f.close()
+
+
+def read_frames(f: BinaryIO, dtype: np.dtype, n_columns: int, start: int, stop: int) -> np.ndarray:
+    """Frames [start, stop) of an interleaved samples x columns file: one ranged read."""
+    frame = n_columns * dtype.itemsize
+    f.seek(start * frame)
+    want = (stop - start) * frame
+    buf = f.read(want)
+    if len(buf) != want:
+        raise InvalidRecording(f"the file ended early: wanted {want:,} bytes at frame {start:,} (changed or truncated)")
+    return np.frombuffer(buf, dtype=dtype).reshape(stop - start, n_columns)

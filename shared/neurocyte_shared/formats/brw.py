@@ -21,7 +21,7 @@ import numpy as np
 
 from ..manifest import RecordingInfo
 from . import InvalidRecording
-from .hdf5 import check_complete, file_size
+from .hdf5 import check_complete, file_size, open_file
 
 CHIP_COLUMNS = 64
 DEFAULT_PITCH_UM = 60.0
@@ -29,13 +29,8 @@ DEFAULT_PITCH_UM = 60.0
 
 class BrwReader:
     def __init__(self, f: BinaryIO, name: str) -> None:
-        import h5py
-
         self._raw = f
-        try:
-            self._h5 = h5py.File(f, "r")
-        except OSError as exc:
-            raise InvalidRecording(f"{name} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+        self._h5 = open_file(f, name)
         try:
             self._open(name, f)
         except BaseException:

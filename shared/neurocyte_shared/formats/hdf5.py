@@ -7,6 +7,16 @@ from typing import Any, BinaryIO
 from . import InvalidRecording
 
 
+def open_file(f: BinaryIO, name: str) -> Any:
+    """h5py.File over a file-like object (local or S3), or a refusal saying it is not HDF5."""
+    import h5py
+
+    try:
+        return h5py.File(f, "r")
+    except OSError as exc:
+        raise InvalidRecording(f"{name} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+
+
 def file_size(f: BinaryIO) -> int:
     here = f.tell()
     f.seek(0, 2)

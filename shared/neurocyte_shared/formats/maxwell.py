@@ -17,20 +17,15 @@ import numpy as np
 
 from ..manifest import RecordingInfo
 from . import InvalidRecording
-from .hdf5 import check_complete, file_size
+from .hdf5 import check_complete, file_size, open_file
 
 SAMPLING_RATE_HZ = 20_000.0
 
 
 class MaxwellLegacyReader:
     def __init__(self, f: BinaryIO, name: str) -> None:
-        import h5py
-
         self._raw = f
-        try:
-            self._h5 = h5py.File(f, "r")
-        except OSError as exc:
-            raise InvalidRecording(f"{name} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+        self._h5 = open_file(f, name)
         h5 = self._h5
         try:
             if "McsHdf5ProtocolType" in h5.attrs:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..manifest import RecordingInfo
 from . import InvalidRecording
-from .hdf5 import check_complete, file_size
+from .hdf5 import check_complete, file_size, open_file
 
 PITCH_UM = 200.0
 
@@ -34,13 +34,8 @@ def _text(v) -> str:
 
 class McsReader:
     def __init__(self, f: BinaryIO, name: str) -> None:
-        import h5py
-
         self._raw = f
-        try:
-            self._h5 = h5py.File(f, "r")
-        except OSError as exc:
-            raise InvalidRecording(f"{name} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+        self._h5 = open_file(f, name)
         try:
             self._open(name)
         except InvalidRecording:

@@ -124,13 +124,10 @@ class SpikeGlxReader:
         return tuple((0.0, 20.0 * i) for i in range(n))  # no map: a single column, as the sites are numbered
 
     def read(self, start: int, stop: int) -> np.ndarray:
+        from .binary import read_frames
+
         start, stop = max(0, start), min(stop, self.info.n_samples)
-        self._f.seek(start * self._frame)
-        want = (stop - start) * self._frame
-        buf = self._f.read(want)
-        if len(buf) != want:
-            raise InvalidRecording(f"read {len(buf)} of {want} bytes: the file changed or is truncated")
-        block = np.frombuffer(buf, dtype="<i2").reshape(stop - start, self._n_saved)
+        block = read_frames(self._f, np.dtype("<i2"), self._n_saved, start, stop)
         return np.ascontiguousarray(block[:, : self._n])
 
     def close(self) -> None:
