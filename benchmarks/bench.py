@@ -28,7 +28,6 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -52,16 +51,18 @@ LONG = ("64ch_240s_20kHz", 64, 240.0, 20000.0, 24)  # 4x the first: memory must 
 
 
 def run_measured(cmd: list[str]) -> tuple[float, float, str]:
-    """Like run, with the child's own peak RSS from wait4 (not the max over all children)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    err = proc.stderr.read()  # small: progress and errors only
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{err.decode()[-2000:]}")
+    """(wall seconds, peak RSS in MB, stdout) of one process: the child's own peak from wait4,
+    not the maximum over all children. stderr goes to a file so neither pipe can fill up."""
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{err.read().decode()[-2000:]}")
     return seconds, usage.ru_maxrss / 1024.0, out.decode()
 
 

@@ -170,15 +170,22 @@ def noise_levels(preprocessed: np.ndarray) -> np.ndarray:
 def neighbours(channel_locations_um: np.ndarray | None, n_channels: int, radius_um: float
                ) -> tuple[np.ndarray, np.ndarray]:
     """(index, count): index[c, :count[c]] are the channels within radius_um of channel c,
-    itself included."""
+    itself included. Computed once per layout: every window and shard of a recording asks
+    again with the same positions."""
     if channel_locations_um is None or radius_um <= 0 or n_channels == 1:
         return np.arange(n_channels, dtype=np.int32)[:, None], np.ones(n_channels, np.int32)
-    loc = np.asarray(channel_locations_um, dtype=np.float64).reshape(n_channels, -1)
+    loc = np.ascontiguousarray(channel_locations_um, dtype=np.float64).reshape(n_channels, -1)
+    return _neighbours(loc.tobytes(), n_channels, float(radius_um))
+
+
+@lru_cache(maxsize=8)
+def _neighbours(locations: bytes, n_channels: int, radius_um: float) -> tuple[np.ndarray, np.ndarray]:
+    loc = np.frombuffer(locations, dtype=np.float64).reshape(n_channels, -1)
     d2 = ((loc[:, None, :] - loc[None, :, :]) ** 2).sum(-1)
     near = d2 <= radius_um**2
     count = near.sum(1).astype(np.int32)
     index = np.zeros((n_channels, int(count.max())), np.int32)
-    for c in range(n_channels):  # a loop over channels, once per recording
+    for c in range(n_channels):  # a loop over channels, once per layout
         idx = np.flatnonzero(near[c])
         index[c, : idx.size] = idx
     return index, count

@@ -18,6 +18,16 @@ def get_bytes(s3: Any, bucket: str, key: str, *, max_bytes: int | None = None) -
     return s3.get_object(**kwargs)["Body"].read()
 
 
+def get_bytes_if_exists(s3: Any, bucket: str, key: str) -> bytes | None:
+    """The object, or None when it does not exist: one request, not a HEAD then a GET."""
+    try:
+        return get_bytes(s3, bucket, key)
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
 def get_json(s3: Any, bucket: str, key: str) -> Any:
     return json.loads(get_bytes(s3, bucket, key))
 

@@ -58,6 +58,11 @@ class Stack:
 
         return s3io.list_keys(self.s3, self.data, prefix)
 
+    def dead_letters(self, name: str) -> int:
+        url = self.outputs[f"{name}DeadLetterQueueUrl"]
+        return int(self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+                   ["Attributes"]["ApproximateNumberOfMessages"])
+
     def queue_idle(self, name: str) -> bool:
         url = self.outputs[f"{name}QueueUrl"]
         a = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[

@@ -55,10 +55,8 @@ def test_recordings_survive_workers_killed_at_random(stack, tmp_path):
     wait_for(lambda: _emails(stack, clean_email, clean_rid), 240, "the undisturbed run's email")
     _, clean = _table(stack, "chaosclean", clean_rid)
 
-    def dead_letters() -> dict[str, str]:
-        return {n: stack.sqs.get_queue_attributes(QueueUrl=stack.outputs[f"{n}DeadLetterQueueUrl"],
-                                                  AttributeNames=["ApproximateNumberOfMessages"])
-                ["Attributes"]["ApproximateNumberOfMessages"] for n in ("Chunker", "Detector", "Aggregator")}
+    def dead_letters() -> dict[str, int]:
+        return {n: stack.dead_letters(n) for n in ("Chunker", "Detector", "Aggregator")}
 
     before = dead_letters()
     uploads = [_upload(stack, files, f"chaos{i}") for i in range(3)]

@@ -21,12 +21,6 @@ from .conftest import wait_for
 pytestmark = pytest.mark.e2e
 
 
-def _dlq_count(stack, service: str) -> int:
-    url = stack.outputs[f"{service}DeadLetterQueueUrl"]
-    return int(stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-               ["Attributes"]["ApproximateNumberOfMessages"])
-
-
 @pytest.fixture(scope="module")
 def poisoned(stack, tmp_path_factory):
     """A validated recording whose shard points at a store that does not exist: the detector
@@ -47,13 +41,13 @@ def poisoned(stack, tmp_path_factory):
     event = ShardReady(correlation_id=bad, recording=RecordingRef(tenant="carol", prefix=prefix),
                        store_key=prefix + "missing.zarr", shard_index=0, n_shards=1, start_sample=0,
                        stop_sample=1000)
-    before = _dlq_count(stack, "Detector")
+    before = stack.dead_letters("Detector")
     stack.events.put_events(Entries=[encode(event, stack.outputs["EventBusName"])])
     return {"rid": bad, "email": email, "dlq_before": before}
 
 
 def test_poison_message_is_dead_lettered_and_the_uploader_told_once(stack, poisoned):
-    wait_for(lambda: _dlq_count(stack, "Detector") == poisoned["dlq_before"] + 1, 180,
+    wait_for(lambda: stack.dead_letters("Detector") == poisoned["dlq_before"] + 1, 180,
              "the poison message in the detector's dead-letter queue")
     mail = wait_for(lambda: [m for m in stack.mail_to(poisoned["email"]) if poisoned["rid"] in json.dumps(m)], 60,
                     "the failure email")
@@ -68,7 +62,7 @@ def test_poison_message_is_dead_lettered_and_the_uploader_told_once(stack, poiso
 
 
 def test_operator_lists_and_redrives_dead_letters(stack, poisoned, monkeypatch):
-    wait_for(lambda: _dlq_count(stack, "Detector") == poisoned["dlq_before"] + 1, 180, "the poison message")
+    wait_for(lambda: stack.dead_letters("Detector") == poisoned["dlq_before"] + 1, 180, "the poison message")
     monkeypatch.setenv("NEUROCYTE_HOME", str(stack.local.home))
     monkeypatch.setenv("NEUROCYTE_ENDPOINT", stack.local.endpoint)
     monkeypatch.setenv("NEUROCYTE_STACK", stack.local.stack)
@@ -82,7 +76,7 @@ def test_operator_lists_and_redrives_dead_letters(stack, poisoned, monkeypatch):
     logs = lambda: "".join(p.read_text() for p in stack.local.logs.glob("detector-*.log"))  # noqa: E731
     wait_for(lambda: sum(1 for ln in logs().splitlines() if '"handler_failed"' in ln and poisoned["rid"] in ln) >= 6,
              180, "the redriven message to be retried")
-    wait_for(lambda: _dlq_count(stack, "Detector") >= 1 and stack.queue_idle("Detector"), 120,
+    wait_for(lambda: stack.dead_letters("Detector") >= 1 and stack.queue_idle("Detector"), 120,
              "the message back in the dead-letter queue")
     wait_for(lambda: stack.queue_idle("Notifier"), 60, "the notifier to drain")
     assert len([m for m in stack.mail_to(poisoned["email"]) if poisoned["rid"] in json.dumps(m)]) == 1

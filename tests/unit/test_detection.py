@@ -7,7 +7,7 @@ import scipy.signal
 
 from neurocyte_shared.detection import (DetectionParams, SpikeTable, butter_bandpass_sos, detect_spikes, estimate_noise,
                                        noise_levels, preprocess)
-from neurocyte_shared.synthetic import SyntheticSpec, ground_truth, grid_locations, write_recording
+from neurocyte_shared.synthetic import SyntheticSpec, grid_locations, write_recording
 
 FS = 20_000.0
 

@@ -10,6 +10,7 @@ exists and is re-announced unchanged (the notifier keeps the email to one)."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -85,9 +86,8 @@ def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, sh
     merged = SpikeTable.concat([spikes.from_parquet_bytes(b) for b in blobs])
     clipped = [spikes.saturation_from_parquet_bytes(b) for b in blobs]
     saturated = None if any(c is None for c in clipped) else np.sum(clipped, axis=0)
-    noise_key = f"{prefix}noise/{detection}.json"
-    noise_doc = s3io.get_json(deps.s3, deps.data_bucket, noise_key) if s3io.head(
-        deps.s3, deps.data_bucket, noise_key) else {}
+    noise_raw = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, f"{prefix}noise/{detection}.json")
+    noise_doc = json.loads(noise_raw) if noise_raw is not None else {}
     info = doc.info
     summary = summarize(
         merged, recording_id=doc.recording_id, recording_name=doc.recording_name, format=info.format,
@@ -125,8 +125,6 @@ def _mark_uploads_processed(deps: Deps, doc: RecordingDocument) -> None:
 
 def build(settings) -> dict:
     from neurocyte_shared.service import s3
-
-    import json
 
     from neurocyte_shared.config import ConfigurationError
 

@@ -34,8 +34,9 @@ def recording_noise(array: Any, deps: Deps, prefix: str) -> np.ndarray:
     """Per-channel noise of the whole recording, computed once and kept at noise/<params>.json.
     Deterministic, so two workers racing to compute it write the same values."""
     key = f"{prefix}noise/{deps.params.cache_key()}.json"
-    if s3io.head(deps.s3, deps.data_bucket, key) is not None:
-        return np.asarray(s3io.get_json(deps.s3, deps.data_bucket, key)["noise_uv"], dtype=np.float32)
+    cached = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, key)
+    if cached is not None:
+        return np.asarray(json.loads(cached)["noise_uv"], dtype=np.float32)
     attrs = array.attrs
     fs, gain, offset = attrs["sampling_rate_hz"], attrs["gain_uv"], attrs["offset_uv"]
     noise = estimate_noise(lambda a, b: array[a:b], array.shape[0], fs, deps.params, gain, offset)
@@ -83,9 +84,8 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
 def _already_detected(deps: Deps, key: str) -> int | None:
     """Spike count of a shard table that is already written, else None. A table is written in
     one PUT, so one that exists is whole."""
-    if s3io.head(deps.s3, deps.data_bucket, key) is None:
-        return None
-    return len(spikes.from_parquet_bytes(s3io.get_bytes(deps.s3, deps.data_bucket, key)))
+    data = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, key)
+    return None if data is None else len(spikes.from_parquet_bytes(data))
 
 
 def build(settings) -> dict:
