@@ -84,17 +84,23 @@ def down() -> None:
 # --------------------------------------------------------------------------- validate / submit
 
 
-def _local_check(paths: list[Path]):
-    """The checks ingest runs, on local files, before anything is uploaded."""
-    from neurocyte_shared.formats import InvalidRecording, identify, open_reader
+def _local_check(paths: list[Path], stream: str | None = None):
+    """The checks ingest runs, on local files, before anything is uploaded: ([(stream, info)]
+    for each recording the files hold, or for the one `stream` named), or (None, reason)."""
+    from neurocyte_shared.formats import InvalidRecording, identify, list_streams, open_reader
 
     names = [p.name for p in paths]
     folder = {p.name: p for p in paths}
+    opener = lambda n: open(folder[n], "rb")  # noqa: E731
     try:
         fmt, roles = identify(names)
-        reader = open_reader(fmt, roles, lambda n: open(folder[n], "rb"), {p.name: p.stat().st_size for p in paths})
-        reader.close()
-        return reader.info, None
+        streams = (stream,) if stream else (list_streams(fmt, roles, opener) or (None,))
+        found = []
+        for s in streams:
+            reader = open_reader(fmt, roles, opener, {p.name: p.stat().st_size for p in paths}, s)
+            reader.close()
+            found.append((s, reader.info))
+        return found, None
     except InvalidRecording as exc:
         return None, str(exc)
 
@@ -102,13 +108,16 @@ def _local_check(paths: list[Path]):
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def validate(files: tuple[Path, ...]) -> None:
-    """Check a recording as ingest would, before uploading it."""
-    info, problem = _local_check(list(files))
+    """Check a recording as ingest would, before uploading it. A file holding several
+    recordings (a MaxTwo plate's wells, NWB series) lists each: each is processed on its own."""
+    found, problem = _local_check(list(files))
     if problem:
         _fail(f"refused: {problem}")
-    assert info is not None
-    out.print(f"ok: {info.format}, {info.n_channels} channels, {info.sampling_rate_hz:g} Hz, "
-              f"{info.duration_s:.2f} s, gain {info.gain_uv:g} uV/bit")
+    assert found is not None
+    for stream, info in found:
+        where = f"{stream}: " if stream and len(found) > 1 else ""
+        out.print(f"ok: {where}{info.format}, {info.n_channels} channels, {info.sampling_rate_hz:g} Hz, "
+                  f"{info.duration_s:.2f} s, gain {info.gain_uv:g} uV/bit")
 
 
 @cli.command()
@@ -138,7 +147,7 @@ def submit_files(files: list[Path], *, email: str, name: str | None = None, tena
 
     local = L.Local.from_env()
     if check:
-        _, problem = _local_check(files)
+        _, problem = _local_check(files)  # every recording of the upload must be usable
         if problem:
             _fail(f"not uploaded: {problem}")
     stem = files[0].name.split(".")[0]
@@ -193,19 +202,29 @@ def _detection_options(f):
     return f
 
 
-def _local_recording(files: tuple[Path, ...], params: dict):
+def _stream_option(f):
+    return click.option("--stream", default=None, metavar="ID",
+                        help="which recording of a file that holds several: a MaxWell well (well000) or an NWB "
+                             "ElectricalSeries; `neurocyte validate` lists them")(f)
+
+
+def _local_recording(files: tuple[Path, ...], params: dict, stream: str | None):
     """(info, DetectionParams, LocalRecording) of local files, or a clear refusal and exit 1."""
     from neurocyte_shared.detection import DetectionParams
     from neurocyte_shared.local_detect import LocalRecording
 
-    info, problem = _local_check(list(files))
+    found, problem = _local_check(list(files), stream)
     if problem:
         _fail(f"refused: {problem}")
     try:
         p = DetectionParams(**params)
     except ValueError as exc:
         _fail(str(exc))
-    return info, p, LocalRecording(tuple(f.resolve() for f in files))
+    if len(found) > 1:
+        _fail(f"refused: {files[0].name} holds {len(found)} recordings ({', '.join(str(s) for s, _ in found)}); "
+              "choose one with --stream")
+    stream, info = found[0]
+    return info, p, LocalRecording(tuple(f.resolve() for f in files), stream)
 
 
 @cli.command()
@@ -216,12 +235,14 @@ def _local_recording(files: tuple[Path, ...], params: dict):
               help="cores to use (threads; the kernels release the GIL)")
 @click.option("--window-s", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="seconds per window, capped at 4 M values per window (bounds memory)")
+@_stream_option
 @_detection_options
-def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, **params) -> None:
+def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, stream: str | None,
+           **params) -> None:
     """Detect spikes in a recording file on this machine (no AWS)."""
     from neurocyte_shared.local_detect import detect_recording
 
-    info, p, recording = _local_recording(files, params)
+    info, p, recording = _local_recording(files, params, stream)
     total = 0
     tmp = out_path.with_name(out_path.name + ".partial")  # never a half-written result
     parquet = out_path.suffix.lower() == ".parquet"
@@ -261,8 +282,10 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
               help="directory for summary.json, spikes.parquet, the PNGs and report.html (created; must not exist)")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 256), help="cores to use")
 @click.option("--name", default=None, help="recording name in the report (default: the file's stem)")
+@_stream_option
 @_detection_options
-def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, **params) -> None:
+def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, stream: str | None,
+           **params) -> None:
     """Detection plus summary on this machine (no AWS): the same summary.json, pictures and
     report.html the pipeline emails a link to."""
     import shutil
@@ -278,7 +301,7 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
 
     if out_dir.exists():
         _fail(f"{out_dir} exists; choose a new directory (results are never overwritten)")
-    info, p, recording = _local_recording(files, params)
+    info, p, recording = _local_recording(files, params, stream)
     noise: list[np.ndarray] = []
     clipped = np.zeros(info.n_channels, np.int64)
     tables = []
@@ -291,7 +314,7 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
             tables.append(table)
     merged = SpikeTable.concat(tables)
     console.print(f"{len(merged):,} spikes; summarising and drawing ...")
-    stem = files[0].name.split(".")[0]
+    stem = files[0].name.split(".")[0] + (f"-{stream}" if stream else "")
     summary = summarize(merged, recording_id=f"local-{stem}", recording_name=name or stem, format=info.format,
                         n_channels=info.n_channels, sampling_rate_hz=info.sampling_rate_hz,
                         n_samples=info.n_samples, channel_ids=info.channel_ids,

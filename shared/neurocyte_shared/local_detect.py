@@ -29,11 +29,13 @@ class LocalRecording:
     """A recording as local file(s)."""
 
     paths: tuple[Path, ...]
+    stream: str | None = None  # one recording of a file that holds several (a MaxWell well)
 
     def open(self) -> RecordingReader:
         files = {p.name: p for p in self.paths}
         fmt, roles = identify(list(files))
-        return open_reader(fmt, roles, lambda n: open(files[n], "rb"), {n: p.stat().st_size for n, p in files.items()})
+        return open_reader(fmt, roles, lambda n: open(files[n], "rb"),
+                           {n: p.stat().st_size for n, p in files.items()}, self.stream)
 
 
 def window_samples(window_s: float, sampling_rate_hz: float, n_channels: int, margin: int) -> int:

@@ -73,6 +73,8 @@ class RecordingDocument(BaseModel):
     upload_bucket: str
     upload_keys: tuple[str, ...]
     info: RecordingInfo
+    stream: str | None = None  # which recording of a multi-recording file (a MaxWell well, an NWB series)
+    upload_id: str | None = None  # the upload it came from, when one upload made several recordings
 
 
 def explain(error: ValidationError, what: str) -> str:

@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from neurocyte_shared.formats import InvalidRecording, identify, open_reader
+from neurocyte_shared.formats import InvalidRecording, identify, list_streams, open_reader
+
+from ..samples import write_brw, write_mcs
 
 SIDECAR = {"sampling_rate_hz": 20000, "n_channels": 4, "dtype": "int16", "gain_uv": 0.195, "offset_uv": 0.0,
            "layout": "samples_by_channels", "channel_locations_um": [[0, 0], [0, 20], [20, 0], [20, 20]]}
@@ -73,7 +75,7 @@ def test_hdf5_that_is_not_maxwell_is_refused(tmp_path):
     h5py = pytest.importorskip("h5py")
     with h5py.File(tmp_path / "x.raw.h5", "w") as f:
         f["data"] = np.zeros(3)
-    with pytest.raises(InvalidRecording, match="/sig is missing"):
+    with pytest.raises(InvalidRecording, match="neither /wells"):
         open_reader("maxwell_legacy", {"data": "x.raw.h5"}, lambda n: open(tmp_path / n, "rb"), {})
     (tmp_path / "y.raw.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 50)
     with pytest.raises(InvalidRecording, match="not a readable HDF5 file"):
@@ -90,26 +92,6 @@ REAL = Path(__file__).resolve().parents[3] / "shared" / "real-data"  # the kit b
 def _open_file(path: Path):
     fmt, roles = identify([path.name])
     return open_reader(fmt, roles, lambda n: open(path, "rb"), {path.name: path.stat().st_size})
-
-
-def write_mcs(path: Path, data: np.ndarray, labels: list[str], *, tick_us=50, factor=59605, exponent=-12,
-              adzero=0, subtype=b"Electrode", protocol=b"RawData") -> None:
-    """A Multi Channel Systems HDF5 file as MC_DataTool writes it (the layout of the real files)."""
-    import h5py
-
-    dt = np.dtype([("ChannelID", "<i4"), ("RowIndex", "<i4"), ("GroupID", "<i4"), ("Label", h5py.string_dtype()),
-                   ("RawDataType", h5py.string_dtype()), ("Unit", h5py.string_dtype()), ("Exponent", "<i4"),
-                   ("ADZero", "<i4"), ("Tick", "<i8"), ("ConversionFactor", "<i8")])
-    info = np.array([(i, i, 0, lab, "Int", "V", exponent, adzero, tick_us, factor) for i, lab in enumerate(labels)],
-                    dtype=dt)
-    with h5py.File(path, "w") as f:
-        f.attrs["McsHdf5ProtocolType"] = protocol
-        f.attrs["McsHdf5ProtocolVersion"] = np.int32(1)
-        s = f.create_group("Data/Recording_0/AnalogStream/Stream_0")
-        s.attrs["DataSubType"] = subtype
-        s.create_dataset("ChannelData", data=data, chunks=(data.shape[0], min(1000, data.shape[1])),
-                         compression="gzip")
-        s.create_dataset("InfoChannel", data=info)
 
 
 def test_mcs_reads_gain_rate_grid_positions_and_windows(tmp_path):
@@ -196,18 +178,6 @@ def test_spikeglx_refusals_say_why(meta, words):
 
 
 # --------------------------------------------------------------------------- 3Brain .brw v4
-
-def write_brw(path: Path, frames: np.ndarray, stored: np.ndarray, *, rate=20_000.0, settings_extra=None):
-    import h5py
-
-    settings = {"ValueConverter": {"MinAnalogValue": -4125.0, "MaxAnalogValue": 4125.0, "MinDigitalValue": 0,
-                                   "MaxDigitalValue": 4095, "ScaleFactor": 1.0},
-                "TimeConverter": {"FrameRate": rate}, "MeaPlate": {"Model": "Arena"}, **(settings_extra or {})}
-    with h5py.File(path, "w") as f:
-        f["ExperimentSettings"] = np.array([json.dumps(settings).encode()])
-        f["Well_A1/Raw"] = frames.astype(np.uint16).ravel()  # frame-major
-        f["Well_A1/StoredChIdxs"] = stored.astype(np.int32)
-
 
 def test_brw_reads_conversion_grid_positions_and_frames(tmp_path):
     stored = np.array([0, 1, 64, 65, 4095])

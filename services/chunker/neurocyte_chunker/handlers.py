@@ -36,7 +36,7 @@ def on_recording_validated(event: RecordingValidated, deps: Deps) -> list[Event]
     names = [k.rsplit("/", 1)[1] for k in doc.upload_keys]
     fmt, roles = identify(names)
     sizes = {n: s3io.head(deps.s3, doc.upload_bucket, upload_prefix + n)["ContentLength"] for n in names}
-    reader = open_reader(fmt, roles, deps.opener_for(doc.upload_bucket, upload_prefix), sizes)
+    reader = open_reader(fmt, roles, deps.opener_for(doc.upload_bucket, upload_prefix), sizes, doc.stream)
     store_key = ref.key("raw.zarr")
     url = store.store_url(deps.data_bucket, store_key)
     array = _resumable(deps, url, store_key, info)

@@ -5,6 +5,7 @@ manifest (uploaded last) says the upload is complete."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import timezone
 from typing import Any, Callable
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 
 from neurocyte_shared import layout, s3io
 from neurocyte_shared.events import Event, RecordingRef, RecordingRejected, RecordingValidated, S3ObjectCreated
-from neurocyte_shared.formats import InvalidRecording, Opener, identify, open_reader
+from neurocyte_shared.formats import InvalidRecording, Opener, identify, list_streams, open_reader
 from neurocyte_shared.logs import redact_email
 from neurocyte_shared.manifest import RecordingDocument, UploadManifest, explain
 
@@ -80,26 +81,47 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
 
     try:
         fmt, roles = identify([f.name for f in manifest.files])
-        reader = open_reader(fmt, roles, deps.opener_for(deps.upload_bucket, upload_prefix), sizes)
-        info = reader.info
-        reader.close()
+        opener = deps.opener_for(deps.upload_bucket, upload_prefix)
+        parts = _recordings_in(recording_id, name, list_streams(fmt, roles, opener))
+        infos = []
+        for _, _, stream in parts:  # every recording of the upload must be usable, or none is processed
+            reader = open_reader(fmt, roles, opener, sizes, stream)
+            infos.append(reader.info)
+            reader.close()
     except InvalidRecording as exc:
         return reject(str(exc), email, name)
 
-    doc = RecordingDocument(
-        recording_id=recording_id, recording_name=name, tenant=tenant, uploader_email=email,
-        upload_bucket=deps.upload_bucket,
-        upload_keys=tuple(upload_prefix + roles[r] for r in sorted(roles)), info=info,
-    )
-    s3io.put_json(deps.s3, deps.data_bucket, prefix + "recording.json", doc.model_dump_json(indent=1))
-    log.info("recording_validated", format=fmt, n_channels=info.n_channels,
-             duration_s=round(info.duration_s, 3), sampling_rate_hz=info.sampling_rate_hz)
-    return [RecordingValidated(
-        correlation_id=recording_id, recording=RecordingRef(tenant=tenant, prefix=prefix),
-        upload_bucket=deps.upload_bucket, upload_keys=doc.upload_keys, format=fmt,
-        uploader_email=email, n_channels=info.n_channels, n_samples=info.n_samples,
-        sampling_rate_hz=info.sampling_rate_hz,
-    )]
+    events: list[Event] = []
+    for (rid, rname, stream), info in zip(parts, infos):
+        rprefix = layout.recording_prefix(tenant, date, rid)
+        doc = RecordingDocument(
+            recording_id=rid, recording_name=rname, tenant=tenant, uploader_email=email,
+            upload_bucket=deps.upload_bucket,
+            upload_keys=tuple(upload_prefix + roles[r] for r in sorted(roles)), info=info,
+            stream=stream, upload_id=recording_id if rid != recording_id else None,
+        )
+        s3io.put_json(deps.s3, deps.data_bucket, rprefix + "recording.json", doc.model_dump_json(indent=1))
+        log.info("recording_validated", format=fmt, stream=stream, recording=rid, n_channels=info.n_channels,
+                 duration_s=round(info.duration_s, 3), sampling_rate_hz=info.sampling_rate_hz)
+        events.append(RecordingValidated(
+            correlation_id=rid, recording=RecordingRef(tenant=tenant, prefix=rprefix),
+            upload_bucket=deps.upload_bucket, upload_keys=doc.upload_keys, format=fmt,
+            uploader_email=email, n_channels=info.n_channels, n_samples=info.n_samples,
+            sampling_rate_hz=info.sampling_rate_hz,
+        ))
+    return events
+
+
+def _recordings_in(recording_id: str, name: str, streams: tuple[str, ...]) -> list[tuple[str, str, str | None]]:
+    """(recording id, name, stream) of each recording an upload holds. A file with several
+    (a MaxTwo plate's wells) becomes one recording per stream, `<upload id>-<stream>`."""
+    if len(streams) <= 1:
+        return [(recording_id, name, streams[0] if streams else None)]
+    out = []
+    for stream in streams:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", stream).strip("-")[:40] or "stream"
+        out.append((layout.check_segment(f"{recording_id[:80]}-{slug}", "recording id"), f"{name} ({stream})", stream))
+    return out
 
 
 def _parse_manifest(raw: bytes) -> tuple[UploadManifest | None, str]:

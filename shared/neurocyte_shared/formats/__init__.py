@@ -36,10 +36,11 @@ Opener = Callable[[str], BinaryIO]
 
 SUPPORTED = (
     "raw binary: NAME.bin + NAME.json sidecar (int16, samples x channels)",
-    "MaxWell MaxOne legacy: NAME.raw.h5",
+    "MaxWell MaxOne/MaxTwo: NAME.raw.h5 (legacy or the multi-well layout; each well is a recording)",
     "Multi Channel Systems HDF5: NAME.h5 (exported by Multi Channel Experimenter or DataManager)",
     "SpikeGLX: NAME.bin + NAME.meta (Neuropixels AP or LF stream, or NI-DAQ)",
     "3Brain BioCAM: NAME.brw (version 4, full raw)",
+    "NWB: NAME.nwb (an ElectricalSeries in /acquisition, with its electrodes table)",
 )
 
 # Spikes last about a millisecond and the detector's band reaches 6 kHz: below this rate a
@@ -70,7 +71,10 @@ def identify(names: Sequence[str]) -> tuple[str, dict[str, str]]:
             "its sampling rate, channel count or gain. Upload both (neurocyte submit NAME.bin NAME.json)."
         )
     if len(h5s) == 1 and len(names) == 1:
-        return "maxwell_legacy", {"data": h5s[0]}
+        return "maxwell", {"data": h5s[0]}
+    nwbs = [n for n in names if n.lower().endswith(".nwb")]
+    if len(nwbs) == 1 and len(names) == 1:
+        return "nwb", {"data": nwbs[0]}
     brws = [n for n in names if n.lower().endswith(".brw")]
     if len(brws) == 1 and len(names) == 1:
         return "brw4", {"data": brws[0]}
@@ -83,9 +87,34 @@ def identify(names: Sequence[str]) -> tuple[str, dict[str, str]]:
     )
 
 
-def open_reader(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int]) -> RecordingReader:
+def list_streams(fmt: str, roles: dict[str, str], opener: Opener) -> tuple[str, ...]:
+    """The recordings one file holds when it can hold several (MaxWell wells, NWB series):
+    each is processed as its own recording. () for single-recording formats."""
+    if fmt not in ("maxwell", "nwb"):
+        return ()
+    from . import maxwell, nwb
+    from .hdf5 import open_file
+
+    name = roles["data"]
     try:
-        reader = _open(fmt, roles, opener, sizes)
+        with opener(name) as f:
+            h5 = open_file(f, name)
+            try:
+                return maxwell.streams(h5) if fmt == "maxwell" else nwb.streams(h5, name)
+            finally:
+                h5.close()
+    except InvalidRecording:
+        raise
+    except Exception as exc:  # malformed beyond what the reader foresaw: a refusal, not a crash
+        raise InvalidRecording(f"{name} could not be read as {fmt}: it is malformed "
+                               f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def open_reader(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int],
+                stream: str | None = None) -> RecordingReader:
+    """A reader of one recording; `stream` picks one of a multi-recording file (list_streams)."""
+    try:
+        reader = _open(fmt, roles, opener, sizes, stream)
     except InvalidRecording:
         raise
     except Exception as exc:  # a malformed file a reader did not foresee: still a refusal, not a crash
@@ -114,17 +143,24 @@ def _check_usable(reader: RecordingReader, name: str) -> None:
         raise InvalidRecording(f"{name} holds no samples")
 
 
-def _open(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int]) -> RecordingReader:
+def _open(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int],
+          stream: str | None) -> RecordingReader:
+    if stream is not None and fmt not in ("maxwell", "maxwell_legacy", "nwb"):
+        raise InvalidRecording(f"{roles['data']} holds one recording; it has no stream {stream!r}")
     if fmt == "raw_binary":
         from .binary import BinaryReader
 
         with opener(roles["sidecar"]) as f:
             sidecar = f.read(1_000_000 + 1)
         return BinaryReader(opener(roles["data"]), sidecar, sizes[roles["data"]], roles["sidecar"])
-    if fmt == "maxwell_legacy":
-        from .maxwell import MaxwellLegacyReader
+    if fmt in ("maxwell", "maxwell_legacy"):
+        from .maxwell import MaxwellReader
 
-        return MaxwellLegacyReader(opener(roles["data"]), roles["data"])
+        return MaxwellReader(opener(roles["data"]), roles["data"], stream)
+    if fmt == "nwb":
+        from .nwb import NwbReader
+
+        return NwbReader(opener(roles["data"]), roles["data"], stream)
     if fmt == "spikeglx":
         from .spikeglx import SpikeGlxReader
 
