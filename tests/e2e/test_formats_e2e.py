@@ -1,0 +1,60 @@
+"""Each accepted format, end to end: upload -> validation -> shards -> spikes -> summary ->
+email, on a real LocalStack. A MaxTwo file with two wells gives two recordings and two emails."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+
+from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+
+from ..samples import FORMATS, convert
+from .conftest import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def _body(message: dict) -> str:
+    text = message["Body"].get("text_part") or ""
+    try:
+        return json.loads(text)["Message"]
+    except (ValueError, KeyError):
+        return text
+
+
+def test_every_format_goes_from_upload_to_email(stack, tmp_path):
+    pytest.importorskip("pynwb")
+    bin_path, json_path, _ = write_recording(tmp_path, "src", SyntheticSpec(n_channels=16, duration_s=8.0,
+                                                                            n_units=8, seed=11))
+    email = f"formats-{uuid.uuid4().hex[:6]}@example.org"
+    expected: dict[str, tuple[str, str]] = {}  # recording id -> (format label, format in the summary)
+    for fmt in FORMATS:
+        rid = f"{fmt.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+        stack.upload(convert(bin_path, json_path, fmt, tmp_path / fmt), email=email, tenant="formats", rid=rid)
+        summary_format = {"maxwell_wells": "maxwell"}.get(fmt, fmt)
+        if fmt == "maxwell_wells":  # one recording per well
+            expected[f"{rid}-well000"] = (fmt, summary_format)
+            expected[f"{rid}-well001"] = (fmt, summary_format)
+        else:
+            expected[rid] = (fmt, summary_format)
+
+    mails = wait_for(lambda: (m := stack.mail_to(email)) and len(m) >= len(expected) and m, 300,
+                     f"{len(expected)} result emails")
+    assert len(mails) == len(expected)
+    seen = {}
+    for m in mails:
+        body = _body(m)
+        rid = next(r for r in expected if re.search(rf"\b{re.escape(r)}\b", body))
+        seen[rid] = body
+        assert "Channels:            16" in body, (expected[rid], body[:400])
+        spikes = int(re.search(r"Total spikes:\s+([\d,]+)", body).group(1).replace(",", ""))
+        assert spikes > 100, (expected[rid], spikes)
+    assert set(seen) == set(expected)
+    for rid, (label, fmt) in expected.items():
+        key = next(k for k in stack.keys("recordings/tenant=formats/") if f"/{rid}/" in k and k.endswith("summary.json"))
+        summary = json.loads(stack.s3.get_object(Bucket=stack.data, Key=key)["Body"].read())
+        assert summary["format"] == fmt, label
+        assert summary["n_channels"] == 16
