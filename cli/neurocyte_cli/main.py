@@ -127,18 +127,33 @@ def validate(files: tuple[Path, ...]) -> None:
 @click.option("--tenant", default=None, help="results prefix (default: derived from the email address)")
 @click.option("--wait/--no-wait", default=False, help="wait for the email and print it")
 @click.option("--timeout", default=900.0, show_default=True, help="seconds to wait with --wait")
+@click.option("--reprocess", is_flag=True, default=False,
+              help="process it even if the same content was uploaded before (by default a repeat is "
+                   "recognised by its SHA-256 and not processed twice)")
 def submit(files: tuple[Path, ...], email: str, name: str | None, tenant: str | None, wait: bool,
-           timeout: float) -> None:
+           timeout: float, reprocess: bool) -> None:
     """Upload a recording (multipart, with progress); its manifest goes last and starts processing."""
-    rid = submit_files(list(files), email=email, name=name, tenant=tenant)
+    rid = submit_files(list(files), email=email, name=name, tenant=tenant, reprocess=reprocess)
     out.print(rid)
     if wait:
         message = wait_for_email(rid, email, timeout)
         print_mail(message)
 
 
+def _sha256(path: Path, progress: Progress) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    task = progress.add_task(f"checksum {path.name}", total=path.stat().st_size)
+    with open(path, "rb") as f:
+        while block := f.read(8 * 2**20):
+            digest.update(block)
+            progress.advance(task, len(block))
+    return digest.hexdigest()
+
+
 def submit_files(files: list[Path], *, email: str, name: str | None = None, tenant: str | None = None,
-                 check: bool = True) -> str:
+                 check: bool = True, reprocess: bool = False) -> str:
     from boto3.s3.transfer import TransferConfig
     from pydantic import ValidationError
 
@@ -152,10 +167,14 @@ def submit_files(files: list[Path], *, email: str, name: str | None = None, tena
             _fail(f"not uploaded: {problem}")
     stem = files[0].name.split(".")[0]
     name = name or stem
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=console) as progress:
+        digests = {p.name: _sha256(p, progress) for p in files}
     try:
         manifest = UploadManifest(
-            uploader_email=email, recording_name=name, created_at=datetime.now(timezone.utc),
-            files=tuple(ManifestFile(name=p.name, size_bytes=p.stat().st_size) for p in files),
+            uploader_email=email, recording_name=name, created_at=datetime.now(timezone.utc), reprocess=reprocess,
+            files=tuple(ManifestFile(name=p.name, size_bytes=p.stat().st_size, sha256=digests[p.name])
+                        for p in files),
         )
         tenant = layout.check_segment(tenant or layout.tenant_for_email(email), "tenant")
         safe_stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in stem)[:60] or "recording"
@@ -541,7 +560,8 @@ def demo(email: str, channels: int, duration_s: float, keep_running: bool) -> No
                       f"{spec.sampling_rate_hz / 1000:g} kHz, {spec.n_units} units ...")
         bin_path, json_path, gt = write_recording(folder, "demo", spec)
         console.print(f"  planted {sum(s.size for s in gt.spike_samples):,} spikes -> {bin_path}")
-        rid = submit_files([bin_path, json_path], email=email, name="demo")
+        # reprocess: the demo recording is the same every time; show the whole path every time.
+        rid = submit_files([bin_path, json_path], email=email, name="demo", reprocess=True)
         message = wait_for_email(rid, email, timeout=900)
         console.print()
         print_mail(message)

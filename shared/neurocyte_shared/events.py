@@ -72,6 +72,20 @@ class RecordingRejected(Event):
     recording_name: str | None = None
 
 
+class DuplicateUploadSkipped(Event):
+    """An upload has the same content as one the tenant uploaded before; it was not processed
+    again (the manifest can ask for that with "reprocess": true)."""
+
+    tenant: str
+    upload_key: str
+    uploader_email: EmailStr
+    recording_name: str
+    original_recording_id: str
+    original_recording_name: str
+    original_uploaded_at: datetime
+    original_finished: bool = Field(description="the original has a published summary")
+
+
 class ShardReady(Event):
     """One time window of the recording is in the Zarr store and can be detected."""
 
@@ -132,6 +146,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         RecordingValidated,
         RecordingRejected,
+        DuplicateUploadSkipped,
         ShardReady,
         ShardDetected,
         RecordingSummarized,

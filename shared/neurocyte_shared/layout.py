@@ -12,6 +12,8 @@ data bucket:     recordings/tenant=<t>/date=<YYYY-MM-DD>/<recording_id>/
                          summary.json                           last, once (conditional write):
                                                                 its presence publishes the version
                      notified/<kind>.json  the email went out (dedup marker)
+                 fingerprints/tenant=<t>/<sha256>.json   the first upload of each content
+                     (recognises the same files uploaded again)
 Versions are named by the hashes of the parameters, so reprocessing with other parameters
 writes beside a published result, never over it or mixed with it. The tenant/date
 partitions let Athena query spike tables across recordings.
@@ -69,6 +71,10 @@ def detection_version_of(spikes_key: str) -> str:
 
 def results_prefix(prefix: str, detection_version: str, metrics_version: str) -> str:
     return f"{prefix}results/v={detection_version}-{metrics_version}/"
+
+
+def fingerprint_key(tenant: str, fingerprint: str) -> str:
+    return f"fingerprints/tenant={check_segment(tenant, 'tenant')}/{check_segment(fingerprint, 'fingerprint')}.json"
 
 
 SUMMARY_NAME = "summary.json"

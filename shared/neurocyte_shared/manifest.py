@@ -15,6 +15,9 @@ class ManifestFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
     size_bytes: int = Field(ge=0)
+    # Hex SHA-256 of the file (neurocyte submit writes it): recognises the same content
+    # uploaded again, whatever tool or part size uploaded it. Without it, S3's ETag is used.
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class UploadManifest(BaseModel):
@@ -27,6 +30,8 @@ class UploadManifest(BaseModel):
     recording_name: str | None = Field(None, max_length=120)
     files: tuple[ManifestFile, ...] = Field(min_length=1)
     created_at: datetime | None = None
+    # Process even if the tenant uploaded the same content before (e.g. after a failure).
+    reprocess: bool = False
 
     @field_validator("recording_name")
     @classmethod

@@ -41,13 +41,13 @@ class Stack:
     def data(self) -> str:
         return self.outputs["DataBucketName"]
 
-    def upload(self, files: dict[str, bytes], *, email: str, tenant: str, rid: str) -> None:
+    def upload(self, files: dict[str, bytes], *, email: str, tenant: str, rid: str, **manifest_fields) -> None:
         """As a user would: data files first, the manifest last."""
         prefix = f"uploads/{tenant}/{rid}/"
         for name, body in files.items():
             self.s3.put_object(Bucket=self.uploads, Key=prefix + name, Body=body)
         manifest = {"uploader_email": email, "recording_name": rid,
-                    "files": [{"name": n, "size_bytes": len(b)} for n, b in files.items()]}
+                    "files": [{"name": n, "size_bytes": len(b)} for n, b in files.items()], **manifest_fields}
         self.s3.put_object(Bucket=self.uploads, Key=prefix + "manifest.json", Body=json.dumps(manifest))
 
     def mail_to(self, address: str) -> list[dict]:

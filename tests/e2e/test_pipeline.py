@@ -210,3 +210,23 @@ def test_other_parameters_make_a_new_version_beside_the_published_one(stack, pro
     second = out[0].summary_key[: -len("summary.json")]
     assert len(stack.keys(second)) == len(first_files)  # complete: spikes, report, 4 pictures, summary
     assert s3io.get_json(stack.s3, stack.data, out[0].summary_key)["parameters"]["metrics"]["burst_min_spikes"] == 3
+
+
+def test_the_same_content_uploaded_again_is_not_processed_twice_unless_asked(stack, recording, processed):
+    """Same bytes, another upload: recognised by content, one email saying so, nothing processed.
+    With "reprocess": true it goes through the whole pipeline again."""
+    files, _ = recording
+    email = processed["email"]
+    again = f"again-{uuid.uuid4().hex[:8]}"
+    stack.upload(files, email=email, tenant="alice", rid=again)
+    mail = wait_for(lambda: [m for m in stack.mail_to(email) if again in json.dumps(m)], 120, "the duplicate email")
+    body = _body(mail[0])
+    assert "exactly the same content" in body and processed["rid"] in body, body
+    assert "Its results were published then" in body and "--reprocess" in body
+    assert not [k for k in stack.keys("recordings/tenant=alice/") if f"/{again}/" in k]  # nothing processed
+
+    forced = f"forced-{uuid.uuid4().hex[:8]}"
+    stack.upload(files, email=email, tenant="alice", rid=forced, reprocess=True)
+    mail = wait_for(lambda: [m for m in stack.mail_to(email) if forced in json.dumps(m)], 240, "the result email")
+    assert "Total spikes:" in _body(mail[0])
+    assert len([m for m in stack.mail_to(email) if again in json.dumps(m)]) == 1

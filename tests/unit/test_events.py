@@ -55,3 +55,22 @@ def test_recording_name_cannot_inject_lines_into_an_email():
     with pytest.raises(ValidationError):
         UploadManifest(uploader_email="a@example.org\nBcc: b@example.org", files=files)
     assert UploadManifest(uploader_email="a@example.org", recording_name="slice 3, DIV 21", files=files)
+
+
+def test_upload_fingerprint_is_the_content_not_the_names():
+    from neurocyte_ingest.handlers import _fingerprint
+
+    from neurocyte_shared.manifest import UploadManifest
+
+    sha = "ab" * 32
+
+    def manifest(*files):
+        return UploadManifest(uploader_email="a@b.org", files=files)
+
+    one = manifest({"name": "a.bin", "size_bytes": 10, "sha256": sha}, {"name": "a.json", "size_bytes": 3})
+    renamed = manifest({"name": "b.json", "size_bytes": 3}, {"name": "b.bin", "size_bytes": 10, "sha256": sha})
+    other = manifest({"name": "a.bin", "size_bytes": 10, "sha256": "cd" * 32}, {"name": "a.json", "size_bytes": 3})
+    fp = _fingerprint(one, {"a.bin": "x", "a.json": "e1"})
+    assert fp == _fingerprint(renamed, {"b.bin": "y", "b.json": "e1"})  # sha256 wins over the ETag; names ignored
+    assert fp != _fingerprint(other, {"a.bin": "x", "a.json": "e1"})
+    assert fp != _fingerprint(one, {"a.bin": "x", "a.json": "e2"})  # the sidecar's ETag differs

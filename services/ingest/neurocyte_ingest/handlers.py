@@ -4,6 +4,7 @@ manifest (uploaded last) says the upload is complete."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -11,10 +12,12 @@ from datetime import timezone
 from typing import Any, Callable
 
 import structlog
+from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from neurocyte_shared import layout, s3io
-from neurocyte_shared.events import Event, RecordingRef, RecordingRejected, RecordingValidated, S3ObjectCreated
+from neurocyte_shared.aws import is_precondition_failed
+from neurocyte_shared.events import DuplicateUploadSkipped, Event, RecordingRef, RecordingRejected, RecordingValidated, S3ObjectCreated
 from neurocyte_shared.formats import InvalidRecording, Opener, identify, list_streams, open_reader
 from neurocyte_shared.logs import redact_email
 from neurocyte_shared.manifest import RecordingDocument, UploadManifest, explain
@@ -68,6 +71,7 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
 
     # The manifest is written last, so every file it lists must be there, whole.
     sizes: dict[str, int] = {}
+    etags: dict[str, str] = {}
     for f in manifest.files:
         meta = s3io.head(deps.s3, deps.upload_bucket, upload_prefix + f.name)
         if meta is None:
@@ -78,6 +82,7 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
                           f"{f.size_bytes:,}: the upload was interrupted or the file changed; upload it again",
                           email, name)
         sizes[f.name] = f.size_bytes
+        etags[f.name] = str(meta.get("ETag", "")).strip('"')
 
     try:
         fmt, roles = identify([f.name for f in manifest.files])
@@ -90,6 +95,20 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
             reader.close()
     except InvalidRecording as exc:
         return reject(str(exc), email, name)
+
+    uploaded_at = obj["LastModified"].astimezone(timezone.utc)
+    record = {"upload_id": recording_id, "recording_name": name, "uploaded_at": uploaded_at.isoformat(),
+              "recordings": [layout.recording_prefix(tenant, date, rid) for rid, _, _ in parts]}
+    original = None if manifest.reprocess else _claim_content(deps, tenant, _fingerprint(manifest, etags), record)
+    if original is not None:
+        finished = any(k.endswith("/" + layout.SUMMARY_NAME) for p in original.get("recordings", [])
+                       for k in s3io.list_keys(deps.s3, deps.data_bucket, p + "results/"))
+        log.info("duplicate_upload_skipped", original=original.get("upload_id"), finished=finished)
+        return [DuplicateUploadSkipped(
+            correlation_id=recording_id, tenant=tenant, upload_key=event.key, uploader_email=email,
+            recording_name=name, original_recording_id=str(original.get("upload_id")),
+            original_recording_name=str(original.get("recording_name")),
+            original_uploaded_at=original.get("uploaded_at"), original_finished=finished)]
 
     events: list[Event] = []
     for (rid, rname, stream), info in zip(parts, infos):
@@ -110,6 +129,29 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
             sampling_rate_hz=info.sampling_rate_hz,
         ))
     return events
+
+
+def _fingerprint(manifest: UploadManifest, etags: dict[str, str]) -> str:
+    """The identity of an upload's content: each file's SHA-256 (from the manifest) or else
+    its S3 ETag (the same for the same bytes uploaded the same way), names ignored."""
+    parts = sorted(f"sha256:{f.sha256}:{f.size_bytes}" if f.sha256 else f"etag:{etags[f.name]}:{f.size_bytes}"
+                   for f in manifest.files)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _claim_content(deps: Deps, tenant: str, fingerprint: str, record: dict) -> dict | None:
+    """Record this upload as the first with this content (a conditional write, so of two
+    identical uploads at once exactly one wins); return the earlier upload's record if there
+    was one. A redelivery of the same upload finds its own record and goes on."""
+    key = layout.fingerprint_key(tenant, fingerprint)
+    try:
+        s3io.put_json(deps.s3, deps.data_bucket, key, record, if_none_match=True)
+        return None
+    except ClientError as exc:
+        if not is_precondition_failed(exc):
+            raise
+    existing = s3io.get_json(deps.s3, deps.data_bucket, key)
+    return None if existing.get("upload_id") == record["upload_id"] else existing
 
 
 def _recordings_in(recording_id: str, name: str, streams: tuple[str, ...]) -> list[tuple[str, str, str | None]]:

@@ -25,10 +25,11 @@ from botocore.exceptions import ClientError
 from neurocyte_shared import s3io
 from neurocyte_shared.aws import is_precondition_failed
 from neurocyte_shared.bus import Deferred
-from neurocyte_shared.events import Event, ProcessingFailed, RecordingRejected, RecordingSummarized
+from neurocyte_shared.events import (DuplicateUploadSkipped, Event, ProcessingFailed, RecordingRejected,
+                                     RecordingSummarized)
 from neurocyte_shared.logs import redact_email
 
-from .messages import failure_email, rejection_email, summary_email
+from .messages import duplicate_email, failure_email, rejection_email, summary_email
 
 log = structlog.get_logger()
 
@@ -114,6 +115,12 @@ def on_recording_rejected(event: RecordingRejected, deps: Deps) -> list[Event]:
                  subject=subject, body=body)
 
 
+def on_duplicate_upload(event: DuplicateUploadSkipped, deps: Deps) -> list[Event]:
+    subject, body = duplicate_email(event)
+    return _send(deps, event, kind="duplicate", tenant=event.tenant, email=str(event.uploader_email),
+                 subject=subject, body=body)
+
+
 def on_processing_failed(event: ProcessingFailed, deps: Deps) -> list[Event]:
     subject, body = failure_email(event)
     return _send(deps, event, kind="failure", tenant=event.recording.tenant, email=str(event.uploader_email),
@@ -134,4 +141,5 @@ def build(settings) -> dict:
         RecordingSummarized: partial(on_recording_summarized, deps=deps),
         RecordingRejected: partial(on_recording_rejected, deps=deps),
         ProcessingFailed: partial(on_processing_failed, deps=deps),
+        DuplicateUploadSkipped: partial(on_duplicate_upload, deps=deps),
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from neurocyte_shared.events import ProcessingFailed, RecordingRejected, RecordingSummarized
+from neurocyte_shared.events import DuplicateUploadSkipped, ProcessingFailed, RecordingRejected, RecordingSummarized
 
 
 def summary_email(e: RecordingSummarized) -> tuple[str, str]:
@@ -46,6 +46,29 @@ def rejection_email(e: RecordingRejected) -> tuple[str, str]:
         "",
         "Nothing was analysed. Fix the problem and upload the recording again",
         "(`neurocyte validate FILE` checks a file before you upload it).",
+        "",
+        f"Recording id: {e.recording_id}",
+        f"Upload:       {e.upload_key}",
+        "",
+        "-- Neurocyte",
+    ])
+    return subject, body
+
+
+def duplicate_email(e: DuplicateUploadSkipped) -> tuple[str, str]:
+    subject = f"Neurocyte: {e.recording_name} was uploaded before; not processed again"
+    when = e.original_uploaded_at.strftime("%Y-%m-%d %H:%M UTC")
+    status = ("Its results were published then; the email with its link went to the uploader."
+              if e.original_finished else
+              "It has no published results yet: it is still being processed, or its processing failed.")
+    body = "\n".join([
+        f"Your upload {e.recording_name} has exactly the same content as",
+        f"{e.original_recording_name} (recording id {e.original_recording_id}), uploaded {when}.",
+        status,
+        "",
+        "So it was not processed a second time. To process it again anyway (for example",
+        "after a failure), upload it with `neurocyte submit --reprocess`, or set",
+        '"reprocess": true in its manifest.json.',
         "",
         f"Recording id: {e.recording_id}",
         f"Upload:       {e.upload_key}",
