@@ -33,12 +33,17 @@ Handler = Callable[[Any], Sequence[Event] | None]
 
 
 class Deferred(Exception):
-    """Raised by a handler that cannot act yet (e.g. an email address not yet confirmed):
-    the message comes back after `retry_after_s` instead of the usual visibility timeout."""
+    """Raised by a handler that cannot act yet (an email address not yet confirmed, an upload
+    whose files are still arriving): the message comes back after `retry_after_s`. It is sent
+    again as a new message (SQS delays up to 15 min) and the old one deleted, so waiting
+    never counts towards the dead-letter limit; the handler decides when to stop waiting."""
 
     def __init__(self, reason: str, retry_after_s: int = 300) -> None:
         super().__init__(reason)
         self.retry_after_s = retry_after_s
+
+
+MAX_SQS_DELAY_S = 900
 
 
 class UndecodableMessage(Exception):
@@ -181,12 +186,12 @@ class Consumer:
             return True
         except Deferred as exc:
             heartbeat.stop()
-            log.warning("deferred", reason=str(exc), retry_after_s=exc.retry_after_s)
-            self.sqs.change_message_visibility(
-                QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"],
-                VisibilityTimeout=min(exc.retry_after_s, 43_200),
-            )
-            return False
+            delay = max(0, min(int(exc.retry_after_s), MAX_SQS_DELAY_S))
+            log.info("deferred", reason=str(exc), retry_after_s=delay)
+            # Send the copy first: a crash between the two leaves a duplicate, never a loss.
+            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=message["Body"], DelaySeconds=delay)
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return True
         except UndecodableMessage as exc:
             heartbeat.stop()
             log.error("undecodable_message", error=str(exc)[:2000])

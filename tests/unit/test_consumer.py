@@ -11,7 +11,7 @@ REF = RecordingRef(tenant="t", prefix="p/")
 class FakeSQS:
     def __init__(self, bodies):
         self.queue = [{"MessageId": str(i), "ReceiptHandle": f"r{i}", "Body": b} for i, b in enumerate(bodies)]
-        self.deleted, self.visibility = [], {}
+        self.deleted, self.visibility, self.sent = [], {}, []
 
     def receive_message(self, **kw):
         return {"Messages": self.queue[:1]} if self.queue else {}
@@ -19,6 +19,9 @@ class FakeSQS:
     def delete_message(self, QueueUrl, ReceiptHandle):
         self.deleted.append(ReceiptHandle)
         self.queue = [m for m in self.queue if m["ReceiptHandle"] != ReceiptHandle]
+
+    def send_message(self, QueueUrl, MessageBody, DelaySeconds=0):
+        self.sent.append((MessageBody, DelaySeconds))
 
     def change_message_visibility(self, QueueUrl, ReceiptHandle, VisibilityTimeout):
         self.visibility[ReceiptHandle] = VisibilityTimeout
@@ -57,13 +60,14 @@ def test_failure_leaves_the_message_for_redrive():
     assert sqs.deleted == [] and published == []
 
 
-def test_deferred_sets_visibility_and_keeps_the_message():
+def test_deferred_comes_back_as_a_new_message_so_waiting_never_dead_letters():
     def later(e):
-        raise Deferred("not yet", retry_after_s=600)
+        raise Deferred("not yet", retry_after_s=3600)
 
     sqs = FakeSQS([_body(READY)])
-    assert not _consumer(sqs, later, []).process(sqs.queue[0])
-    assert sqs.visibility == {"r0": 600} and sqs.deleted == []
+    assert _consumer(sqs, later, []).process(sqs.queue[0])
+    assert sqs.sent == [(_body(READY), 900)]  # SQS's longest delay; the handler defers again if need be
+    assert sqs.deleted == ["r0"]
 
 
 def test_poison_message_is_not_acknowledged():

@@ -8,7 +8,8 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import timezone
+import os
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import structlog
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from neurocyte_shared import layout, s3io
 from neurocyte_shared.aws import is_precondition_failed
+from neurocyte_shared.bus import Deferred
 from neurocyte_shared.events import DuplicateUploadSkipped, Event, RecordingRef, RecordingRejected, RecordingValidated, S3ObjectCreated
 from neurocyte_shared.formats import InvalidRecording, Opener, identify, list_streams, open_reader
 from neurocyte_shared.logs import redact_email
@@ -32,6 +34,8 @@ class Deps:
     upload_bucket: str
     data_bucket: str
     opener_for: Callable[[str, str], Opener]  # (bucket, prefix) -> opener
+    upload_deadline_s: float = 1800.0  # how long files listed in a manifest may keep arriving
+    recheck_s: int = 30
 
 
 def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
@@ -69,20 +73,31 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
     except layout.UnsafeKey as exc:
         return reject(str(exc), email, name)
 
-    # The manifest is written last, so every file it lists must be there, whole.
+    # The manifest is written last, so every file it lists should be there, whole. If not (a
+    # tool that writes the manifest first, or files still copying), wait for them until the
+    # deadline, checking again every few seconds; then refuse, naming what is missing.
     sizes: dict[str, int] = {}
     etags: dict[str, str] = {}
+    problems: list[str] = []
     for f in manifest.files:
         meta = s3io.head(deps.s3, deps.upload_bucket, upload_prefix + f.name)
         if meta is None:
-            return reject(f"the manifest lists {f.name}, but it was not uploaded (upload it, then the "
-                          "manifest again)", email, name)
-        if meta["ContentLength"] != f.size_bytes:
-            return reject(f"{f.name} is {meta['ContentLength']:,} bytes in storage but the manifest says "
-                          f"{f.size_bytes:,}: the upload was interrupted or the file changed; upload it again",
-                          email, name)
-        sizes[f.name] = f.size_bytes
-        etags[f.name] = str(meta.get("ETag", "")).strip('"')
+            problems.append(f"{f.name} was not uploaded")
+        elif meta["ContentLength"] != f.size_bytes:
+            problems.append(f"{f.name} is {meta['ContentLength']:,} bytes in storage but the manifest says "
+                            f"{f.size_bytes:,} (interrupted, or the file changed)")
+        else:
+            sizes[f.name] = f.size_bytes
+            etags[f.name] = str(meta.get("ETag", "")).strip('"')
+    if problems:
+        waited = (datetime.now(timezone.utc) - obj["LastModified"]).total_seconds()
+        if waited < deps.upload_deadline_s:
+            log.info("upload_incomplete_waiting", problems=problems, waited_s=round(waited),
+                     deadline_s=deps.upload_deadline_s)
+            raise Deferred("; ".join(problems), max(1, min(deps.recheck_s, int(deps.upload_deadline_s - waited) + 1)))
+        return reject(f"the upload was still incomplete {_duration(deps.upload_deadline_s)} after its manifest: "
+                      + "; ".join(problems) + ". Upload the missing file(s) completely, then the manifest again "
+                      "(neurocyte submit does both).", email, name)
 
     try:
         fmt, roles = identify([f.name for f in manifest.files])
@@ -129,6 +144,10 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
             sampling_rate_hz=info.sampling_rate_hz,
         ))
     return events
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 120 else f"{seconds:g} s"
 
 
 def _fingerprint(manifest: UploadManifest, etags: dict[str, str]) -> str:
@@ -192,5 +211,7 @@ def build(settings) -> dict:
     from neurocyte_shared.service import s3
 
     deps = Deps(s3=s3(settings), upload_bucket=settings.upload_bucket, data_bucket=settings.data_bucket,
-                opener_for=S3Opener)
+                opener_for=S3Opener,
+                upload_deadline_s=float(os.environ.get("NEUROCYTE_UPLOAD_DEADLINE_S", "1800")),
+                recheck_s=int(os.environ.get("NEUROCYTE_UPLOAD_RECHECK_S", "30")))
     return {S3ObjectCreated: partial(on_object_created, deps=deps)}
