@@ -14,7 +14,7 @@ demo: setup
 test: setup localstack
 	.venv/bin/python -m pytest
 
-setup: .venv/.synced
+setup: .venv/.synced .nwb-venv/.synced
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -22,6 +22,12 @@ $(UV):
 
 .venv/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml cli/pyproject.toml services/*/pyproject.toml
 	$(UV) sync --all-packages --frozen --compile-bytecode --python $(PYTHON)
+	touch $@
+
+# pynwb, which the tests use to write NWB files, in its own environment (see the file).
+.nwb-venv/.synced: tests/requirements-nwb.txt $(UV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) .nwb-venv
+	$(UV) pip install -q --python .nwb-venv/bin/python --compile-bytecode -r tests/requirements-nwb.txt
 	touch $@
 
 localstack: setup
@@ -44,4 +50,4 @@ lint: setup
 
 clean:
 	-.venv/bin/neurocyte down
-	rm -rf .venv .tools .localstack-venv .bench-venv
+	rm -rf .venv .tools .localstack-venv .bench-venv .nwb-venv

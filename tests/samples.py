@@ -137,28 +137,27 @@ def spikeglx_files(name: str, data: np.ndarray, loc: np.ndarray, fs: float) -> d
     return {f"{name}_g0_t0.imec0.ap.bin": frames.tobytes(), f"{name}_g0_t0.imec0.ap.meta": meta.encode()}
 
 
+REPO = Path(__file__).resolve().parents[1]
+NWB_PYTHON = REPO / ".nwb-venv" / "bin" / "python"
+
+
 def write_nwb(path: Path, data: np.ndarray, loc: np.ndarray, *, conversion: float, rate: float,
               series: dict[str, float] | None = None) -> None:
     """An NWB file as pynwb writes it: electrodes with rel_x/rel_y, and an ElectricalSeries of
     int16 with `conversion` volts per unit in /acquisition (chunked, gzip). `series` adds more
-    ElectricalSeries (name -> rate) over the same electrodes."""
-    from datetime import datetime, timezone
+    ElectricalSeries (name -> rate) over the same electrodes. pynwb runs in .nwb-venv (see
+    tests/requirements-nwb.txt for why), made by `make setup`."""
+    import subprocess
+    import tempfile
 
-    from hdmf.backends.hdf5.h5_utils import H5DataIO
-    from pynwb import NWBHDF5IO, NWBFile
-    from pynwb.ecephys import ElectricalSeries
-
-    nwb = NWBFile(session_description="neurocyte test", identifier=path.stem,
-                  session_start_time=datetime(2026, 11, 22, tzinfo=timezone.utc))
-    device = nwb.create_device(name="mea")
-    group = nwb.create_electrode_group(name="array", description="test array", location="culture", device=device)
-    for x, y in loc:
-        nwb.add_electrode(group=group, location="culture", rel_x=float(x), rel_y=float(y))
-    region = nwb.create_electrode_table_region(list(range(len(loc))), "all electrodes")
-    for key, fs in {"ElectricalSeries": rate, **(series or {})}.items():
-        nwb.add_acquisition(ElectricalSeries(
-            name=key, data=H5DataIO(data.astype(np.int16), chunks=(min(4096, len(data)), data.shape[1]),
-                                    compression="gzip"),
-            electrodes=region, rate=float(fs), conversion=conversion))
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
+    if not NWB_PYTHON.exists():
+        raise RuntimeError(f"{NWB_PYTHON} is missing: run `make setup` (it installs pynwb there)")
+    series = series or {}
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "in.npz"
+        np.savez(inputs, data=data, loc=loc, conversion=conversion, rate=rate,
+                 series_names=np.array(list(series), dtype=str), series_rates=np.array(list(series.values()), float))
+        done = subprocess.run([str(NWB_PYTHON), str(REPO / "tests" / "nwb_writer.py"), str(path), str(inputs)],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise RuntimeError(f"pynwb could not write {path}:\n{done.stderr[-2000:]}")

@@ -270,10 +270,9 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
         task = progress.add_task("detect", total=info.n_samples)
         writer = None
         if parquet:  # pyarrow only when asked for: it costs start-up time
-            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            from neurocyte_shared.spikes import SCHEMA
+            from neurocyte_shared.spikes import SCHEMA, arrow_table
 
             writer = pq.ParquetWriter(tmp, SCHEMA, compression="zstd")
         with open(tmp, "w") if not parquet else open(os.devnull, "w") as csv:
@@ -283,9 +282,7 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
                                           on_progress=lambda d, n: progress.update(task, completed=d)):
                 total += len(table)
                 if parquet:
-                    writer.write_table(pa.Table.from_arrays(
-                        [pa.array(table.sample_index), pa.array(table.channel_index),
-                         pa.array(table.amplitude_uv)], schema=SCHEMA))
+                    writer.write_table(arrow_table(table))
                 else:
                     csv.writelines(map("{},{},{:.2f}\n".format, table.sample_index.tolist(),
                                        table.channel_index.tolist(), table.amplitude_uv.tolist()))

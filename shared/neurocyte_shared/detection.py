@@ -40,7 +40,7 @@ class DetectionParams(BaseModel):
     reference: Literal["median", "mean", "none"] = Field("median", description="common reference")
     threshold_mad: float = Field(5.0, gt=0, description="threshold in multiples of MAD/0.6745 noise")
     peak_sign: Literal["neg", "pos", "both"] = "neg"
-    dead_time_ms: float = Field(1.0, ge=0, description="a peak is the extreme within +- this window")
+    dead_time_ms: float = Field(0.5, ge=0, description="a peak is the extreme within +- this window")
     radius_um: float = Field(50.0, ge=0, description="spatial de-duplication radius (0: per channel)")
     spatial_dead_time_ms: float = Field(
         0.2, ge=0, description="a peak must beat its neighbours within radius_um over +- this window")

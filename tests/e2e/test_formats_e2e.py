@@ -26,7 +26,6 @@ def _body(message: dict) -> str:
 
 
 def test_every_format_goes_from_upload_to_email(stack, tmp_path):
-    pytest.importorskip("pynwb")
     bin_path, json_path, _ = write_recording(tmp_path, "src", SyntheticSpec(n_channels=16, duration_s=8.0,
                                                                             n_units=8, seed=11))
     email = f"formats-{uuid.uuid4().hex[:6]}@example.org"
