@@ -274,7 +274,9 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
 
             from neurocyte_shared.spikes import SCHEMA, arrow_table
 
-            writer = pq.ParquetWriter(tmp, SCHEMA, compression="zstd")
+            # A file object, not a path: with a path pyarrow resolves a filesystem (0.5 s of imports).
+            sink = open(tmp, "wb")
+            writer = pq.ParquetWriter(sink, SCHEMA, compression="zstd")
         with open(tmp, "w") if not parquet else open(os.devnull, "w") as csv:
             if not parquet:
                 csv.write("sample_index,channel_index,amplitude_uv\n")
@@ -288,6 +290,7 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
                                        table.channel_index.tolist(), table.amplitude_uv.tolist()))
         if writer:
             writer.close()
+            sink.close()
     tmp.replace(out_path)
     console.print(f"{total:,} spikes in {info.n_channels} channels x {info.duration_s:.1f} s -> {out_path}")
 
