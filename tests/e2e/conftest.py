@@ -26,6 +26,15 @@ def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.5):
         time.sleep(interval_s)
 
 
+def mail_body(message: dict) -> str:
+    """The text of a message LocalStack's SES/SNS mailbox holds (SNS wraps it in JSON)."""
+    text = message["Body"].get("text_part") or ""
+    try:
+        return json.loads(text)["Message"]
+    except (ValueError, KeyError):
+        return text
+
+
 class Stack:
     def __init__(self, local: L.Local, outputs: dict[str, str]):
         from neurocyte_shared import aws

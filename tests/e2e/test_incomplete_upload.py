@@ -12,17 +12,9 @@ import pytest
 
 from neurocyte_shared.synthetic import SyntheticSpec, write_recording
 
-from .conftest import wait_for
+from .conftest import mail_body as _body, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def _body(message: dict) -> str:
-    text = message["Body"].get("text_part") or ""
-    try:
-        return json.loads(text)["Message"]
-    except (ValueError, KeyError):
-        return text
 
 
 @pytest.fixture(scope="module")

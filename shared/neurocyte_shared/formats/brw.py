@@ -15,29 +15,22 @@ from __future__ import annotations
 
 import json
 import math
-from typing import BinaryIO
 
 import numpy as np
 
 from ..manifest import RecordingInfo
 from . import InvalidRecording
-from .hdf5 import check_complete, file_size, open_file
+from .hdf5 import Hdf5Reader, check_complete, file_size
 
 CHIP_COLUMNS = 64
 DEFAULT_PITCH_UM = 60.0
 
 
-class BrwReader:
-    def __init__(self, f: BinaryIO, name: str) -> None:
-        self._raw = f
-        self._h5 = open_file(f, name)
-        try:
-            self._open(name, f)
-        except BaseException:
-            self._h5.close()
-            raise
+class BrwReader(Hdf5Reader):
+    kind = "3Brain .brw"
 
-    def _open(self, name: str, f: BinaryIO) -> None:
+    def _open(self, name: str, stream: str | None) -> None:
+        f = self._raw
         h5 = self._h5
         if "ExperimentSettings" not in h5:
             if "3BRecInfo" in h5:
@@ -93,6 +86,3 @@ class BrwReader:
         start, stop = max(0, start), min(stop, self.info.n_samples)
         return np.asarray(self._data[start * self._n : stop * self._n]).reshape(stop - start, self._n)
 
-    def close(self) -> None:
-        self._h5.close()
-        self._raw.close()

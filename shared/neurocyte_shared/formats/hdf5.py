@@ -17,6 +17,36 @@ def open_file(f: BinaryIO, name: str) -> Any:
         raise InvalidRecording(f"{name} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
 
 
+class Hdf5Reader:
+    """Base of the HDF5 readers: opens the file, lets the subclass's `_open(name, stream)` read
+    the layout, and closes the file again if that refuses it (a refused upload leaves no open
+    handle). A malformed layout the subclass did not foresee is a refusal naming the format."""
+
+    kind = "HDF5"
+
+    def __init__(self, f: BinaryIO, name: str, stream: str | None = None) -> None:
+        self._raw = f
+        self._h5 = open_file(f, name)
+        try:
+            self._open(name, stream)
+        except InvalidRecording:
+            self._h5.close()
+            raise
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            self._h5.close()
+            raise InvalidRecording(f"{name}: not a readable {self.kind} recording ({exc})") from exc
+        except BaseException:
+            self._h5.close()
+            raise
+
+    def _open(self, name: str, stream: str | None) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._h5.close()
+        self._raw.close()
+
+
 def file_size(f: BinaryIO) -> int:
     here = f.tell()
     f.seek(0, 2)

@@ -20,13 +20,13 @@ amplifier channel; channel ids are `ch<channel>-el<electrode>`.
 from __future__ import annotations
 
 import math
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from ..manifest import RecordingInfo
 from . import InvalidRecording
-from .hdf5 import check_complete, file_size, open_file
+from .hdf5 import Hdf5Reader, check_complete, file_size
 
 LEGACY_RATE_HZ = 20_000.0
 
@@ -42,15 +42,8 @@ def streams(h5: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-class MaxwellReader:
-    def __init__(self, f: BinaryIO, name: str, stream: str | None = None) -> None:
-        self._raw = f
-        self._h5 = open_file(f, name)
-        try:
-            self._open(name, stream)
-        except InvalidRecording:
-            self._h5.close()
-            raise
+class MaxwellReader(Hdf5Reader):
+    kind = "MaxWell"
 
     def _open(self, name: str, stream: str | None) -> None:
         h5 = self._h5
@@ -174,6 +167,3 @@ class MaxwellReader:
         block = self._sig[:, start:stop]  # whole rows of the window: h5py reads chunk by chunk
         return np.ascontiguousarray(block[self._rows].T)
 
-    def close(self) -> None:
-        self._h5.close()
-        self._raw.close()

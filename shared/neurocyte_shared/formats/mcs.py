@@ -17,13 +17,12 @@ that spatial de-duplication never merges two of them.
 from __future__ import annotations
 
 import math
-from typing import BinaryIO
 
 import numpy as np
 
 from ..manifest import RecordingInfo
 from . import InvalidRecording
-from .hdf5 import check_complete, file_size, open_file
+from .hdf5 import Hdf5Reader, check_complete, file_size
 
 PITCH_UM = 200.0
 
@@ -32,20 +31,10 @@ def _text(v) -> str:
     return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
 
 
-class McsReader:
-    def __init__(self, f: BinaryIO, name: str) -> None:
-        self._raw = f
-        self._h5 = open_file(f, name)
-        try:
-            self._open(name)
-        except InvalidRecording:
-            self._h5.close()
-            raise
-        except (KeyError, ValueError, TypeError, OSError) as exc:
-            self._h5.close()
-            raise InvalidRecording(f"{name}: not a readable Multi Channel Systems recording ({exc})") from exc
+class McsReader(Hdf5Reader):
+    kind = "Multi Channel Systems"
 
-    def _open(self, name: str) -> None:
+    def _open(self, name: str, stream: str | None) -> None:
         h5 = self._h5
         if "sig" in h5 and "mapping" in h5:
             raise InvalidRecording(
@@ -118,9 +107,6 @@ class McsReader:
         block = self._data[:, start:stop]
         return np.ascontiguousarray(block[self._rows].T)
 
-    def close(self) -> None:
-        self._h5.close()
-        self._raw.close()
 
 
 def _positions(labels: list[str]) -> tuple[tuple[float, float], ...]:

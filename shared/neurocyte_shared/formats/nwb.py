@@ -18,13 +18,13 @@ their files with pynwb, so the layout read here is the one pynwb writes.
 from __future__ import annotations
 
 import math
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from ..manifest import RecordingInfo
 from . import MIN_SPIKE_RATE_HZ, InvalidRecording
-from .hdf5 import check_complete, file_size, open_file
+from .hdf5 import Hdf5Reader, check_complete, file_size
 
 LINE_PITCH_UM = 200.0  # channels without positions: far enough apart never to be merged
 
@@ -69,15 +69,8 @@ def _safe_rate(s: Any, name: str, key: str) -> float:
         return 0.0
 
 
-class NwbReader:
-    def __init__(self, f: BinaryIO, name: str, stream: str | None = None) -> None:
-        self._raw = f
-        self._h5 = open_file(f, name)
-        try:
-            self._open(name, stream)
-        except InvalidRecording:
-            self._h5.close()
-            raise
+class NwbReader(Hdf5Reader):
+    kind = "NWB"
 
     def _open(self, name: str, stream: str | None) -> None:
         h5 = self._h5
@@ -165,6 +158,3 @@ class NwbReader:
         start, stop = max(0, start), min(stop, self.info.n_samples)
         return np.ascontiguousarray(self._data[start:stop, :])
 
-    def close(self) -> None:
-        self._h5.close()
-        self._raw.close()
