@@ -11,10 +11,10 @@ UV_VERSION := 0.13.9
 demo: setup
 	.venv/bin/neurocyte demo
 
-test: setup localstack
+test: setup localstack .nwb-venv/.synced
 	.venv/bin/python -m pytest
 
-setup: .venv/.synced .nwb-venv/.synced
+setup: .venv/.synced
 
 $(UV):
 	$(PYTHON) -m venv .tools
