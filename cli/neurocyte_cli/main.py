@@ -87,20 +87,18 @@ def down() -> None:
 def _local_check(paths: list[Path], stream: str | None = None):
     """The checks ingest runs, on local files, before anything is uploaded: ([(stream, info)]
     for each recording the files hold, or for the one `stream` named), or (None, reason)."""
-    from neurocyte_shared.formats import InvalidRecording, identify, list_streams, open_reader
+    from neurocyte_shared.formats import InvalidRecording, check_all, identify, open_reader
 
-    names = [p.name for p in paths]
     folder = {p.name: p for p in paths}
     opener = lambda n: open(folder[n], "rb")  # noqa: E731
+    sizes = {p.name: p.stat().st_size for p in paths}
     try:
-        fmt, roles = identify(names)
-        streams = (stream,) if stream else (list_streams(fmt, roles, opener) or (None,))
-        found = []
-        for s in streams:
-            reader = open_reader(fmt, roles, opener, {p.name: p.stat().st_size for p in paths}, s)
-            reader.close()
-            found.append((s, reader.info))
-        return found, None
+        fmt, roles = identify(list(folder))
+        if stream is None:
+            return check_all(fmt, roles, opener, sizes), None
+        reader = open_reader(fmt, roles, opener, sizes, stream)
+        reader.close()
+        return [(stream, reader.info)], None
     except InvalidRecording as exc:
         return None, str(exc)
 

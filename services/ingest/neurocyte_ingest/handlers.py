@@ -20,7 +20,7 @@ from neurocyte_shared import layout, s3io
 from neurocyte_shared.aws import is_precondition_failed
 from neurocyte_shared.bus import Deferred
 from neurocyte_shared.events import DuplicateUploadSkipped, Event, RecordingRef, RecordingRejected, RecordingValidated, S3ObjectCreated
-from neurocyte_shared.formats import InvalidRecording, Opener, identify, list_streams, open_reader
+from neurocyte_shared.formats import InvalidRecording, Opener, check_all, identify
 from neurocyte_shared.logs import redact_email
 from neurocyte_shared.manifest import RecordingDocument, UploadManifest, explain
 
@@ -101,16 +101,12 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
 
     try:
         fmt, roles = identify([f.name for f in manifest.files])
-        opener = deps.opener_for(deps.upload_bucket, upload_prefix)
-        parts = _recordings_in(recording_id, name, list_streams(fmt, roles, opener))
-        infos = []
-        for _, _, stream in parts:  # every recording of the upload must be usable, or none is processed
-            reader = open_reader(fmt, roles, opener, sizes, stream)
-            infos.append(reader.info)
-            reader.close()
+        found = check_all(fmt, roles, deps.opener_for(deps.upload_bucket, upload_prefix), sizes)
     except InvalidRecording as exc:
         return reject(str(exc), email, name)
 
+    parts = _recordings_in(recording_id, name, tuple(stream for stream, _ in found if stream))
+    infos = [info for _, info in found]
     uploaded_at = obj["LastModified"].astimezone(timezone.utc)
     record = {"upload_id": recording_id, "recording_name": name, "uploaded_at": uploaded_at.isoformat(),
               "recordings": [layout.recording_prefix(tenant, date, rid) for rid, _, _ in parts]}
@@ -125,13 +121,13 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
             original_recording_name=str(original.get("recording_name")),
             original_uploaded_at=original.get("uploaded_at"), original_finished=finished)]
 
+    upload_keys = tuple(upload_prefix + roles[r] for r in sorted(roles))
     events: list[Event] = []
     for (rid, rname, stream), info in zip(parts, infos):
         rprefix = layout.recording_prefix(tenant, date, rid)
         doc = RecordingDocument(
             recording_id=rid, recording_name=rname, tenant=tenant, uploader_email=email,
-            upload_bucket=deps.upload_bucket,
-            upload_keys=tuple(upload_prefix + roles[r] for r in sorted(roles)), info=info,
+            upload_bucket=deps.upload_bucket, upload_keys=upload_keys, info=info,
             stream=stream, upload_id=recording_id if rid != recording_id else None,
         )
         s3io.put_json(deps.s3, deps.data_bucket, rprefix + "recording.json", doc.model_dump_json(indent=1))

@@ -36,6 +36,11 @@ def summary_email(e: RecordingSummarized) -> tuple[str, str]:
     return subject, body
 
 
+def _upload_footer(e: RecordingRejected | DuplicateUploadSkipped) -> list[str]:
+    """Ids to quote when writing to us, for mails about an upload (not a processed recording)."""
+    return ["", f"Recording id: {e.recording_id}", f"Upload:       {e.upload_key}", "", "-- Neurocyte"]
+
+
 def rejection_email(e: RecordingRejected) -> tuple[str, str]:
     name = e.recording_name or e.recording_id
     subject = f"Neurocyte: {name} could not be processed"
@@ -46,11 +51,7 @@ def rejection_email(e: RecordingRejected) -> tuple[str, str]:
         "",
         "Nothing was analysed. Fix the problem and upload the recording again",
         "(`neurocyte validate FILE` checks a file before you upload it).",
-        "",
-        f"Recording id: {e.recording_id}",
-        f"Upload:       {e.upload_key}",
-        "",
-        "-- Neurocyte",
+        *_upload_footer(e),
     ])
     return subject, body
 
@@ -69,11 +70,7 @@ def duplicate_email(e: DuplicateUploadSkipped) -> tuple[str, str]:
         "So it was not processed a second time. To process it again anyway (for example",
         "after a failure), upload it with `neurocyte submit --reprocess`, or set",
         '"reprocess": true in its manifest.json.',
-        "",
-        f"Recording id: {e.recording_id}",
-        f"Upload:       {e.upload_key}",
-        "",
-        "-- Neurocyte",
+        *_upload_footer(e),
     ])
     return subject, body
 

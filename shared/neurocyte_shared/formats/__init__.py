@@ -130,6 +130,18 @@ def open_reader(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str
     return reader
 
 
+def check_all(fmt: str, roles: dict[str, str], opener: Opener,
+              sizes: dict[str, int]) -> list[tuple[str | None, RecordingInfo]]:
+    """What ingest checks: every recording the upload holds is opened, so none is processed
+    unless all are usable. (stream, info) of each; stream is None for single-recording files."""
+    found = []
+    for stream in list_streams(fmt, roles, opener) or (None,):
+        reader = open_reader(fmt, roles, opener, sizes, stream)
+        reader.close()
+        found.append((stream, reader.info))
+    return found
+
+
 def _check_usable(reader: RecordingReader, name: str) -> None:
     """What every format must satisfy, whatever its reader accepted."""
     info = reader.info

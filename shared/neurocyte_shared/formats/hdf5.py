@@ -47,6 +47,40 @@ class Hdf5Reader:
         self._raw.close()
 
 
+def pick_stream(name: str, requested: str | None, streams: tuple[str, ...], known: object,
+                what: str, plural: str, per: str) -> str:
+    """The one recording of a multi-recording file to read: the one requested (any of `known`),
+    or the only one of `streams`; with several and none requested, a refusal listing them."""
+    if requested is None:
+        if len(streams) > 1:
+            raise InvalidRecording(
+                f"{name} holds {len(streams)} {plural} ({', '.join(streams)}); choose one "
+                f"(neurocyte detect --stream ID); uploads are split into one recording per {per}")
+        return streams[0]
+    if requested not in known:  # type: ignore[operator]
+        raise InvalidRecording(f"{name} has no {what} {requested!r}; it has {', '.join(known)}")  # type: ignore[arg-type]
+    return requested
+
+
+def check_readable(dataset: Any, name: str, where: str, advice: str = "") -> None:
+    """Read one small block now, so data that cannot be decoded (a compression filter that is
+    not installed, e.g. MaxWell's own) is a refusal naming the filter, not a crash mid-way."""
+    try:
+        dataset[(slice(0, 1),) * dataset.ndim]
+    except OSError as exc:
+        filters = []
+        try:
+            plist = dataset.id.get_create_plist()
+            for i in range(plist.get_nfilters()):
+                code, _flags, _vals, fname = plist.get_filter(i)
+                filters.append(f"{fname.decode(errors='replace') or 'unnamed'} (id {code})")
+        except Exception:  # noqa: BLE001 - best effort to name the plugin
+            pass
+        what = (f"it uses the HDF5 filter {', '.join(filters)}, which is not installed here" if filters
+                else f"it is corrupt or compressed with a filter not installed here ({exc})")
+        raise InvalidRecording(f"{name}: {where} cannot be decompressed: {what}. {advice}".rstrip()) from exc
+
+
 def file_size(f: BinaryIO) -> int:
     here = f.tell()
     f.seek(0, 2)

@@ -26,20 +26,26 @@ import numpy as np
 
 from ..manifest import RecordingInfo
 from . import InvalidRecording
-from .hdf5 import Hdf5Reader, check_complete, file_size
+from .hdf5 import Hdf5Reader, check_complete, check_readable, file_size, pick_stream
 
 LEGACY_RATE_HZ = 20_000.0
 
 
-def streams(h5: Any) -> tuple[str, ...]:
-    """Stream ids of a new-layout file; () for a legacy file."""
+def _stream_groups(h5: Any) -> dict[str, str]:
+    """Stream id -> its group, for every (well, recording) with routed data; {} for legacy."""
     if "wells" not in h5:
-        return ()
-    out = []
+        return {}
+    out = {}
     for well in sorted(h5["wells"]):
         recs = sorted(r for r in h5["wells"][well] if "groups" in h5["wells"][well][r])
-        out += [well] if len(recs) == 1 else [f"{well}-{r}" for r in recs]
-    return tuple(out)
+        for rec in recs:
+            out[well if len(recs) == 1 else f"{well}-{rec}"] = f"/wells/{well}/{rec}"
+    return out
+
+
+def streams(h5: Any) -> tuple[str, ...]:
+    """Stream ids of a new-layout file; () for a legacy file."""
+    return tuple(_stream_groups(h5))
 
 
 class MaxwellReader(Hdf5Reader):
@@ -52,9 +58,10 @@ class MaxwellReader(Hdf5Reader):
                 f"{name} is a Multi Channel Systems file, not MaxWell: the extension disagrees with the "
                 "content. Rename it to end in .h5 (not .raw.h5) and upload it again."
             )
-        self.streams = streams(h5)
+        groups = _stream_groups(h5)
+        self.streams = tuple(groups)
         if "wells" in h5:
-            sig, mapping, lsb_v, rate, rows_of, where = self._new_layout(name, stream)
+            sig, mapping, lsb_v, rate, rows_of, where = self._new_layout(name, stream, groups)
         else:
             if stream is not None:
                 raise InvalidRecording(f"{name} is a legacy MaxWell file with one recording; it has no stream {stream!r}")
@@ -92,7 +99,8 @@ class MaxwellReader(Hdf5Reader):
         xy = np.stack([mapping["x"], mapping["y"]], axis=1).astype(np.float64)
         if not np.all(np.isfinite(xy)):
             raise InvalidRecording(f"{name}: the mapping has electrodes without a finite x/y position")
-        self._check_readable(sig, name, where)
+        check_readable(sig, name, where, "MaxWell recordings compressed by MaxLab need MaxWell's HDF5 plugin; "
+                       "export the recording uncompressed or install the plugin (HDF5_PLUGIN_PATH).")
         check_complete(sig, file_size(self._raw), name, where)
         self._sig, self._rows = sig, rows
         electrode = mapping["electrode"] if "electrode" in names else mapping["channel"]
@@ -108,23 +116,12 @@ class MaxwellReader(Hdf5Reader):
             channel_locations_um=tuple((float(x), float(y)) for x, y in xy),
         )
 
-    def _new_layout(self, name: str, stream: str | None):
-        h5 = self._h5
+    def _new_layout(self, name: str, stream: str | None, groups: dict[str, str]):
         if not self.streams:
             raise InvalidRecording(f"{name}: /wells holds no recording with routed data (groups/routed/raw)")
-        if stream is None:
-            if len(self.streams) > 1:
-                raise InvalidRecording(
-                    f"{name} holds {len(self.streams)} recordings ({', '.join(self.streams)}); choose one "
-                    "(neurocyte detect --stream ID); uploads are split into one recording per well")
-            stream = self.streams[0]
-        if stream not in self.streams:
-            raise InvalidRecording(f"{name} has no stream {stream!r}; it has {', '.join(self.streams)}")
-        well, _, rec = stream.partition("-")
-        group = h5["wells"][well]
-        rec = rec or next(r for r in sorted(group) if "groups" in group[r])
-        base = f"/wells/{well}/{rec}"
-        g = group[rec]
+        stream = pick_stream(name, stream, self.streams, self.streams, "stream", "recordings", "well")
+        base = groups[stream]
+        g = self._h5[base]
         for path in ("settings/sampling", "settings/lsb", "settings/mapping", "groups/routed/raw"):
             if path not in g:
                 raise InvalidRecording(f"{name}: {base}/{path} is missing")
@@ -140,27 +137,6 @@ class MaxwellReader(Hdf5Reader):
             rows_of = {c: i for i, c in enumerate(chans)}
         self.stream = stream
         return routed["raw"], mapping, lsb_v, rate, rows_of, f"{base}/groups/routed/raw"
-
-    @staticmethod
-    def _check_readable(sig: Any, name: str, where: str) -> None:
-        """Read one small block now so a missing compression plugin is a clear refusal."""
-        try:
-            sig[:1, :1]
-        except OSError as exc:
-            filters = []
-            try:
-                plist = sig.id.get_create_plist()
-                for i in range(plist.get_nfilters()):
-                    code, _flags, _vals, fname = plist.get_filter(i)
-                    filters.append(f"{fname.decode(errors='replace') or 'unnamed'} (id {code})")
-            except Exception:  # noqa: BLE001 - best effort to name the plugin
-                pass
-            what = ", ".join(filters) or "unknown"
-            raise InvalidRecording(
-                f"{name}: {where} cannot be decompressed: it uses the HDF5 filter {what}, which is not "
-                "installed here. MaxWell recordings compressed by MaxLab need MaxWell's HDF5 plugin; "
-                "export the recording uncompressed or install the plugin (HDF5_PLUGIN_PATH)."
-            ) from exc
 
     def read(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(stop, self.info.n_samples)

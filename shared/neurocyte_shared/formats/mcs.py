@@ -22,7 +22,7 @@ import numpy as np
 
 from ..manifest import RecordingInfo
 from . import InvalidRecording
-from .hdf5 import Hdf5Reader, check_complete, file_size
+from .hdf5 import Hdf5Reader, check_complete, check_readable, file_size
 
 PITCH_UM = 200.0
 
@@ -82,7 +82,7 @@ class McsReader(Hdf5Reader):
         if not math.isfinite(gain_uv):
             raise InvalidRecording(f"{name}: gain is not a finite number")
         self._data, self._rows = data, info["RowIndex"][order].astype(np.int64)
-        self._check_readable(name)
+        check_readable(data, name, f"stream {key}'s ChannelData")
         check_complete(data, file_size(self._raw), name, f"stream {key}'s ChannelData")
         self.info = RecordingInfo(
             format="mcs_h5",
@@ -95,12 +95,6 @@ class McsReader(Hdf5Reader):
             channel_ids=tuple(labels),
             channel_locations_um=_positions(labels),
         )
-
-    def _check_readable(self, name: str) -> None:
-        try:
-            self._data[:1, :1]
-        except OSError as exc:
-            raise InvalidRecording(f"{name}: ChannelData cannot be read (corrupt or an unknown compression): {exc}") from exc
 
     def read(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(stop, self.info.n_samples)

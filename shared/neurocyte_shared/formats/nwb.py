@@ -24,7 +24,7 @@ import numpy as np
 
 from ..manifest import RecordingInfo
 from . import MIN_SPIKE_RATE_HZ, InvalidRecording
-from .hdf5 import Hdf5Reader, check_complete, file_size
+from .hdf5 import Hdf5Reader, check_complete, check_readable, file_size, pick_stream
 
 LINE_PITCH_UM = 200.0  # channels without positions: far enough apart never to be merged
 
@@ -80,14 +80,8 @@ class NwbReader(Hdf5Reader):
             raise InvalidRecording(
                 f"{name} is HDF5 but holds no ElectricalSeries in /acquisition: Neurocyte needs the raw "
                 "extracellular voltage (an NWB file with only spike times or LFP in /processing has no raw data)")
-        if stream is None:
-            if len(self.streams) > 1:
-                raise InvalidRecording(
-                    f"{name} holds {len(self.streams)} ElectricalSeries ({', '.join(self.streams)}); choose one "
-                    "(neurocyte detect --stream NAME); uploads are split into one recording per series")
-            stream = self.streams[0]
-        if stream not in series:
-            raise InvalidRecording(f"{name} has no ElectricalSeries {stream!r}; it has {', '.join(series)}")
+        # Any series may be asked for by name (an LFP one is then refused for its rate).
+        stream = pick_stream(name, stream, self.streams, series, "ElectricalSeries", "ElectricalSeries", "series")
         self.stream = stream
         s = series[stream]
         where = f"/acquisition/{stream}/data"
@@ -117,11 +111,7 @@ class NwbReader(Hdf5Reader):
         if not (math.isfinite(gain_uv) and gain_uv > 0 and math.isfinite(offset_uv)):
             raise InvalidRecording(f"{name}: {stream} has conversion {conversion} and offset {offset_v}: not a usable gain")
         ids, xy = self._electrodes(s, name, stream, n_ch)
-        try:
-            data[:1, :1]
-        except OSError as exc:
-            raise InvalidRecording(f"{name}: {where} cannot be read (corrupt, or compressed with a filter "
-                                   f"not installed here): {exc}") from exc
+        check_readable(data, name, where)
         check_complete(data, file_size(self._raw), name, where)
         self._data = data
         self.info = RecordingInfo(
