@@ -47,7 +47,7 @@ class DetectionParams(BaseModel):
     echo_window_ms: float = Field(
         3.0, ge=0, description="after-wave suppression: look back this far for a larger spike (0: off)")
     echo_ratio: float = Field(
-        5.0, gt=1, description="a peak this many times smaller than a spike just before it is its after-wave")
+        8.0, gt=1, description="a peak this many times smaller than a spike just before it is its after-wave")
     noise_chunks: int = Field(20, ge=1, description="random chunks used to estimate the noise")
     noise_chunk_s: float = Field(0.5, gt=0, description="length of each noise chunk")
 

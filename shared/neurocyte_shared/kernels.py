@@ -241,8 +241,10 @@ def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, 
     """Peaks of x (samples x channels, float32) in samples [start, stop):
     - above threshold[c] in the sign's direction;
     - the extreme within +-half samples on their channel (the first of equal values wins);
-    - not beaten on any neighbour within +-spatial_half samples (a tie goes to the lower
-      channel): one spike seen on several electrodes is one peak, on its peak channel;
+    - not beaten by a local extreme of any neighbour within +-spatial_half samples (a tie
+      goes to the lower channel): one spike seen on several electrodes is one peak, on its
+      peak channel, while a spike beside the flank of a larger one that peaks outside the
+      window is kept;
     - not an after-wave: no value echo_ratio times larger on the channel or a neighbour in
       the `echo` samples before (a large spike's slow recovery phase crosses the threshold
       again 1-3 ms later; 0 disables).
@@ -277,8 +279,12 @@ def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, 
                 for u in range(v0, v1):
                     su = _score(x[u, m], sign)
                     if su > s or (su == s and m < c):
-                        ok = False
-                        break
+                        # only a peak of the neighbour's own counts, not the flank of a
+                        # spike whose extreme lies outside the window (another spike)
+                        if (u == 0 or su >= _score(x[u - 1, m], sign)) and (
+                                u == n_t - 1 or su >= _score(x[u + 1, m], sign)):
+                            ok = False
+                            break
                 if not ok:
                     break
             if not ok:

@@ -165,8 +165,8 @@ def test_after_wave_of_a_large_spike_is_not_a_second_spike():
     electrode: that is the same spike (echo_ratio), while a real second spike of similar size
     at the same delay is kept."""
     x = _noise(16, 20_000)
-    _plant(x, 0, 5_000, 400.0)
-    _plant(x, 0, 5_040, 40.0)  # 2 ms later, 10x smaller: the after-wave
+    _plant(x, 0, 5_000, 600.0)
+    _plant(x, 0, 5_040, 40.0)  # 2 ms later, 15x smaller (10x once filtered): the after-wave
     _plant(x, 5, 12_000, 150.0)
     _plant(x, 5, 12_040, 120.0)  # 2 ms later, similar size: another spike
     table = detect_spikes(x, FS)
@@ -182,3 +182,18 @@ def test_neighbours_firing_half_a_millisecond_apart_are_two_spikes():
     _plant(x, 1, 8_010, 90.0)  # a neighbour 20 um away, 0.5 ms later: another neuron
     table = detect_spikes(x, FS, channel_locations_um=loc)
     assert sorted(zip(table.sample_index.tolist(), table.channel_index.tolist())) == [(8_000, 0), (8_010, 1)]
+
+
+def test_a_neighbour_spike_on_the_flank_of_a_larger_one_is_kept():
+    """A smaller spike on a neighbouring electrode 0.3 ms after a large one: within the spatial
+    window the large spike's electrode is still far down its flank, but its own peak lies
+    outside the window, so the small spike is another neuron, not the large one's footprint.
+    The footprint itself (same time, smaller, next electrode) is still merged."""
+    loc = grid_locations(16, 20.0)
+    x = _noise(16, 20_000)
+    _plant(x, 0, 8_000, 400.0)
+    _plant(x, 1, 8_000, 150.0)  # the large spike's footprint on the neighbour
+    _plant(x, 2, 8_006, 120.0)  # another neuron, 0.3 ms later, beside the flank of channel 1
+    table = detect_spikes(x, FS, channel_locations_um=loc)
+    got = sorted(zip(table.sample_index.tolist(), table.channel_index.tolist()))
+    assert got == [(8_000, 0), (8_006, 2)]
