@@ -251,7 +251,7 @@ def _local_recording(files: tuple[Path, ...], params: dict, stream: str | None):
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 256),
               help="cores to use (threads; the kernels release the GIL)")
 @click.option("--window-s", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="seconds per window, capped at 4 M values per window (bounds memory)")
+              help="seconds per window, capped at 8 M values per window (bounds memory)")
 @_stream_option
 @_detection_options
 def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, stream: str | None,
@@ -267,14 +267,24 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
                   TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("detect", total=info.n_samples)
         writer = None
-        if parquet:  # pyarrow only when asked for: it costs start-up time
-            import pyarrow.parquet as pq
 
-            from neurocyte_shared.spikes import SCHEMA, arrow_table
+        def write_parquet(table) -> None:
+            nonlocal writer, sink
+            if writer is None:
+                # pyarrow only when asked for, and only once the first window is done: with
+                # --jobs N the workers keep detecting while this thread imports it (0.4 s).
+                import pyarrow.parquet as pq
 
-            # A file object, not a path: with a path pyarrow resolves a filesystem (0.5 s of imports).
-            sink = open(tmp, "wb")
-            writer = pq.ParquetWriter(sink, SCHEMA, compression="zstd")
+                from neurocyte_shared.spikes import SCHEMA
+
+                # A file object, not a path: with a path pyarrow resolves a filesystem (0.5 s of imports).
+                sink = open(tmp, "wb")
+                writer = pq.ParquetWriter(sink, SCHEMA, compression="zstd")
+            from neurocyte_shared.spikes import arrow_table
+
+            writer.write_table(arrow_table(table))
+
+        sink = None
         with open(tmp, "w") if not parquet else open(os.devnull, "w") as csv:
             if not parquet:
                 csv.write("sample_index,channel_index,amplitude_uv\n")
@@ -282,11 +292,15 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
                                           on_progress=lambda d, n: progress.update(task, completed=d)):
                 total += len(table)
                 if parquet:
-                    writer.write_table(arrow_table(table))
+                    write_parquet(table)
                 else:
                     csv.writelines(map("{},{},{:.2f}\n".format, table.sample_index.tolist(),
                                        table.channel_index.tolist(), table.amplitude_uv.tolist()))
-        if writer:
+        if parquet:
+            if writer is None:  # no window at all: still a valid, empty table
+                from neurocyte_shared.detection import SpikeTable
+
+                write_parquet(SpikeTable.empty())
             writer.close()
             sink.close()
     tmp.replace(out_path)

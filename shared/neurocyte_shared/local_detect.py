@@ -20,8 +20,9 @@ import numpy as np
 from .detection import DetectionParams, SpikeTable, detect_spikes, estimate_noise, neighbours, saturated_samples
 from .formats import RecordingReader, identify, open_reader
 
-# 4 M values: 16 MB of float32 per window (plus the raw), e.g. 1 s of 200 channels at 20 kHz.
-MAX_WINDOW_VALUES = 4 * 1024 * 1024
+# 8 M values: 32 MB of float32 per window (plus the raw), e.g. 0.4 s of 1024 channels at 20 kHz.
+# Smaller windows spend more on their margins (16.7 ms each side is 19 % of a 0.2 s window).
+MAX_WINDOW_VALUES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
