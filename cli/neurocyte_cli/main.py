@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
 import time
@@ -244,6 +243,39 @@ def _local_recording(files: tuple[Path, ...], params: dict, stream: str | None):
     return info, p, LocalRecording(tuple(f.resolve() for f in files), stream)
 
 
+class _SpikeFile:
+    """`neurocyte detect`'s output, written window by window: .parquet (zstd) or .csv.
+    pyarrow is imported only for Parquet: it costs start-up time."""
+
+    def __init__(self, path: Path, parquet: bool) -> None:
+        self._parquet = parquet
+        if self._parquet:
+            import pyarrow.parquet as pq
+
+            from neurocyte_shared.spikes import SCHEMA
+
+            # A file object, not a path: with a path pyarrow resolves a filesystem (0.5 s of imports).
+            self._file = open(path, "wb")
+            self._writer = pq.ParquetWriter(self._file, SCHEMA, compression="zstd")
+        else:
+            self._file = open(path, "w")
+            self._file.write("sample_index,channel_index,amplitude_uv\n")
+
+    def write(self, table) -> None:
+        if self._parquet:
+            from neurocyte_shared.spikes import arrow_table
+
+            self._writer.write_table(arrow_table(table))
+        else:
+            self._file.writelines(map("{},{},{:.2f}\n".format, table.sample_index.tolist(),
+                                      table.channel_index.tolist(), table.amplitude_uv.tolist()))
+
+    def close(self) -> None:
+        if self._parquet:
+            self._writer.close()
+        self._file.close()
+
+
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -263,46 +295,22 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
     total = 0
     tmp = out_path.with_name(out_path.name + ".partial")  # never a half-written result
     parquet = out_path.suffix.lower() == ".parquet"
+    out = None
     with Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("detect", total=info.n_samples)
-        writer = None
-
-        def write_parquet(table) -> None:
-            nonlocal writer, sink
-            if writer is None:
-                # pyarrow only when asked for, and only once the first window is done: with
-                # --jobs N the workers keep detecting while this thread imports it (0.4 s).
-                import pyarrow.parquet as pq
-
-                from neurocyte_shared.spikes import SCHEMA
-
-                # A file object, not a path: with a path pyarrow resolves a filesystem (0.5 s of imports).
-                sink = open(tmp, "wb")
-                writer = pq.ParquetWriter(sink, SCHEMA, compression="zstd")
-            from neurocyte_shared.spikes import arrow_table
-
-            writer.write_table(arrow_table(table))
-
-        sink = None
-        with open(tmp, "w") if not parquet else open(os.devnull, "w") as csv:
-            if not parquet:
-                csv.write("sample_index,channel_index,amplitude_uv\n")
+        try:
             for table in detect_recording(recording, p, window_s=window_s, jobs=jobs,
                                           on_progress=lambda d, n: progress.update(task, completed=d)):
+                # Opened at the first window: with --jobs N the workers keep detecting while
+                # this thread imports pyarrow (0.4 s).
+                out = out or _SpikeFile(tmp, parquet)
+                out.write(table)
                 total += len(table)
-                if parquet:
-                    write_parquet(table)
-                else:
-                    csv.writelines(map("{},{},{:.2f}\n".format, table.sample_index.tolist(),
-                                       table.channel_index.tolist(), table.amplitude_uv.tolist()))
-        if parquet:
-            if writer is None:  # no window at all: still a valid, empty table
-                from neurocyte_shared.detection import SpikeTable
-
-                write_parquet(SpikeTable.empty())
-            writer.close()
-            sink.close()
+            out = out or _SpikeFile(tmp, parquet)  # no window at all: still a valid, empty table
+        finally:
+            if out:
+                out.close()
     tmp.replace(out_path)
     console.print(f"{total:,} spikes in {info.n_channels} channels x {info.duration_s:.1f} s -> {out_path}")
 
