@@ -227,6 +227,45 @@ def _score(v, sign):
     return abs(v)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _beaten_on_channel(x, t, c, s, sign, u0, u1):
+    """Channel c beats score s somewhere in samples [u0, u1) (the first of equal values wins)."""
+    for u in range(u0, u1):
+        su = _score(x[u, c], sign)
+        if su > s or (su == s and u < t):
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _beaten_by_neighbour(x, c, s, sign, v0, v1, neighbours, n_neighbours):
+    """A neighbour of c has a peak of its own in samples [v0, v1) that beats score s (a tie
+    goes to the lower channel). Only the neighbour's local extremes count, not the flank of a
+    spike whose extreme lies outside the window (another spike)."""
+    n_t = x.shape[0]
+    for k in range(n_neighbours[c]):
+        m = neighbours[c, k]
+        if m == c:
+            continue
+        for u in range(v0, v1):
+            su = _score(x[u, m], sign)
+            if (su > s or (su == s and m < c)) and (u == 0 or su >= _score(x[u - 1, m], sign)) and (
+                    u == n_t - 1 or su >= _score(x[u + 1, m], sign)):
+                return True
+    return False
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _after_wave(x, t, big, sign, e0, channels, n):
+    """Some channel of channels[:n] reaches score `big` in samples [e0, t)."""
+    for k in range(n):
+        m = channels[k]
+        for u in range(e0, t):
+            if _score(x[u, m], sign) >= big:
+                return True
+    return False
+
+
 @njit(cache=True, nogil=True)
 def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, stop, neighbours, n_neighbours):
     """Peaks of x (samples x channels, float32) in samples [start, stop):
@@ -255,43 +294,13 @@ def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, 
             s = _score(x[t, c], sign)
             if s <= threshold[c]:
                 continue
-            ok = True
-            for u in range(u0, u1):
-                su = _score(x[u, c], sign)
-                if su > s or (su == s and u < t):
-                    ok = False
-                    break
-            if not ok:
+            if _beaten_on_channel(x, t, c, s, sign, u0, u1):
                 continue
-            for k in range(n_neighbours[c]):
-                m = neighbours[c, k]
-                if m == c:
-                    continue
-                for u in range(v0, v1):
-                    su = _score(x[u, m], sign)
-                    if su > s or (su == s and m < c):
-                        # only a peak of the neighbour's own counts, not the flank of a
-                        # spike whose extreme lies outside the window (another spike)
-                        if (u == 0 or su >= _score(x[u - 1, m], sign)) and (
-                                u == n_t - 1 or su >= _score(x[u + 1, m], sign)):
-                            ok = False
-                            break
-                if not ok:
-                    break
-            if not ok:
+            if _beaten_by_neighbour(x, c, s, sign, v0, v1, neighbours, n_neighbours):
                 continue
-            if echo > 0:  # checked last: few candidates get this far
-                big = s * echo_ratio
-                for k in range(n_neighbours[c]):
-                    m = neighbours[c, k]
-                    for u in range(e0, t):
-                        if _score(x[u, m], sign) >= big:
-                            ok = False
-                            break
-                    if not ok:
-                        break
-                if not ok:
-                    continue
+            # checked last: few candidates get this far
+            if echo > 0 and _after_wave(x, t, s * echo_ratio, sign, e0, neighbours[c], n_neighbours[c]):
+                continue
             if n == cap:
                 cap *= 2
                 ts2 = np.empty(cap, np.int64)
