@@ -8,6 +8,7 @@ import json
 import secrets
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -251,6 +252,18 @@ def _local_recording(files: tuple[Path, ...], params: dict, stream: str | None):
     return info, p, LocalRecording(tuple(f.resolve() for f in files), stream)
 
 
+@contextmanager
+def _readable(files: tuple[Path, ...]):
+    """A recording that turns out bad part-way through (cut short while being read, unreadable)
+    is a clear error and exit 1, not a traceback."""
+    from neurocyte_shared.formats import InvalidRecording
+
+    try:
+        yield
+    except (InvalidRecording, OSError) as exc:
+        _fail(f"{files[0].name}: {exc}")
+
+
 class _SpikeFile:
     """`neurocyte detect`'s output, written window by window: .parquet (zstd) or .csv.
     pyarrow is imported only for Parquet: it costs start-up time."""
@@ -304,8 +317,8 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
     tmp = out_path.with_name(out_path.name + ".partial")  # never a half-written result
     parquet = out_path.suffix.lower() == ".parquet"
     out = None
-    with Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeRemainingColumn(), console=console) as progress:
+    with _readable(files), Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                    TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("detect", total=info.n_samples)
         try:
             for table in detect_recording(recording, p, window_s=window_s, jobs=jobs,
@@ -316,9 +329,12 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
                 out.write(table)
                 total += len(table)
             out = out or _SpikeFile(tmp, parquet)  # no window at all: still a valid, empty table
-        finally:
+        except BaseException:  # an error or Ctrl-C: no half-written table left behind either
             if out:
                 out.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    out.close()
     tmp.replace(out_path)
     console.print(f"{total:,} spikes in {info.n_channels} channels x {info.duration_s:.1f} s -> {out_path}")
 
@@ -352,8 +368,8 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
     noise: list[np.ndarray] = []
     clipped = np.zeros(info.n_channels, np.int64)
     tables = []
-    with Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeRemainingColumn(), console=console) as progress:
+    with _readable(files), Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                    TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("detect", total=info.n_samples)
         for table in detect_recording(recording, p, jobs=jobs, on_noise=noise.append,
                                       on_saturation=lambda c: np.add(clipped, c, out=clipped),

@@ -57,3 +57,24 @@ def test_report_command_writes_summary_pictures_and_report(tmp_path):
     # results are never overwritten
     again = CliRunner().invoke(cli, ["report", str(bin_path), str(json_path), "--out", str(out)])
     assert again.exit_code == 1 and "exists" in again.output
+
+
+def test_detect_leaves_no_partial_table_when_the_file_fails_midway(tmp_path, monkeypatch):
+    import neurocyte_shared.local_detect as local_detect
+
+    spec = SyntheticSpec(n_channels=16, duration_s=6.0, n_units=8, seed=5)
+    bin_path, json_path, _ = write_recording(tmp_path, "r", spec)
+    real = local_detect.detect_spikes
+
+    def then_truncate(*args, **kwargs):  # the upload is cut short while we read it
+        table = real(*args, **kwargs)
+        with open(bin_path, "r+b") as f:
+            f.truncate(16 * 2 * 20_000)
+        return table
+
+    monkeypatch.setattr(local_detect, "detect_spikes", then_truncate)
+    out = tmp_path / "spikes.parquet"
+    result = CliRunner().invoke(cli, ["detect", str(bin_path), str(json_path), "--out", str(out), "--window-s", "1"])
+    assert result.exit_code == 1, result.output
+    assert "ended early" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.bin", "r.json"]
