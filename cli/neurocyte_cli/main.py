@@ -312,6 +312,11 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
     """Detect spikes in a recording file on this machine (no AWS)."""
     from neurocyte_shared.local_detect import detect_recording
 
+    # Checked before the work, not found out at the first window.
+    if out_path.suffix.lower() not in (".csv", ".parquet"):
+        _fail(f"--out {out_path.name}: the spike table is written as .csv or .parquet; end the name with one")
+    if not out_path.parent.is_dir():
+        _fail(f"--out {out_path}: the folder {out_path.parent} does not exist")
     info, p, recording = _local_recording(files, params, stream)
     total = 0
     tmp = out_path.with_name(out_path.name + ".partial")  # never a half-written result

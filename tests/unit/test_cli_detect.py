@@ -78,3 +78,13 @@ def test_detect_leaves_no_partial_table_when_the_file_fails_midway(tmp_path, mon
     assert result.exit_code == 1, result.output
     assert "ended early" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.bin", "r.json"]
+
+
+def test_detect_checks_the_output_name_before_working(tmp_path):
+    spec = SyntheticSpec(n_channels=4, duration_s=1.0, n_units=2, seed=1)
+    bin_path, json_path, _ = write_recording(tmp_path, "r", spec)
+    for out, says in ((tmp_path / "spikes.txt", ".csv or .parquet"), (tmp_path / "no" / "s.csv", "does not exist")):
+        result = CliRunner().invoke(cli, ["detect", str(bin_path), str(json_path), "--out", str(out)])
+        said = " ".join(result.output.split())  # the console wraps long lines
+        assert result.exit_code == 1 and says in said and "Traceback" not in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.bin", "r.json"]
