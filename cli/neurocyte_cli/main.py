@@ -8,7 +8,7 @@ import json
 import secrets
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -146,6 +146,12 @@ def submit(files: tuple[Path, ...], email: str, name: str | None, tenant: str | 
         print_mail(message)
 
 
+def _byte_progress() -> Progress:
+    """A progress bar for work counted in bytes: checksums and uploads."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeRemainingColumn(), console=console)
+
+
 def _sha256(path: Path, progress: Progress) -> str:
     import hashlib
 
@@ -173,8 +179,7 @@ def submit_files(files: list[Path], *, email: str, name: str | None = None, tena
             _fail(f"not uploaded: {problem}")
     stem = files[0].name.split(".")[0]
     name = name or stem
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), console=console) as progress:
+    with _byte_progress() as progress:
         digests = {p.name: _sha256(p, progress) for p in files}
     try:
         manifest = UploadManifest(
@@ -195,8 +200,7 @@ def submit_files(files: list[Path], *, email: str, name: str | None = None, tena
     s3 = aws.client("s3")
     bucket = outputs["UploadBucketName"]
     config = TransferConfig(multipart_threshold=16 * 2**20, multipart_chunksize=16 * 2**20, max_concurrency=4)
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), console=console) as progress:
+    with _byte_progress() as progress:
         for p in files:
             task = progress.add_task(f"upload {p.name}", total=p.stat().st_size)
             s3.upload_file(str(p), bucket, prefix + p.name, Config=config,
@@ -253,13 +257,17 @@ def _local_recording(files: tuple[Path, ...], params: dict, stream: str | None):
 
 
 @contextmanager
-def _readable(files: tuple[Path, ...]):
-    """A recording that turns out bad part-way through (cut short while being read, unreadable)
+def _detecting(files: tuple[Path, ...], n_samples: int):
+    """A progress bar over the recording's samples; yields detect_recording's on_progress.
+    A recording that turns out bad part-way through (cut short while being read, unreadable)
     is a clear error and exit 1, not a traceback."""
     from neurocyte_shared.formats import InvalidRecording
 
     try:
-        yield
+        with Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeRemainingColumn(), console=console) as progress:
+            task = progress.add_task("detect", total=n_samples)
+            yield lambda done, _total: progress.update(task, completed=done)
     except (InvalidRecording, OSError) as exc:
         _fail(f"{files[0].name}: {exc}")
 
@@ -322,24 +330,22 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
     tmp = out_path.with_name(out_path.name + ".partial")  # never a half-written result
     parquet = out_path.suffix.lower() == ".parquet"
     out = None
-    with _readable(files), Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                                    TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task("detect", total=info.n_samples)
+    with _detecting(files, info.n_samples) as on_progress:
         try:
-            for table in detect_recording(recording, p, window_s=window_s, jobs=jobs,
-                                          on_progress=lambda d, n: progress.update(task, completed=d)):
+            for table in detect_recording(recording, p, window_s=window_s, jobs=jobs, on_progress=on_progress):
                 # Opened at the first window: with --jobs N the workers keep detecting while
                 # this thread imports pyarrow (0.4 s).
                 out = out or _SpikeFile(tmp, parquet)
                 out.write(table)
                 total += len(table)
             out = out or _SpikeFile(tmp, parquet)  # no window at all: still a valid, empty table
+            out.close()
         except BaseException:  # an error or Ctrl-C: no half-written table left behind either
             if out:
-                out.close()
+                with suppress(Exception):  # already failing; the first error is the one to show
+                    out.close()
             tmp.unlink(missing_ok=True)
             raise
-    out.close()
     tmp.replace(out_path)
     console.print(f"{total:,} spikes in {info.n_channels} channels x {info.duration_s:.1f} s -> {out_path}")
 
@@ -373,12 +379,10 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
     noise: list[np.ndarray] = []
     clipped = np.zeros(info.n_channels, np.int64)
     tables = []
-    with _readable(files), Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                                    TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task("detect", total=info.n_samples)
+    with _detecting(files, info.n_samples) as on_progress:
         for table in detect_recording(recording, p, jobs=jobs, on_noise=noise.append,
                                       on_saturation=lambda c: np.add(clipped, c, out=clipped),
-                                      on_progress=lambda d, n: progress.update(task, completed=d)):
+                                      on_progress=on_progress):
             tables.append(table)
     merged = SpikeTable.concat(tables)
     console.print(f"{len(merged):,} spikes; summarising and drawing ...")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
-import os
 from datetime import datetime, timezone
 from typing import Any, Callable
 

@@ -12,7 +12,8 @@ Channel order is the documented order of each format (see docs/formats.md) and i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import BinaryIO, Protocol
 
 import numpy as np
@@ -87,6 +88,19 @@ def identify(names: Sequence[str]) -> tuple[str, dict[str, str]]:
     )
 
 
+@contextmanager
+def _refusing(name: str, fmt: str) -> Iterator[None]:
+    """A malformed file that a reader did not foresee is still a refusal naming the format,
+    not a crash."""
+    try:
+        yield
+    except InvalidRecording:
+        raise
+    except Exception as exc:
+        raise InvalidRecording(f"{name} could not be read as {fmt.replace('_', ' ')}: it is malformed "
+                               f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
 def list_streams(fmt: str, roles: dict[str, str], opener: Opener) -> tuple[str, ...]:
     """The recordings one file holds when it can hold several (MaxWell wells, NWB series):
     each is processed as its own recording. () for single-recording formats."""
@@ -96,32 +110,19 @@ def list_streams(fmt: str, roles: dict[str, str], opener: Opener) -> tuple[str, 
     from .hdf5 import open_file
 
     name = roles["data"]
-    try:
-        with opener(name) as f:
-            h5 = open_file(f, name)
-            try:
-                return maxwell.streams(h5) if fmt == "maxwell" else nwb.streams(h5, name)
-            finally:
-                h5.close()
-    except InvalidRecording:
-        raise
-    except Exception as exc:  # malformed beyond what the reader foresaw: a refusal, not a crash
-        raise InvalidRecording(f"{name} could not be read as {fmt}: it is malformed "
-                               f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+    with _refusing(name, fmt), opener(name) as f:
+        h5 = open_file(f, name)
+        try:
+            return maxwell.streams(h5) if fmt == "maxwell" else nwb.streams(h5, name)
+        finally:
+            h5.close()
 
 
 def open_reader(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int],
                 stream: str | None = None) -> RecordingReader:
     """A reader of one recording; `stream` picks one of a multi-recording file (list_streams)."""
-    try:
+    with _refusing(roles["data"], fmt):
         reader = _open(fmt, roles, opener, sizes, stream)
-    except InvalidRecording:
-        raise
-    except Exception as exc:  # a malformed file a reader did not foresee: still a refusal, not a crash
-        raise InvalidRecording(
-            f"{roles['data']} could not be read as {fmt.replace('_', ' ')}: it is malformed "
-            f"({type(exc).__name__}: {str(exc)[:200]})"
-        ) from exc
     try:
         _check_usable(reader, roles["data"])
     except InvalidRecording:
