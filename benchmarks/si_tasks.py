@@ -1,9 +1,11 @@
 """The SpikeInterface side of `make bench`, run with .bench-venv/bin/python (spikeinterface
 pins zarr<3, so it never shares an environment with Neurocyte).
 
-    si_tasks.py generate OUT_DIR NAME --channels 64 --seconds 60 --rate 20000 --units 24
+    si_tasks.py generate OUT_DIR NAME --channels 64 --seconds 60 --rate 20000 --units 24 [--truth-only]
         ground truth from spikeinterface.generate_ground_truth_recording, written as int16
-        binary + JSON sidecar (a format `neurocyte detect` reads) + NAME.truth.npz
+        binary + JSON sidecar (a format `neurocyte detect` reads) + NAME.truth.npz (spike
+        times and units, and the units' templates); --truth-only rewrites only the .npz
+        (the generator is seeded: the same recording)
     si_tasks.py detect BIN JSON METHOD OUT.npy
         SpikeInterface's standard detection on that file (n_jobs=1); prints one JSON line
         with the seconds spent (import excluded: generous to SpikeInterface)
@@ -22,7 +24,8 @@ import numpy as np
 GAIN_UV = 0.1  # int16 step; templates and noise are far inside +-3.2 mV
 
 
-def generate(out: Path, name: str, channels: int, seconds: float, rate: float, units: int, seed: int) -> None:
+def generate(out: Path, name: str, channels: int, seconds: float, rate: float, units: int, seed: int,
+             truth_only: bool = False) -> None:
     import spikeinterface.core as si
 
     noise_uv = 5.0
@@ -32,6 +35,21 @@ def generate(out: Path, name: str, channels: int, seconds: float, rate: float, u
     templates = rec.templates  # InjectTemplatesRecording's (units, samples, channels) array
     locations = rec.get_channel_locations()
     out.mkdir(parents=True, exist_ok=True)
+    if not truth_only:
+        write_binary(rec, out, name, rate, channels, locations)
+    peak_channel = np.abs(templates).max(axis=1).argmax(axis=1)
+    amplitude = np.abs(templates).max(axis=(1, 2))
+    spikes = sorting.to_spike_vector()
+    # templates[u, nbefore] is the template's sample at the spike time (no amplitude scaling
+    # or jitter in this generator: every spike of a unit is its template)
+    np.savez(out / f"{name}.truth.npz", sample_index=spikes["sample_index"], unit_index=spikes["unit_index"],
+             peak_channel=peak_channel, snr=amplitude / noise_uv, channel_locations_um=locations[:, :2],
+             templates=templates.astype(np.float32), nbefore=int(rec._kwargs["nbefore"]))
+    print(json.dumps({"name": name, "spikes": int(spikes.size), "units": units,
+                      "snr_min": float((amplitude / noise_uv).min()), "snr_max": float((amplitude / noise_uv).max())}))
+
+
+def write_binary(rec, out: Path, name: str, rate: float, channels: int, locations: np.ndarray) -> None:
     step = int(rate)  # one second at a time: bounded memory
     with open(out / f"{name}.bin", "wb") as f:
         n = rec.get_num_samples()
@@ -42,14 +60,6 @@ def generate(out: Path, name: str, channels: int, seconds: float, rate: float, u
         "sampling_rate_hz": rate, "n_channels": channels, "dtype": "int16", "gain_uv": GAIN_UV,
         "offset_uv": 0.0, "layout": "samples_by_channels",
         "channel_locations_um": [[float(x), float(y)] for x, y in locations[:, :2]]}))
-    peak_channel = np.abs(templates).max(axis=1).argmax(axis=1)
-    amplitude = np.abs(templates).max(axis=(1, 2))
-    # nbefore: the template sample aligned with the spike time
-    spikes = sorting.to_spike_vector()
-    np.savez(out / f"{name}.truth.npz", sample_index=spikes["sample_index"], unit_index=spikes["unit_index"],
-             peak_channel=peak_channel, snr=amplitude / noise_uv, channel_locations_um=locations[:, :2])
-    print(json.dumps({"name": name, "spikes": int(spikes.size), "units": units,
-                      "snr_min": float((amplitude / noise_uv).min()), "snr_max": float((amplitude / noise_uv).max())}))
 
 
 def detect(bin_path: Path, json_path: Path, method: str, out: Path) -> None:
@@ -87,6 +97,7 @@ def main() -> None:
     g.add_argument("--rate", type=float, default=20000.0)
     g.add_argument("--units", type=int, required=True)
     g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--truth-only", action="store_true", help="rewrite only NAME.truth.npz")
     d = sub.add_parser("detect")
     d.add_argument("bin", type=Path)
     d.add_argument("json", type=Path)
@@ -94,7 +105,7 @@ def main() -> None:
     d.add_argument("out", type=Path)
     a = ap.parse_args()
     if a.cmd == "generate":
-        generate(a.out, a.name, a.channels, a.seconds, a.rate, a.units, a.seed)
+        generate(a.out, a.name, a.channels, a.seconds, a.rate, a.units, a.seed, a.truth_only)
     else:
         detect(a.bin, a.json, a.method, a.out)
 
