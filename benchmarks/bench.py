@@ -110,6 +110,10 @@ def match(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, rate: 
     return gt_used, det_found
 
 
+def fmt(seconds: list[float]) -> str:
+    return " ".join(f"{s:.2f}" for s in seconds)
+
+
 def score(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, rate: float) -> dict:
     gt_used, _ = match(det_samples, det_channels, truth, rate)
     hits = int(gt_used.sum())
@@ -224,7 +228,8 @@ def main() -> None:
                     (j1 if jobs == 1 else j2).append(s)
             extra["jobs"].append({"recording": big, "jobs_1_s": statistics.median(j1),
                                   "jobs_2_s": statistics.median(j2),
-                                  "speedup": statistics.median(j1) / statistics.median(j2)})
+                                  "speedup": statistics.median(j1) / statistics.median(j2),
+                                  "jobs_1_runs_s": j1, "jobs_2_runs_s": j2})
 
     print()
     head = f"{'recording':<17} {'method':<24} {'seconds':>8} {'M samp/s':>9} {'x SI':>6} {'recall':>7} " \
@@ -242,7 +247,7 @@ def main() -> None:
         print("peak memory of neurocyte detect: " + ", ".join(f"{k} {v:.0f} MB" for k, v in m.items()))
         for j in extra["jobs"]:
             print(f"--jobs 2 vs --jobs 1 on {j['recording']}: {j['jobs_1_s']:.2f} s -> {j['jobs_2_s']:.2f} s "
-                  f"({j['speedup']:.2f}x)")
+                  f"({j['speedup']:.2f}x; medians of runs {fmt(j['jobs_1_runs_s'])} and {fmt(j['jobs_2_runs_s'])})")
     print("SpikeInterface's seconds exclude its import; ours are the whole command. "
           f"Matching: {MATCH_MS} ms, channel within {NEAR_UM:g} um of the unit's peak channel, one-to-one.")
 
