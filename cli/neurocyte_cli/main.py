@@ -225,6 +225,11 @@ def _detection_options(f):
     from neurocyte_shared.detection import DetectionParams
 
     for name, field in reversed(list(DetectionParams.model_fields.items())):
+        if field.annotation is bool:
+            flag = name.replace("_", "-")
+            f = click.option(f"--{flag}/--no-{flag}", name, default=field.default, show_default=True,
+                             help=field.description or "")(f)
+            continue
         kind = click.Choice(list(field.annotation.__args__)) if hasattr(field.annotation, "__args__") else field.annotation
         f = click.option(f"--{name.replace('_', '-')}", name, type=kind, default=field.default, show_default=True,
                          help=field.description or "")(f)

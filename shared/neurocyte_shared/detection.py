@@ -31,6 +31,21 @@ from . import kernels
 
 MAD_TO_SIGMA = 0.6744897501960817  # MAD of a standard normal
 
+# Peeling (see `Templates`). Fixed rather than parameters: measured on the bench recordings,
+# and none trades recall for precision the way peel_threshold_mad does.
+TEMPLATE_BEFORE_MS, TEMPLATE_AFTER_MS = 1.5, 3.0  # the filtered spike's extent around its peak
+TEMPLATE_MAX_CHANNELS = 40  # nearest channels within peel_radius_um a template spans
+TEMPLATE_MIN_SPIKES = 10  # isolated spikes a peak channel needs for templates of its own
+TEMPLATE_MAX_CLUSTERS = 4  # templates per peak channel (units that peak on the same electrode)
+TEMPLATE_SNIPPET_BUDGET = 16_384  # isolated spikes kept for learning, over all channels
+ISOLATION_UM = 100.0  # a learning spike has no other spike this close within its window
+CANDIDATE_UM = 60.0  # a spike is fitted with the templates of peak channels this close
+PEEL_SHIFT = 1  # samples a template may move to fit
+PEEL_FIT_MS = (0.3, 0.7)  # the fit looks this far before and after the peak,
+PEEL_FIT_CHANNELS = 40  # on this many channels nearest the template's peak channel
+PEEL_SCALE = (0.5, 2.0)  # the fitted amplitude's range, in units of the template
+PEEL_RATIO = 0.8  # a peak in what remains must be this large against what was subtracted there
+
 
 class DetectionParams(BaseModel):
     """Every detection parameter, with its unit in its name and its default stated once."""
@@ -51,7 +66,12 @@ class DetectionParams(BaseModel):
         3.0, ge=0, description="after-wave suppression: look back this far for a larger spike (0: off)")
     echo_ratio: float = Field(
         8.0, gt=1, description="a peak this many times smaller than a spike just before it is its after-wave")
-    noise_chunks: int = Field(20, ge=1, description="random chunks used to estimate the noise")
+    peel: bool = Field(True, description="learn spike templates from the recording, subtract the spikes found and "
+                       "detect again on what remains: finds spikes hidden under a larger one nearby")
+    peel_threshold_mad: float = Field(
+        4.75, gt=0, description="threshold on what remains after subtraction, in multiples of the noise")
+    peel_radius_um: float = Field(200.0, gt=0, description="a template spans the channels within this radius")
+    noise_chunks: int = Field(20, ge=1, description="random chunks used to estimate the noise (and learn templates)")
     noise_chunk_s: float = Field(0.5, gt=0, description="length of each noise chunk")
 
     def dead_time_samples(self, sampling_rate_hz: float) -> int:
@@ -62,7 +82,8 @@ class DetectionParams(BaseModel):
         five time constants of the lowest filter frequency, plus the longest look-around."""
         filter_margin = int(math.ceil(5.0 / self.freq_min_hz * sampling_rate_hz))
         look = max(self.dead_time_ms, self.spatial_dead_time_ms, self.echo_window_ms)
-        return filter_margin + int(math.ceil(look * 1e-3 * sampling_rate_hz)) + 1
+        peel = peel_reach(sampling_rate_hz) if self.peel else 0
+        return filter_margin + int(math.ceil(look * 1e-3 * sampling_rate_hz)) + peel + 1
 
     def cache_key(self) -> str:
         import hashlib
@@ -204,17 +225,26 @@ def detect_spikes(
     noise_uv: np.ndarray | None = None,
     channel_locations_um: np.ndarray | None = None,
     valid: tuple[int, int] | None = None,
+    templates: "Templates | None" = None,
 ) -> SpikeTable:
     """Detect spikes in traces (samples x channels, as recorded; raw integers with their gain
     to microvolts, or float microvolts with the default gain 1).
 
     noise_uv: per-channel noise from the whole recording (`estimate_noise`); when omitted it
-    is measured on these traces. valid: keep only peaks in [start, stop) of this array.
-    Sample indices are relative to the array's first sample.
+    is measured on these traces. templates: spike templates from the whole recording
+    (`learn_recording`), for params.peel; when omitted they are learned from these traces.
+    valid: keep only peaks in [start, stop) of this array. Sample indices are relative to the
+    array's first sample.
     """
     x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv)
-    return find_peaks(x, sampling_rate_hz, params, noise_uv=noise_levels(x) if noise_uv is None else noise_uv,
-                      channel_locations_um=channel_locations_um, valid=valid)
+    noise = noise_levels(x) if noise_uv is None else noise_uv
+    if not params.peel:
+        return find_peaks(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
+                          valid=valid)
+    if templates is None:
+        templates = learn_templates([x], sampling_rate_hz, params, noise, channel_locations_um)
+    return peel_and_detect(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
+                           templates=templates, valid=valid)
 
 
 def find_peaks(preprocessed: np.ndarray, sampling_rate_hz: float, params: DetectionParams, *,
@@ -255,21 +285,9 @@ def noise_chunk_starts(n_samples: int, sampling_rate_hz: float, params: Detectio
 
 def estimate_noise(read, n_samples: int, sampling_rate_hz: float, params: DetectionParams,
                    gain_uv: float = 1.0, offset_uv: float = 0.0, *, map_=map) -> np.ndarray:
-    """Per-channel noise over the whole recording: the median over random chunks of each chunk's
-    MAD/0.6745 (bounded memory, unlike pooling every chunk). `read(start, stop)` returns raw
-    samples x channels; chunks are read with margins so filtering edges do not count.
-    `map_` may be a thread pool's map: the kernels release the GIL."""
-    length = int(params.noise_chunk_s * sampling_rate_hz)
-    margin = params.margin_samples(sampling_rate_hz)
-
-    def chunk_noise(start: int) -> np.ndarray | None:
-        lo, hi = max(0, start - margin), min(n_samples, start + length + margin)
-        x = preprocess(read(lo, hi), sampling_rate_hz, params, gain_uv, offset_uv)
-        core = x[start - lo : start - lo + length]
-        return noise_levels(core) if core.shape[0] > 0 else None
-
-    levels = [lv for lv in map_(chunk_noise, noise_chunk_starts(n_samples, sampling_rate_hz, params)) if lv is not None]
-    return np.median(np.stack(levels), axis=0).astype(np.float32)
+    """Per-channel noise over the whole recording (see `learn_recording`)."""
+    return learn_recording(read, n_samples, sampling_rate_hz, params.model_copy(update={"peel": False}),
+                           gain_uv, offset_uv, map_=map_)[0]
 
 
 def warm_up() -> None:
@@ -280,3 +298,289 @@ def warm_up() -> None:
     for dtype in (np.int16, np.uint16, np.float32):
         traces = (rng.standard_normal((4_000, 8)) * 50).astype(dtype)
         detect_spikes(traces, 20_000.0, channel_locations_um=locations)
+
+
+# --- Peeling: spikes hidden under a larger one nearby -------------------------------------
+#
+# Two neurons that fire within a fraction of a millisecond on nearby electrodes make one
+# peak: spatial de-duplication keeps the larger spike and loses the other (about 2.5 % of the
+# spikes on the bench recordings). Peeling learns each peak channel's spike waveforms from
+# the recording (templates: means of k-means clusters of isolated spikes), subtracts every
+# spike found, largest first, as its best-fitting template, and detects again on what
+# remains. A peak in what remains is kept unless it is the same spike's leftover: on the
+# channel of a spike found within the dead time, or small against what was subtracted there.
+
+
+def peel_reach(sampling_rate_hz: float) -> int:
+    """Samples a spike's subtraction reaches: a template's width plus its shift each way."""
+    return _template_before(sampling_rate_hz) + _template_after(sampling_rate_hz) + 1 + 2 * PEEL_SHIFT
+
+
+def _template_before(fs: float) -> int:
+    return int(round(TEMPLATE_BEFORE_MS * 1e-3 * fs))
+
+
+def _template_after(fs: float) -> int:
+    return int(round(TEMPLATE_AFTER_MS * 1e-3 * fs))
+
+
+@dataclass(frozen=True)
+class Templates:
+    """Spike templates of a recording: waveforms[j] (width x TEMPLATE_MAX_CHANNELS, float32 uV,
+    preprocessed) over channels support[j, :n_support[j]], sample `before` on the peak of
+    peak channel anchor[j]."""
+
+    waveforms: np.ndarray
+    support: np.ndarray
+    n_support: np.ndarray
+    anchor: np.ndarray
+    before: int
+
+    def __len__(self) -> int:
+        return int(self.anchor.size)
+
+    @staticmethod
+    def empty(width: int = 1, before: int = 0) -> "Templates":
+        return Templates(np.zeros((0, width, TEMPLATE_MAX_CHANNELS), np.float32),
+                         np.zeros((0, TEMPLATE_MAX_CHANNELS), np.int32), np.zeros(0, np.int32),
+                         np.zeros(0, np.int32), before)
+
+    def to_bytes(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, waveforms=self.waveforms, support=self.support, n_support=self.n_support,
+                 anchor=self.anchor, before=np.int64(self.before))
+        return buf.getvalue()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> "Templates":
+        import io
+
+        z = np.load(io.BytesIO(data))
+        return Templates(z["waveforms"].astype(np.float32), z["support"].astype(np.int32),
+                         z["n_support"].astype(np.int32), z["anchor"].astype(np.int32), int(z["before"]))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    distances: np.ndarray  # channels x channels, um
+    support: np.ndarray  # channels x TEMPLATE_MAX_CHANNELS: nearest channels within the radius, nearest first
+    n_support: np.ndarray
+
+
+def _layout(channel_locations_um: np.ndarray | None, n_channels: int, radius_um: float) -> _Layout:
+    if channel_locations_um is None:  # no geometry: every channel alone
+        loc = np.stack([np.arange(n_channels) * 1e6, np.zeros(n_channels)], axis=1)
+    else:
+        loc = np.ascontiguousarray(channel_locations_um, dtype=np.float64).reshape(n_channels, -1)
+    return _layout_of(loc.tobytes(), n_channels, float(radius_um))
+
+
+@lru_cache(maxsize=8)
+def _layout_of(locations: bytes, n_channels: int, radius_um: float) -> _Layout:
+    loc = np.frombuffer(locations, dtype=np.float64).reshape(n_channels, -1)
+    distances = np.sqrt(((loc[:, None, :] - loc[None, :, :]) ** 2).sum(-1))
+    support = np.zeros((n_channels, TEMPLATE_MAX_CHANNELS), np.int32)
+    n_support = np.zeros(n_channels, np.int32)
+    for c in range(n_channels):  # a loop over channels, once per layout
+        near = np.flatnonzero(distances[c] <= radius_um)
+        near = near[np.argsort(distances[c, near], kind="stable")][:TEMPLATE_MAX_CHANNELS]
+        support[c, : near.size], n_support[c] = near, near.size
+    return _Layout(distances, support, n_support)
+
+
+def learn_templates(chunks, sampling_rate_hz: float, params: DetectionParams, noise_uv: np.ndarray,
+                    channel_locations_um: np.ndarray | None) -> Templates:
+    """Templates from preprocessed chunks (samples x channels arrays) of one recording."""
+    per_chunk = [_snippets(x, sampling_rate_hz, params, noise_uv, channel_locations_um) for x in chunks]
+    n_channels = chunks[0].shape[1] if per_chunk else 1
+    return _templates(per_chunk, sampling_rate_hz, params, channel_locations_um, n_channels)
+
+
+def _snippets(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, noise_uv: np.ndarray,
+              channel_locations_um: np.ndarray | None) -> dict[int, list[np.ndarray]]:
+    """Isolated spikes of one preprocessed chunk, per peak channel: (width x support) each."""
+    before, after = _template_before(sampling_rate_hz), _template_after(sampling_rate_hz)
+    n_samples, n_channels = x.shape
+    layout = _layout(channel_locations_um, n_channels, params.peel_radius_um)
+    found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise_uv, channel_locations_um=channel_locations_um,
+                       valid=(before, n_samples - after))
+    t, c = found.sample_index, found.channel_index
+    out: dict[int, list[np.ndarray]] = {}
+    cap = _snippet_cap(n_channels)
+    alone = _isolated(t, c, t, c, layout.distances, before + after, 0)
+    for i in np.flatnonzero(alone):
+        kept = out.setdefault(int(c[i]), [])
+        if len(kept) < cap:
+            kept.append(x[t[i] - before : t[i] + after + 1][:, layout.support[c[i], : layout.n_support[c[i]]]])
+    return out
+
+
+def _snippet_cap(n_channels: int) -> int:
+    return max(TEMPLATE_MIN_SPIKES, TEMPLATE_SNIPPET_BUDGET // n_channels)
+
+
+def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
+               channel_locations_um: np.ndarray | None, n_channels: int) -> Templates:
+    """Per peak channel, the means of up to TEMPLATE_MAX_CLUSTERS k-means clusters of its
+    isolated spikes (the first ones in chunk order, up to a memory budget). Deterministic:
+    every worker learns the same templates."""
+    before, after = _template_before(sampling_rate_hz), _template_after(sampling_rate_hz)
+    width = before + after + 1
+    layout = _layout(channel_locations_um, n_channels, params.peel_radius_um)
+    cap = _snippet_cap(n_channels)
+    snippets: dict[int, list[np.ndarray]] = {}
+    for chunk in per_chunk:
+        for c, found in chunk.items():
+            kept = snippets.setdefault(c, [])
+            kept.extend(found[: max(0, cap - len(kept))])
+    waveforms, anchors = [], []
+    rng = np.random.default_rng(0)
+    for c in sorted(snippets):
+        if len(snippets[c]) < TEMPLATE_MIN_SPIKES:
+            continue
+        flat = np.stack(snippets[c]).reshape(len(snippets[c]), -1).astype(np.float64)
+        k = max(1, min(TEMPLATE_MAX_CLUSTERS, flat.shape[0] // (2 * TEMPLATE_MIN_SPIKES)))
+        labels = _kmeans(flat, k, rng) if k > 1 else np.zeros(flat.shape[0], np.int64)
+        for j in range(k):
+            members = flat[labels == j]
+            if members.shape[0] >= TEMPLATE_MIN_SPIKES // 2:
+                w = np.zeros((width, TEMPLATE_MAX_CHANNELS), np.float32)
+                w[:, : layout.n_support[c]] = members.mean(0).reshape(width, -1)
+                waveforms.append(w)
+                anchors.append(c)
+    if not waveforms:
+        return Templates.empty(width, before)
+    anchor = np.array(anchors, np.int32)
+    return Templates(np.stack(waveforms), layout.support[anchor].copy(), layout.n_support[anchor].copy(), anchor,
+                     before)
+
+
+def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:
+    """Cluster labels of points (n x d) by k-means with k-means++ seeding. Written out rather
+    than scipy.cluster.vq.kmeans2: importing scipy.cluster costs 0.34 s of every command's
+    start-up, for a few dozen points per channel."""
+    norms = (points**2).sum(1)
+
+    def sq_distances(centres: np.ndarray) -> np.ndarray:  # n x len(centres), by one product
+        return norms[:, None] - 2.0 * points @ centres.T + (centres**2).sum(1)[None, :]
+
+    centres = points[[rng.integers(points.shape[0])]]
+    for _ in range(1, k):
+        d2 = np.maximum(sq_distances(centres).min(1), 0.0)
+        pick = rng.choice(points.shape[0], p=d2 / d2.sum()) if d2.sum() > 0 else 0
+        centres = np.vstack([centres, points[pick]])
+    labels = np.full(points.shape[0], -1)
+    for _ in range(rounds):
+        new = sq_distances(centres).argmin(1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for j in range(k):
+            if (labels == j).any():
+                centres[j] = points[labels == j].mean(0)
+    return labels
+
+
+def _isolated(t: np.ndarray, c: np.ndarray, t_all: np.ndarray, c_all: np.ndarray, distances: np.ndarray,
+              window: int, same: int) -> np.ndarray:
+    """Spikes (t, c) with no other spike of (t_all, c_all) (both sorted by time) within
+    ISOLATION_UM and +-window samples, other than within +-same samples of itself."""
+    lo = np.searchsorted(t_all, t - window, "left")
+    hi = np.searchsorted(t_all, t + window, "right")
+    n = hi - lo
+    first = np.repeat(np.arange(t.size), n)  # (spike, peak) pairs close in time
+    second = np.arange(first.size) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+    other = (t_all[second] != t[first]) | (c_all[second] != c[first])
+    crowded = other & (np.abs(t_all[second] - t[first]) >= same) & (distances[c[first], c_all[second]] <= ISOLATION_UM)
+    alone = np.ones(t.size, bool)
+    alone[first[crowded]] = False
+    return alone
+
+
+def _candidates(templates: Templates, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+    """CSR lists: the templates to try for a spike peaking on channel c are
+    cand[first[c]:first[c + 1]], those whose peak channel lies within CANDIDATE_UM."""
+    near = layout.distances[:, templates.anchor] <= CANDIDATE_UM  # channels x templates
+    first = np.zeros(near.shape[0] + 1, np.int64)
+    first[1:] = np.cumsum(near.sum(1))
+    return first, np.nonzero(near)[1].astype(np.int64)
+
+
+def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: DetectionParams, *,
+                    noise_uv: np.ndarray, channel_locations_um: np.ndarray | None, templates: Templates,
+                    valid: tuple[int, int] | None = None) -> SpikeTable:
+    """Detection with peeling on preprocessed traces (modified in place: what remains).
+    Spikes found beyond `valid` by up to `peel_reach` are subtracted too, so a window with
+    margins gives what the whole recording gives; that holds unless a chain of overlapping
+    spikes longer than the margin decides which is subtracted first."""
+    x = np.ascontiguousarray(preprocessed, dtype=np.float32)
+    n_samples, n_channels = x.shape
+    start, stop = valid if valid is not None else (0, n_samples)
+    reach = peel_reach(sampling_rate_hz)
+    found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise_uv, channel_locations_um=channel_locations_um,
+                       valid=(max(0, start - reach), min(n_samples, stop + reach)))
+    inside = (found.sample_index >= start) & (found.sample_index < stop)
+    if len(templates) == 0 or len(found) == 0:
+        return SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside])
+    order = np.lexsort((found.channel_index, found.sample_index, -np.abs(found.amplitude_uv)))  # largest first
+    first, cand = _candidates(templates, _layout(channel_locations_um, n_channels, params.peel_radius_um))
+    original = x.copy()  # what was subtracted at a peak is original - what remains
+    to_samples = lambda ms: int(round(ms * 1e-3 * sampling_rate_hz))  # noqa: E731
+    kernels.peel(x, found.sample_index[order], found.channel_index[order], templates.waveforms,
+                 templates.support, templates.n_support, first, cand, templates.before, PEEL_SHIFT,
+                 PEEL_SCALE[0], PEEL_SCALE[1], to_samples(PEEL_FIT_MS[0]), to_samples(PEEL_FIT_MS[1]),
+                 PEEL_FIT_CHANNELS)
+    hidden = find_peaks(x, sampling_rate_hz, params.model_copy(update={"threshold_mad": params.peel_threshold_mad}),
+                        noise_uv=noise_uv, channel_locations_um=channel_locations_um, valid=(start, stop))
+    t, c = hidden.sample_index, hidden.channel_index
+    keep = np.abs(hidden.amplitude_uv) >= PEEL_RATIO * np.abs(original[t, c] - hidden.amplitude_uv)
+    keep &= ~_near_on_channel(t, c, found.sample_index, found.channel_index, params.dead_time_samples(sampling_rate_hz))
+    return SpikeTable.concat([
+        SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside]),
+        SpikeTable(t[keep], c[keep], hidden.amplitude_uv[keep])])
+
+
+def _near_on_channel(t: np.ndarray, c: np.ndarray, t_found: np.ndarray, c_found: np.ndarray, dead: int) -> np.ndarray:
+    """For each (t, c): a found spike on channel c within +-dead samples (the found spikes of a
+    channel are more than `dead` apart, so the two nearest in time decide)."""
+    span = np.int64(max(int(t.max(initial=0)), int(t_found.max(initial=0))) + dead + 2)
+    keys = np.sort(c_found.astype(np.int64) * span + t_found)
+    k = c.astype(np.int64) * span + t
+    i = np.searchsorted(keys, k)
+    near = np.zeros(k.size, bool)
+    for j in (i - 1, i):
+        ok = (j >= 0) & (j < keys.size)
+        near[ok] |= np.abs(keys[j[ok]] - k[ok]) <= dead
+    return near
+
+
+def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: DetectionParams,
+                    gain_uv: float = 1.0, offset_uv: float = 0.0, *, channel_locations_um: np.ndarray | None = None,
+                    map_=map) -> tuple[np.ndarray, Templates | None]:
+    """What every window of a recording needs from the whole of it, from one pass over random
+    chunks: the per-channel noise (the median over chunks of each chunk's MAD/0.6745; bounded
+    memory, unlike pooling every chunk) and, with params.peel, the templates (learned from
+    each chunk's isolated spikes, found with that chunk's noise). `read(start, stop)` returns
+    raw samples x channels; chunks are read with margins so filtering edges do not count.
+    `map_` may be a thread pool's map: the kernels release the GIL."""
+    length = int(params.noise_chunk_s * sampling_rate_hz)
+    margin = params.margin_samples(sampling_rate_hz)
+
+    def chunk(start: int):
+        lo, hi = max(0, start - margin), min(n_samples, start + length + margin)
+        x = preprocess(read(lo, hi), sampling_rate_hz, params, gain_uv, offset_uv)
+        core = x[start - lo : start - lo + length]
+        if core.shape[0] == 0:
+            return None
+        levels = noise_levels(core)
+        found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um) if params.peel else {}
+        return levels, found
+
+    results = [r for r in map_(chunk, noise_chunk_starts(n_samples, sampling_rate_hz, params)) if r is not None]
+    noise = np.median(np.stack([levels for levels, _ in results]), axis=0).astype(np.float32)
+    if not params.peel:
+        return noise, None
+    return noise, _templates((found for _, found in results), sampling_rate_hz, params, channel_locations_um,
+                             noise.size)

@@ -312,3 +312,73 @@ def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, 
             cs[n] = c
             n += 1
     return ts[:n].copy(), cs[:n].copy()
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fit(x, s0, templates, support, n_support, j, tt, f0, f1, fit_channels, a_min, a_max):
+    """(energy removed, amplitude) of template j placed at sample s0 of x; (0, 0) if it
+    does not fit inside x."""
+    if tt <= 0.0 or s0 < 0 or s0 + templates.shape[1] > x.shape[0]:
+        return 0.0, 0.0
+    m = min(n_support[j], fit_channels)
+    dot = 0.0
+    for u in range(f0, f1):
+        for q in range(m):
+            dot += x[s0 + u, support[j, q]] * templates[j, u, q]
+    a = min(max(dot / tt, a_min), a_max)
+    return 2.0 * a * dot - a * a * tt, a
+
+
+@njit(cache=True, nogil=True)
+def peel(x, times, channels, templates, support, n_support, first, cand, before, shift, a_min, a_max,
+         fit_before, fit_after, fit_channels):
+    """Subtract from x (samples x channels, float32, in place) each spike (times[i],
+    channels[i]), in the order given, as the template that removes the most energy: the
+    candidates are cand[first[c]:first[c + 1]] for peak channel c, each tried at the spike's
+    sample (the best one then also +-shift samples) and scaled by its least-squares amplitude clipped to [a_min, a_max].
+    templates[j] is (width x max support), its sample `before` on the peak, over channels
+    support[j, :n_support[j]] (nearest first). The fit looks at samples before-fit_before to
+    before+fit_after of the first fit_channels channels (where a spike has its energy: the
+    cost per spike is what limits speed); the whole template is subtracted. A spike whose window leaves x, or whose channel has no template, is left as it
+    is. Returns how many were subtracted."""
+    n_t, n_c = x.shape
+    width = templates.shape[1]
+    n_tmpl = templates.shape[0]
+    f0 = max(0, before - fit_before)
+    f1 = min(width, before + fit_after + 1)
+    energy = np.zeros(n_tmpl)
+    for j in range(n_tmpl):
+        for u in range(f0, f1):
+            for q in range(min(n_support[j], fit_channels)):
+                energy[j] += templates[j, u, q] * templates[j, u, q]
+    done = 0
+    for i in range(times.shape[0]):
+        c = channels[i]
+        best_gain = 0.0
+        best_j = -1
+        best_s = 0
+        best_a = 0.0
+        # the template first, at the spike's sample; then the shift, for that template only
+        for k in range(first[c], first[c + 1]):
+            j = cand[k]
+            gain, a = _fit(x, times[i] - before, templates, support, n_support, j, energy[j], f0, f1, fit_channels,
+                           a_min, a_max)
+            if gain > best_gain:
+                best_gain, best_j, best_s, best_a = gain, j, times[i] - before, a
+        if best_j >= 0:
+            s_mid = best_s
+            for d in range(-shift, shift + 1):
+                if d != 0:
+                    gain, a = _fit(x, s_mid + d, templates, support, n_support, best_j, energy[best_j], f0, f1,
+                                   fit_channels, a_min, a_max)
+                    if gain > best_gain:
+                        best_gain, best_s, best_a = gain, s_mid + d, a
+        if best_j < 0:
+            continue
+        a32 = np.float32(best_a)
+        for u in range(width):
+            for q in range(n_support[best_j]):
+                v = a32 * templates[best_j, u, q]
+                x[best_s + u, support[best_j, q]] -= v
+        done += 1
+    return done

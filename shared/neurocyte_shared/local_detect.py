@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .detection import DetectionParams, SpikeTable, detect_spikes, estimate_noise, neighbours, saturated_samples
+from .detection import DetectionParams, SpikeTable, detect_spikes, learn_recording, neighbours, saturated_samples
 from .formats import RecordingReader, identify, open_reader
 
 # 8 M values: 32 MB of float32 per window (plus the raw), e.g. 0.4 s of 1024 channels at 20 kHz.
@@ -70,20 +70,22 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
     info = reader().info
     fs = info.sampling_rate_hz
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="detect") if jobs > 1 else None
-    noise = estimate_noise(lambda a, b: reader().read(a, b), info.n_samples, fs, params, info.gain_uv,
-                           info.offset_uv, map_=pool.map if pool else map)
+    locations = np.asarray(info.channel_locations_um, dtype=np.float64)
+    neighbours(locations, info.n_channels, params.radius_um)  # fail early on bad positions
+    noise, templates = learn_recording(lambda a, b: reader().read(a, b), info.n_samples, fs, params, info.gain_uv,
+                                       info.offset_uv, channel_locations_um=locations,
+                                       map_=pool.map if pool else map)
     if on_noise:
         on_noise(noise)
     margin = params.margin_samples(fs)
-    locations = np.asarray(info.channel_locations_um, dtype=np.float64)
-    neighbours(locations, info.n_channels, params.radius_um)  # fail early on bad positions
 
     def window(start: int, stop: int) -> tuple[SpikeTable, np.ndarray | None]:
         lo, hi = max(0, start - margin), min(info.n_samples, stop + margin)
         raw = reader().read(lo, hi)
         clipped = saturated_samples(raw[start - lo : stop - lo]) if on_saturation else None
         table = detect_spikes(raw, fs, params, gain_uv=info.gain_uv, offset_uv=info.offset_uv,
-                              noise_uv=noise, channel_locations_um=locations, valid=(start - lo, stop - lo))
+                              noise_uv=noise, channel_locations_um=locations, valid=(start - lo, stop - lo),
+                              templates=templates)
         return table.shifted(lo), clipped
 
     step = window_samples(window_s, fs, info.n_channels, margin)

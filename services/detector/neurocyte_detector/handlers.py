@@ -1,8 +1,9 @@
 """Detector: one shard -> its spike table on S3 -> ShardDetected.
 
 Reads the window plus margins so spikes at shard borders are neither lost nor doubled,
-and uses the noise of the whole recording (estimated once per parameter set and cached
-beside the store), so every shard applies the same threshold."""
+and uses what is learned from the whole recording (its noise and, for peeling, its spike
+templates; once per parameter set, cached beside the store), so every shard applies the
+same threshold and subtracts the same templates."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import structlog
 
 from neurocyte_shared import s3io, spikes, store
-from neurocyte_shared.detection import DetectionParams, detect_spikes, estimate_noise, saturated_samples
+from neurocyte_shared.detection import DetectionParams, Templates, detect_spikes, learn_recording, saturated_samples
 from neurocyte_shared.events import Event, ShardDetected, ShardReady
 from neurocyte_shared.layout import shard_spikes_key
 
@@ -30,19 +31,31 @@ class Deps:
     params: DetectionParams = field(default_factory=DetectionParams)
 
 
-def recording_noise(array: Any, deps: Deps, prefix: str) -> np.ndarray:
-    """Per-channel noise of the whole recording, computed once and kept at noise/<params>.json.
-    Deterministic, so two workers racing to compute it write the same values."""
-    key = f"{prefix}noise/{deps.params.cache_key()}.json"
-    cached = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, key)
+def recording_model(array: Any, deps: Deps, prefix: str, locations: np.ndarray) -> tuple[np.ndarray, Templates | None]:
+    """Per-channel noise and spike templates of the whole recording, computed once and kept at
+    noise/<params>.json and templates/<params>.npz. Deterministic, so two workers racing to
+    compute them write the same values; the templates are written first, so a worker that
+    finds the noise finds them too."""
+    key = deps.params.cache_key()
+    noise_key, templates_key = f"{prefix}noise/{key}.json", f"{prefix}templates/{key}.npz"
+    cached = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, noise_key)
     if cached is not None:
-        return np.asarray(json.loads(cached)["noise_uv"], dtype=np.float32)
+        noise = np.asarray(json.loads(cached)["noise_uv"], dtype=np.float32)
+        if not deps.params.peel:
+            return noise, None
+        data = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, templates_key)
+        if data is not None:
+            return noise, Templates.from_bytes(data)
     attrs = array.attrs
     fs, gain, offset = attrs["sampling_rate_hz"], attrs["gain_uv"], attrs["offset_uv"]
-    noise = estimate_noise(lambda a, b: array[a:b], array.shape[0], fs, deps.params, gain, offset)
-    s3io.put_json(deps.s3, deps.data_bucket, key,
+    noise, templates = learn_recording(lambda a, b: array[a:b], array.shape[0], fs, deps.params, gain, offset,
+                                       channel_locations_um=locations)
+    if templates is not None:
+        deps.s3.put_object(Bucket=deps.data_bucket, Key=templates_key, Body=templates.to_bytes())
+        log.info("templates_learned", n_templates=len(templates))
+    s3io.put_json(deps.s3, deps.data_bucket, noise_key,
                   {"params": deps.params.model_dump(), "noise_uv": noise.tolist()})
-    return noise
+    return noise, templates
 
 
 def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
@@ -58,9 +71,9 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     array = store.open_array(store.store_url(deps.data_bucket, event.store_key))
     attrs = array.attrs
     fs = float(attrs["sampling_rate_hz"])
-    noise = recording_noise(array, deps, prefix)
     doc = s3io.get_json(deps.s3, deps.data_bucket, prefix + "recording.json")
     locations = np.asarray(doc["info"]["channel_locations_um"], dtype=np.float64)
+    noise, templates = recording_model(array, deps, prefix, locations)
 
     margin = deps.params.margin_samples(fs)
     lo = max(0, event.start_sample - margin)
@@ -68,7 +81,7 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     raw = array[lo:hi]
     saturated = saturated_samples(raw[event.start_sample - lo : event.stop_sample - lo])
     table = detect_spikes(raw, fs, deps.params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
-                          noise_uv=noise, channel_locations_um=locations,
+                          noise_uv=noise, channel_locations_um=locations, templates=templates,
                           valid=(event.start_sample - lo, event.stop_sample - lo)).shifted(lo)
     # Same key on redelivery: a second run overwrites with identical content.
     deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table, saturated))

@@ -1,0 +1,128 @@
+"""Peeling: a spike hidden under a larger one nearby is found once the larger one is
+subtracted as its template. Arrays only: no AWS, no files."""
+
+import numpy as np
+
+from neurocyte_shared.detection import (DetectionParams, SpikeTable, Templates, detect_spikes, learn_recording,
+                                       preprocess)
+from neurocyte_shared.synthetic import grid_locations
+
+FS = 20_000.0
+N_CH = 36
+LOC = grid_locations(N_CH, 30.0)  # 6 x 6 electrodes, 30 um apart
+BIG, SMALL = 14, 15  # peak channels of two neurons 30 um apart
+T = np.arange(40)
+SHAPE = -np.exp(-(((T - 12) / 2.6) ** 2)) + 0.3 * np.exp(-(((T - 22) / 5.0) ** 2))  # trough, then a rebound
+
+
+def _fire(x, channel, sample, amp):
+    """A spike peaking on `channel`, seen on every electrode with an amplitude falling with distance."""
+    d = np.linalg.norm(LOC - LOC[channel], axis=1)
+    x[sample - 12 : sample + 28] += np.outer(SHAPE, amp * np.exp(-d / 20.0)).astype(np.float32)
+
+
+def _recording(n=400_000, seed=1, hidden_at=None):
+    """20 s of 36 channels: neuron BIG (200 uV) and neuron SMALL (110 uV) each firing alone 300
+    times, and SMALL firing 0.15-0.2 ms before or after BIG 25 more times (at hidden_at, if given): there
+    the two make one peak on BIG's electrode and de-duplication keeps only that one.
+    Returns the traces, SMALL's hidden spike times and every planted spike time."""
+    rng = np.random.default_rng(seed)
+    x = np.ascontiguousarray((rng.standard_normal((N_CH, n)) * 6.0).T, dtype=np.float32)
+    alone = np.arange(300) * (n // 310) + 1_000
+    for t in alone:
+        _fire(x, BIG, int(t), 200.0)
+        _fire(x, SMALL, int(t) + 600, 110.0)
+    at = np.asarray(hidden_at if hidden_at is not None else alone[::12][:25] + 300)
+    lags = rng.choice([-4, -3, 3, 4], size=at.size)  # chance coincidences: no fixed lag
+    for t, lag in zip(at, lags):
+        _fire(x, BIG, int(t), 200.0)
+        _fire(x, SMALL, int(t + lag), 110.0)
+    return x, at + lags, np.r_[alone, alone + 600, at, at + lags]
+
+
+def _found(table, times, channel):
+    """How many of `times` have a detection within 2 samples on `channel`."""
+    on = table.sample_index[table.channel_index == channel]
+    return int(sum(np.any(np.abs(on - t) <= 2) for t in times))
+
+
+def _extra(table, planted):
+    """Detections more than 2 samples from every planted spike (noise crossings)."""
+    planted = np.sort(planted)
+    i = np.clip(np.searchsorted(planted, table.sample_index), 1, planted.size - 1)
+    gap = np.minimum(np.abs(table.sample_index - planted[i - 1]), np.abs(table.sample_index - planted[i]))
+    return int(np.sum(gap > 2))
+
+
+def _learned(x, params):
+    return learn_recording(lambda a, b: x[a:b], x.shape[0], FS, params, channel_locations_um=LOC)
+
+
+def test_a_spike_hidden_under_a_larger_neighbour_is_found_by_peeling():
+    x, hidden, planted = _recording()
+    params = DetectionParams()
+    noise, templates = _learned(x, params)
+    assert set(templates.anchor.tolist()) >= {BIG, SMALL}
+
+    plain = detect_spikes(x, FS, DetectionParams(peel=False), noise_uv=noise, channel_locations_um=LOC)
+    peeled = detect_spikes(x, FS, params, noise_uv=noise, channel_locations_um=LOC, templates=templates)
+    assert _found(plain, hidden, SMALL) <= 3  # de-duplication merges them into the larger spike
+    assert _found(peeled, hidden, SMALL) >= 24  # found once the larger one is subtracted
+    # and little else is added: the second pass's 4.75 x noise threshold lets a few more noise
+    # peaks through (white noise crosses 4.75 sigma ~2e-6 of the time: ~30 here, 36 channels x 20 s)
+    assert _extra(peeled, planted) - _extra(plain, planted) <= 30
+    # every spike found without peeling is still there, with the same amplitude
+    pairs = set(zip(plain.sample_index.tolist(), plain.channel_index.tolist()))
+    assert pairs <= set(zip(peeled.sample_index.tolist(), peeled.channel_index.tolist()))
+
+
+def test_peeling_windows_with_margins_equal_the_whole_recording():
+    """Hidden spikes on and near window borders are neither lost nor doubled."""
+    n, window = 400_000, 100_000
+    borders = [99_998, 100_000, 100_002, 199_990, 200_010, 299_996]
+    x, hidden, _ = _recording(n, seed=5, hidden_at=np.r_[np.arange(19) * 20_100 + 2_650, borders])
+    params = DetectionParams()
+    noise, templates = _learned(x, params)
+    whole = detect_spikes(x, FS, params, noise_uv=noise, channel_locations_um=LOC, templates=templates)
+    margin = params.margin_samples(FS)
+    parts = []
+    for start in range(0, n, window):
+        lo, hi = max(0, start - margin), min(n, start + window + margin)
+        part = detect_spikes(x[lo:hi], FS, params, noise_uv=noise, channel_locations_um=LOC, templates=templates,
+                             valid=(start - lo, min(start + window, n) - lo))
+        parts.append(part.shifted(lo))
+    joined = SpikeTable.concat(parts)
+    assert joined.sample_index.tolist() == whole.sample_index.tolist()
+    assert joined.channel_index.tolist() == whole.channel_index.tolist()
+    np.testing.assert_allclose(joined.amplitude_uv, whole.amplitude_uv, atol=0.01)
+    assert _found(whole, hidden[-len(borders):], SMALL) == len(borders)
+
+
+def test_templates_are_learned_the_same_way_every_time_and_survive_storage():
+    x, _, _ = _recording(seed=2)
+    params = DetectionParams()
+    _, first = _learned(x, params)
+    _, second = _learned(x, params)
+    again = Templates.from_bytes(first.to_bytes())
+    for t in (second, again):
+        np.testing.assert_array_equal(t.waveforms, first.waveforms)
+        np.testing.assert_array_equal(t.support, first.support)
+        assert t.before == first.before
+    # the template of BIG looks like the spike: its trough on its own channel, at `before`
+    j = int(np.flatnonzero(first.anchor == BIG)[0])
+    own = first.waveforms[j, :, 0]  # support is nearest first: the peak channel itself
+    assert first.support[j, 0] == BIG and int(np.argmin(own)) == first.before
+    filtered = preprocess(np.pad(np.outer(SHAPE, np.eye(N_CH)[BIG] * 200.0), ((400, 400), (0, 0))), FS, params)
+    assert abs(own.min() - filtered[:, BIG].min()) < 0.15 * abs(filtered[:, BIG].min())
+
+
+def test_peel_off_is_the_plain_detector_and_a_recording_without_spikes_has_no_templates():
+    x = np.ascontiguousarray((np.random.default_rng(0).standard_normal((N_CH, 100_000)) * 6.0).T, dtype=np.float32)
+    noise, templates = _learned(x, DetectionParams())
+    assert len(templates) == 0
+    assert _learned(x, DetectionParams(peel=False))[1] is None
+    with_peel = detect_spikes(x, FS, DetectionParams(), noise_uv=noise, channel_locations_um=LOC, templates=templates)
+    without = detect_spikes(x, FS, DetectionParams(peel=False), noise_uv=noise, channel_locations_um=LOC)
+    # no templates: nothing is subtracted, and only the second pass's lower threshold can add a peak
+    assert set(zip(without.sample_index.tolist(), without.channel_index.tolist())) <= set(
+        zip(with_peel.sample_index.tolist(), with_peel.channel_index.tolist()))
