@@ -37,6 +37,7 @@ TEMPLATE_BEFORE_MS, TEMPLATE_AFTER_MS = 1.5, 3.0  # the filtered spike's extent 
 TEMPLATE_MAX_CHANNELS = 40  # nearest channels within peel_radius_um a template spans
 TEMPLATE_MIN_SPIKES = 10  # isolated spikes a peak channel needs for templates of its own
 TEMPLATE_MAX_CLUSTERS = 4  # templates per peak channel (units that peak on the same electrode)
+TEMPLATE_MIN_SHARE = 0.1  # a template needs this share of its channel's spikes: fewer are coincidences
 TEMPLATE_SNIPPET_BUDGET = 16_384  # isolated spikes kept for learning, over all channels
 ISOLATION_UM = 100.0  # a learning spike has no other spike this close within its window
 CANDIDATE_UM = 60.0  # a spike is fitted with the templates of peak channels this close
@@ -295,8 +296,12 @@ def warm_up() -> None:
     building a container image, so the first shard does not pay for compilation."""
     rng = np.random.default_rng(0)
     locations = np.stack([np.arange(8) * 20.0, np.zeros(8)], axis=1)
+    # 20 large spikes on channel 3: enough to learn a template, so the peeling kernel compiles too
+    spikes = np.zeros((4_000, 8))
+    spikes[100::200, 3] = -2_000.0
+    spikes = np.apply_along_axis(np.convolve, 0, spikes, np.hanning(9), "same")
     for dtype in (np.int16, np.uint16, np.float32):
-        traces = (rng.standard_normal((4_000, 8)) * 50).astype(dtype)
+        traces = (rng.standard_normal((4_000, 8)) * 50 + spikes + (1_000 if dtype == np.uint16 else 0)).astype(dtype)
         detect_spikes(traces, 20_000.0, channel_locations_um=locations)
 
 
@@ -445,7 +450,7 @@ def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
         labels = _kmeans(flat, k, rng) if k > 1 else np.zeros(flat.shape[0], np.int64)
         for j in range(k):
             members = flat[labels == j]
-            if members.shape[0] >= TEMPLATE_MIN_SPIKES // 2:
+            if members.shape[0] >= max(TEMPLATE_MIN_SPIKES // 2, TEMPLATE_MIN_SHARE * flat.shape[0]):
                 w = np.zeros((width, TEMPLATE_MAX_CHANNELS), np.float32)
                 w[:, : layout.n_support[c]] = members.mean(0).reshape(width, -1)
                 waveforms.append(w)

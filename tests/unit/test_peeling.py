@@ -79,7 +79,7 @@ def test_a_spike_hidden_under_a_larger_neighbour_is_found_by_peeling():
 def test_peeling_windows_with_margins_equal_the_whole_recording():
     """Hidden spikes on and near window borders are neither lost nor doubled."""
     n, window = 400_000, 100_000
-    borders = [99_998, 100_000, 100_002, 199_990, 200_010, 299_996]
+    borders = [99_950, 100_000, 100_050, 199_975, 200_025, 299_996]  # 50 samples apart: separate pairs
     x, hidden, _ = _recording(n, seed=5, hidden_at=np.r_[np.arange(19) * 20_100 + 2_650, borders])
     params = DetectionParams()
     noise, templates = _learned(x, params)
