@@ -1,5 +1,6 @@
 """Part of `make bench`: how much recall separating overlapping spikes could add. A bound
-measured with the generator's own templates, not a method Neurocyte has.
+measured with the generator's own templates, for peeling (`DetectionParams.peel`), which
+does the same with templates it learns from the recording.
 
 A one-row-per-spike detector misses a spike that lands on a larger one nearby within a
 fraction of a millisecond: the two make one peak. SpikeInterface's `by_channel` counts such
@@ -10,9 +11,8 @@ For each bench recording this runs our detector (the same core as `neurocyte det
 the whole recording, then subtracts the true template (known to the generator: every spike
 of a unit is its template) of each spike it found, at its true time, from the preprocessed
 traces, and detects again on what remains: the spikes hidden under the found ones. That is
-the most template matching (spike sorting: templates learned from the recording, then
-subtracted) could add with perfect templates and assignments; a real one adds less.
-Printed beside SpikeInterface's figures from the latest `bench.py` results.
+the most peeling could add with perfect templates and assignments; the real one adds less.
+Printed beside SpikeInterface's and peeling's figures from the latest `bench.py` results.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def bound(name: str, data: Path, params: DetectionParams) -> list[dict]:
     hidden = find_peaks(x, rate, params, noise_uv=noise, channel_locations_um=locations)
     both = (np.concatenate([found.sample_index, hidden.sample_index]),
             np.concatenate([found.channel_index, hidden.channel_index]))
-    return [{"recording": name, "method": "neurocyte (in process)", **score(found.sample_index, found.channel_index, truth, rate)},
+    return [{"recording": name, "method": "neurocyte --no-peel (in proc.)", **score(found.sample_index, found.channel_index, truth, rate)},
             {"recording": name, "method": "+ hidden spikes (bound)", **score(*both, truth, rate)}]
 
 
@@ -85,12 +85,12 @@ def main() -> None:
     latest = sorted((HERE / "results").glob("detection-*.json"))
     if latest:  # SpikeInterface's rows from the last bench.py run, on the same files
         si_rows = json.loads(latest[-1].read_text())["rows"]
-        rows += [r for r in si_rows if r["method"].startswith("SI ")
+        rows += [r for r in si_rows if (r["method"].startswith("SI ") or r["method"] == "neurocyte detect")
                  and r["recording"] in {d[0] for d in DATASETS}]
     rows.sort(key=lambda r: r["recording"])
-    print(f"\n{'recording':<18}{'method':<28}{'detections':>11}{'recall':>8}{'precision':>10}{'rec SNR>=5':>11}")
+    print(f"\n{'recording':<18}{'method':<32}{'detections':>11}{'recall':>8}{'precision':>10}{'rec SNR>=5':>11}")
     for r in rows:
-        print(f"{r['recording']:<18}{r['method']:<28}{r['detections']:>11}{r['recall']:>8.3f}{r['precision']:>10.3f}"
+        print(f"{r['recording']:<18}{r['method']:<32}{r['detections']:>11}{r['recall']:>8.3f}{r['precision']:>10.3f}"
               f"{r['recall_snr_ge_5']:>11.3f}")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = HERE / "results" / f"overlap-bound-{stamp}.json"

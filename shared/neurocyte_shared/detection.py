@@ -5,7 +5,11 @@ Pipeline, with SpikeInterface's defaults and names:
     and backward) -> common reference (median or mean across channels) -> threshold in
     multiples of the per-channel noise (MAD / 0.6745) -> a peak must be the extreme within
     +-dead_time_ms on its channel and on every channel within radius_um (spatial
-    de-duplication: one spike seen on five electrodes is one row, on its peak channel).
+    de-duplication: one spike seen on five electrodes is one row, on its peak channel)
+    -> peeling (params.peel, on by default): every spike found is subtracted as its best
+    fitting template, learned once from the whole recording's isolated spikes, and what
+    remains is searched again at peel_threshold_mad, for spikes that a larger one nearby
+    hid within the de-duplication window.
 
 Exact borders: a caller that detects a window [start, stop) passes the traces from
 start - margin to stop + margin (`DetectionParams.margin_samples`) and `valid=(start, stop)`
@@ -13,6 +17,9 @@ in the coordinates of that array; peaks outside `valid` belong to the neighbouri
 Windows cut in different places give the same spikes up to the float32 rounding of the
 filter (about 1e-3 uV, whatever the margin): only a peak that close to its threshold can
 come out differently (1 of 77,451 spikes on 64 channels x 240 s, 1 s against 4 s windows).
+With peeling the margin also covers one template's reach beyond the window, so a spike
+subtracted there is subtracted in both windows; a chain of overlapping spikes longer than
+that (several spikes each within 4.5 ms of the next, on nearby electrodes) can differ.
 Traces are time-major (samples x channels), as recorded; the kernels (`kernels.py`) run
 over channels in the inner loop and keep float32.
 """
