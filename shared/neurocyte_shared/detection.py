@@ -47,7 +47,7 @@ TEMPLATE_MAX_CLUSTERS = 4  # templates per peak channel (units that peak on the 
 TEMPLATE_MIN_SHARE = 0.1  # a template needs this share of its channel's spikes: fewer are coincidences
 TEMPLATE_SNIPPET_BUDGET = 16_384  # isolated spikes kept for learning, over all channels
 ISOLATION_UM = 100.0  # a learning spike has no other spike this close within its window
-CANDIDATE_UM = 60.0  # a spike is fitted with the templates of peak channels this close
+CANDIDATE_UM = 30.0  # a spike is fitted with the templates of peak channels this close (nearest neighbours)
 PEEL_SHIFT = 1  # samples a template may move to fit
 PEEL_FIT_MS = (0.3, 0.7)  # the fit looks this far before and after the peak,
 PEEL_FIT_CHANNELS = 40  # on this many channels nearest the template's peak channel
@@ -538,16 +538,21 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
         return SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside])
     order = np.lexsort((found.channel_index, found.sample_index, -np.abs(found.amplitude_uv)))  # largest first
     first, cand = _candidates(templates, _layout(channel_locations_um, n_channels, params.peel_radius_um))
-    original = x.copy()  # what was subtracted at a peak is original - what remains
     to_samples = lambda ms: int(round(ms * 1e-3 * sampling_rate_hz))  # noqa: E731
+    n = len(found)
+    placed = np.zeros(n, np.int64), np.full(n, -1, np.int32), np.zeros(n, np.float32)
     kernels.peel(x, found.sample_index[order], found.channel_index[order], templates.waveforms,
                  templates.support, templates.n_support, first, cand, templates.before, PEEL_SHIFT,
                  PEEL_SCALE[0], PEEL_SCALE[1], to_samples(PEEL_FIT_MS[0]), to_samples(PEEL_FIT_MS[1]),
-                 PEEL_FIT_CHANNELS)
+                 PEEL_FIT_CHANNELS, *placed)
     hidden = find_peaks(x, sampling_rate_hz, params.model_copy(update={"threshold_mad": params.peel_threshold_mad}),
                         noise_uv=noise_uv, channel_locations_um=channel_locations_um, valid=(start, stop))
     t, c = hidden.sample_index, hidden.channel_index
-    keep = np.abs(hidden.amplitude_uv) >= PEEL_RATIO * np.abs(original[t, c] - hidden.amplitude_uv)
+    used = placed[1] >= 0
+    by_start = np.argsort(placed[0][used], kind="stable")
+    removed = kernels.subtracted_at(t, c, *(p[used][by_start] for p in placed), templates.waveforms,
+                                    templates.support, templates.n_support)
+    keep = np.abs(hidden.amplitude_uv) >= PEEL_RATIO * np.abs(removed)
     keep &= ~_near_on_channel(t, c, found.sample_index, found.channel_index, params.dead_time_samples(sampling_rate_hz))
     return SpikeTable.concat([
         SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside]),

@@ -331,7 +331,7 @@ def _fit(x, s0, templates, support, n_support, j, tt, f0, f1, fit_channels, a_mi
 
 @njit(cache=True, nogil=True)
 def peel(x, times, channels, templates, support, n_support, first, cand, before, shift, a_min, a_max,
-         fit_before, fit_after, fit_channels):
+         fit_before, fit_after, fit_channels, placed_start, placed_template, placed_amplitude):
     """Subtract from x (samples x channels, float32, in place) each spike (times[i],
     channels[i]), in the order given, as the template that removes the most energy: the
     candidates are cand[first[c]:first[c + 1]] for peak channel c, each tried at the spike's
@@ -339,8 +339,10 @@ def peel(x, times, channels, templates, support, n_support, first, cand, before,
     templates[j] is (width x max support), its sample `before` on the peak, over channels
     support[j, :n_support[j]] (nearest first). The fit looks at samples before-fit_before to
     before+fit_after of the first fit_channels channels (where a spike has its energy: the
-    cost per spike is what limits speed); the whole template is subtracted. A spike whose window leaves x, or whose channel has no template, is left as it
-    is. Returns how many were subtracted."""
+    cost per spike is what limits speed); the whole template is subtracted. A spike whose
+    window leaves x, or whose channel has no template, is left as it is (placed_template -1);
+    otherwise placed_start/template/amplitude[i] say what was subtracted where (for
+    `subtracted_at`, cheaper than keeping a copy of x). Returns how many were subtracted."""
     n_t, n_c = x.shape
     width = templates.shape[1]
     n_tmpl = templates.shape[0]
@@ -373,12 +375,33 @@ def peel(x, times, channels, templates, support, n_support, first, cand, before,
                                    fit_channels, a_min, a_max)
                     if gain > best_gain:
                         best_gain, best_s, best_a = gain, s_mid + d, a
+        placed_template[i] = best_j
         if best_j < 0:
             continue
         a32 = np.float32(best_a)
+        placed_start[i] = best_s
+        placed_amplitude[i] = a32
         for u in range(width):
             for q in range(n_support[best_j]):
                 v = a32 * templates[best_j, u, q]
                 x[best_s + u, support[best_j, q]] -= v
         done += 1
     return done
+
+
+@njit(cache=True, nogil=True)
+def subtracted_at(t, c, starts, which, amplitudes, templates, support, n_support):
+    """For each point (t[i], c[i]): the sum of what `peel` subtracted there, from its
+    placements (starts sorted ascending, with their templates and amplitudes)."""
+    width = templates.shape[1]
+    out = np.zeros(t.shape[0], np.float32)
+    for i in range(t.shape[0]):
+        k = np.searchsorted(starts, t[i] - width + 1)  # the first placement that reaches t[i]
+        while k < starts.shape[0] and starts[k] <= t[i]:
+            j = which[k]
+            for q in range(n_support[j]):
+                if support[j, q] == c[i]:
+                    out[i] += amplitudes[k] * templates[j, t[i] - starts[k], q]
+                    break
+            k += 1
+    return out
