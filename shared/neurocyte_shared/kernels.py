@@ -266,6 +266,23 @@ def _after_wave(x, t, big, sign, e0, channels, n):
     return False
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _row_crosses(x, t, threshold, sign, n_c):
+    """Some channel of row t is beyond its threshold. Most rows have none: this branch-free
+    test over the row vectorises, and spares them the per-channel loop."""
+    hit = 0
+    if sign == SIGN_NEG:
+        for c in range(n_c):
+            hit |= -x[t, c] > threshold[c]
+    elif sign == SIGN_POS:
+        for c in range(n_c):
+            hit |= x[t, c] > threshold[c]
+    else:
+        for c in range(n_c):
+            hit |= abs(x[t, c]) > threshold[c]
+    return hit != 0
+
+
 @njit(cache=True, nogil=True)
 def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, stop, neighbours, n_neighbours):
     """Peaks of x (samples x channels, float32) in samples [start, stop):
@@ -290,6 +307,8 @@ def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, 
         v0 = max(0, t - spatial_half)
         v1 = min(n_t, t + spatial_half + 1)
         e0 = max(0, t - echo)
+        if not _row_crosses(x, t, threshold, sign, n_c):
+            continue
         for c in range(n_c):
             s = _score(x[t, c], sign)
             if s <= threshold[c]:
