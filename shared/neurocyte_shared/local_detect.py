@@ -85,7 +85,7 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
         clipped = saturated_samples(raw[start - lo : stop - lo]) if on_saturation else None
         table = detect_spikes(raw, fs, params, gain_uv=info.gain_uv, offset_uv=info.offset_uv,
                               noise_uv=noise, channel_locations_um=locations, valid=(start - lo, stop - lo),
-                              templates=templates)
+                              templates=templates, first_sample=lo)
         return table.shifted(lo), clipped
 
     step = window_samples(window_s, fs, info.n_channels, margin)

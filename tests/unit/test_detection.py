@@ -87,7 +87,7 @@ def test_windows_with_margins_equal_the_whole_recording():
     for start in range(0, n, window):
         lo, hi = max(0, start - margin), min(n, start + window + margin)
         parts.append(detect_spikes(x[lo:hi], FS, params, noise_uv=noise, channel_locations_um=loc,
-                                   valid=(start - lo, start + window - lo)).shifted(lo))
+                                   valid=(start - lo, start + window - lo), first_sample=lo).shifted(lo))
     sharded = SpikeTable.concat(parts)
     assert len(whole) >= len(border_spikes)
     np.testing.assert_array_equal(sharded.sample_index, whole.sample_index)

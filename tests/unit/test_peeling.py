@@ -89,7 +89,7 @@ def test_peeling_windows_with_margins_equal_the_whole_recording():
     for start in range(0, n, window):
         lo, hi = max(0, start - margin), min(n, start + window + margin)
         part = detect_spikes(x[lo:hi], FS, params, noise_uv=noise, channel_locations_um=LOC, templates=templates,
-                             valid=(start - lo, min(start + window, n) - lo))
+                             valid=(start - lo, min(start + window, n) - lo), first_sample=lo)
         parts.append(part.shifted(lo))
     joined = SpikeTable.concat(parts)
     assert joined.sample_index.tolist() == whole.sample_index.tolist()

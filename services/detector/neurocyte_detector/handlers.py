@@ -81,7 +81,7 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     raw = array[lo:hi]
     saturated = saturated_samples(raw[event.start_sample - lo : event.stop_sample - lo])
     table = detect_spikes(raw, fs, deps.params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
-                          noise_uv=noise, channel_locations_um=locations, templates=templates,
+                          noise_uv=noise, channel_locations_um=locations, templates=templates, first_sample=lo,
                           valid=(event.start_sample - lo, event.stop_sample - lo)).shifted(lo)
     # Same key on redelivery: a second run overwrites with identical content.
     deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table, saturated))
