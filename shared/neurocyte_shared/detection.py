@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import kernels
 
 MAD_TO_SIGMA = 0.6744897501960817  # MAD of a standard normal
+F16_MAX = float(np.finfo(np.float16).max)
 
 # Peeling (see `Templates`). Fixed rather than parameters: measured on the bench recordings,
 # and none trades recall for precision the way peel_threshold_mad does.
@@ -313,7 +314,7 @@ def warm_up() -> None:
     spikes[100::200, 3] = -2_000.0
     spikes = np.apply_along_axis(np.convolve, 0, spikes, np.hanning(9), "same")
     for dtype in (np.int16, np.uint16, np.float32):
-        traces = (rng.standard_normal((4_000, 8)) * 50 + spikes + (1_000 if dtype == np.uint16 else 0)).astype(dtype)
+        traces = (rng.standard_normal((4_000, 8)) * 50 + spikes + (5_000 if dtype == np.uint16 else 0)).astype(dtype)
         detect_spikes(traces, 20_000.0, channel_locations_um=locations)
 
 
@@ -433,7 +434,7 @@ def _snippets(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, n
             # float16: a template is a mean of these, and half the memory (the budget of
             # snippets is 16 K x 40 channels x the width: 178 MB at 30 kHz, not 356)
             snippet = x[t[i] - before : t[i] + after + 1][:, layout.support[c[i], : layout.n_support[c[i]]]]
-            kept.append(snippet.astype(np.float16))
+            kept.append(np.clip(snippet, -F16_MAX, F16_MAX).astype(np.float16))  # an artefact, not inf
     return out
 
 

@@ -4,7 +4,7 @@ subtracted as its template. Arrays only: no AWS, no files."""
 import numpy as np
 
 from neurocyte_shared.detection import (DetectionParams, SpikeTable, Templates, detect_spikes, learn_recording,
-                                       preprocess)
+                                       learn_templates, preprocess)
 from neurocyte_shared.synthetic import grid_locations
 
 FS = 20_000.0
@@ -126,3 +126,14 @@ def test_peel_off_is_the_plain_detector_and_a_recording_without_spikes_has_no_te
     # no templates: nothing is subtracted, and only the second pass's lower threshold can add a peak
     assert set(zip(without.sample_index.tolist(), without.channel_index.tolist())) <= set(
         zip(with_peel.sample_index.tolist(), with_peel.channel_index.tolist()))
+
+
+def test_an_artefact_beyond_float16_does_not_make_templates_infinite():
+    """Snippets are kept as float16 to save memory: spikes of 1e5 uV in the filtered traces (a
+    stimulation artefact, say) must be clipped, not become inf in a template subtracted everywhere."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((100_000, 1)) * 6.0).astype(np.float32)
+    for t in range(1_000, 99_000, 2_000):
+        x[t - 12 : t + 28, 0] += (SHAPE * 1e5).astype(np.float32)
+    templates = learn_templates([x], FS, DetectionParams(), np.array([6.0], np.float32), None)
+    assert len(templates) and np.isfinite(templates.waveforms).all()
