@@ -53,9 +53,10 @@ PEEL_SHIFT = 1  # samples a template may move to fit
 PEEL_FIT_MS = (0.3, 0.7)  # the fit looks this far before and after the peak,
 PEEL_FIT_CHANNELS = 40  # on this many channels nearest the template's peak channel
 PEEL_SCALE = (0.5, 2.0)  # the fitted amplitude's range, in units of the template
-PEEL_BLOCK_MS = 20.0  # spikes are subtracted largest first within blocks of recording time this long:
-# in time order between blocks, so the traces a block touches stay in cache (30 % less time on
-# 384 channels, the same spikes but a few); blocks start at multiples of it from the recording's start
+# Spikes are subtracted largest first within blocks of recording time this long, the blocks in
+# time order, so the traces a block touches stay in cache (30 % less time on 384 channels, the
+# same spikes but a few); blocks start at multiples of it from the recording's start.
+PEEL_BLOCK_MS = 20.0
 PEEL_RATIO = 0.8  # a peak in what remains must be this large against what was subtracted there
 
 
@@ -427,7 +428,7 @@ def _snippets(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, n
     t, c = found.sample_index, found.channel_index
     out: dict[int, list[np.ndarray]] = {}
     cap = _snippet_cap(n_channels)
-    alone = _isolated(t, c, t, c, layout.distances, before + after, 0)
+    alone = _isolated(t, c, layout.distances, before + after)
     for i in np.flatnonzero(alone):
         kept = out.setdefault(int(c[i]), [])
         if len(kept) < cap:
@@ -504,17 +505,15 @@ def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 
     return labels
 
 
-def _isolated(t: np.ndarray, c: np.ndarray, t_all: np.ndarray, c_all: np.ndarray, distances: np.ndarray,
-              window: int, same: int) -> np.ndarray:
-    """Spikes (t, c) with no other spike of (t_all, c_all) (both sorted by time) within
-    ISOLATION_UM and +-window samples, other than within +-same samples of itself."""
-    lo = np.searchsorted(t_all, t - window, "left")
-    hi = np.searchsorted(t_all, t + window, "right")
+def _isolated(t: np.ndarray, c: np.ndarray, distances: np.ndarray, window: int) -> np.ndarray:
+    """Which spikes (t, c) (sorted by time) have no other spike within ISOLATION_UM and
+    +-window samples."""
+    lo = np.searchsorted(t, t - window, "left")
+    hi = np.searchsorted(t, t + window, "right")
     n = hi - lo
-    first = np.repeat(np.arange(t.size), n)  # (spike, peak) pairs close in time
+    first = np.repeat(np.arange(t.size), n)  # (spike, other spike) pairs close in time
     second = np.arange(first.size) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
-    other = (t_all[second] != t[first]) | (c_all[second] != c[first])
-    crowded = other & (np.abs(t_all[second] - t[first]) >= same) & (distances[c[first], c_all[second]] <= ISOLATION_UM)
+    crowded = (first != second) & (distances[c[first], c[second]] <= ISOLATION_UM)
     alone = np.ones(t.size, bool)
     alone[first[crowded]] = False
     return alone

@@ -302,13 +302,13 @@ def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, 
     cs = np.empty(cap, np.int32)
     n = 0
     for t in range(start, stop):
+        if not _row_crosses(x, t, threshold, sign, n_c):
+            continue
         u0 = max(0, t - half)
         u1 = min(n_t, t + half + 1)
         v0 = max(0, t - spatial_half)
         v1 = min(n_t, t + spatial_half + 1)
         e0 = max(0, t - echo)
-        if not _row_crosses(x, t, threshold, sign, n_c):
-            continue
         for c in range(n_c):
             s = _score(x[t, c], sign)
             if s <= threshold[c]:
@@ -361,8 +361,7 @@ def peel(x, times, channels, templates, support, n_support, first, cand, before,
     cost per spike is what limits speed); the whole template is subtracted. A spike whose
     window leaves x, or whose channel has no template, is left as it is (placed_template -1);
     otherwise placed_start/template/amplitude[i] say what was subtracted where (for
-    `subtracted_at`, cheaper than keeping a copy of x). Returns how many were subtracted."""
-    n_t, n_c = x.shape
+    `subtracted_at`, cheaper than keeping a copy of x)."""
     width = templates.shape[1]
     n_tmpl = templates.shape[0]
     f0 = max(0, before - fit_before)
@@ -372,7 +371,6 @@ def peel(x, times, channels, templates, support, n_support, first, cand, before,
         for u in range(f0, f1):
             for q in range(min(n_support[j], fit_channels)):
                 energy[j] += templates[j, u, q] * templates[j, u, q]
-    done = 0
     for i in range(times.shape[0]):
         c = channels[i]
         best_gain = 0.0
@@ -404,8 +402,6 @@ def peel(x, times, channels, templates, support, n_support, first, cand, before,
             for q in range(n_support[best_j]):
                 v = a32 * templates[best_j, u, q]
                 x[best_s + u, support[best_j, q]] -= v
-        done += 1
-    return done
 
 
 @njit(cache=True, nogil=True)
