@@ -96,6 +96,16 @@ def _sections(row, z, sos, n_c):
             row[c] = y
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _row_sum(row, n_c):
+    """Sum of row[:n_c], reassociated so it vectorises: added in order, each add waits for
+    the last (64 channels: 70 ns a sample, of 200 for filtering both ways)."""
+    acc = np.float32(0.0)
+    for c in range(n_c):
+        acc += row[c]
+    return acc
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def bandpass_reference(raw, gain, offset, sos, reference, out):
     """raw (samples x channels, any numeric dtype) -> out (float32, same shape): microvolts,
@@ -137,10 +147,7 @@ def bandpass_reference(raw, gain, offset, sos, reference, out):
         _sections(row, z, sos, n_c)
         ref = np.float32(0.0)
         if reference != REF_NONE and n_c > 1:
-            acc = np.float32(0.0)
-            for c in range(n_c):
-                acc += row[c]
-            mean = acc / np.float32(n_c)
+            mean = _row_sum(row, n_c) / np.float32(n_c)
             ref = mean
         if reference == REF_MEDIAN and n_c > 1:
             pred += mean - mean_prev
