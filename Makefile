@@ -14,7 +14,7 @@ demo: setup
 test: setup localstack .nwb-venv/.synced
 	.venv/bin/python -m pytest
 
-setup: .venv/.synced
+setup: .venv/.synced .venv/.kernels
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -22,6 +22,13 @@ $(UV):
 
 .venv/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml cli/pyproject.toml services/*/pyproject.toml
 	$(UV) sync --all-packages --frozen --compile-bytecode --python $(PYTHON)
+	touch $@
+
+# The detection kernels compiled ahead of time (about a minute, once per change of kernels.py):
+# `neurocyte detect` then starts without numba (0.8 s sooner). Needs a C compiler; without
+# one the build says so and neurocyte uses numba's JIT kernels (same results).
+.venv/.kernels: .venv/.synced shared/neurocyte_shared/kernels.py shared/neurocyte_shared/kernels_aot.py
+	.venv/bin/python -m neurocyte_shared.kernels_aot
 	touch $@
 
 # pynwb, which the tests use to write NWB files, in its own environment (see the file).

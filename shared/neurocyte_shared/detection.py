@@ -34,7 +34,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import kernels
+from .kernels_aot import load as _load_kernels
+
+kernels = _load_kernels()  # compiled ahead of time when built (`make setup`), else numba's JIT
 
 MAD_TO_SIGMA = 0.6744897501960817  # MAD of a standard normal
 F16_MAX = float(np.finfo(np.float16).max)

@@ -17,6 +17,9 @@ import sys
 
 import numpy as np
 
+# The codes the kernels take, defined beside their compiled twin (which imports no numba).
+from .kernels_aot import REF_MEAN, REF_MEDIAN, REF_NONE, SIGN_BOTH, SIGN_NEG, SIGN_POS  # noqa: F401
+
 
 def _skip_numba_blas_probe() -> None:
     """Numba probes for BLAS when its numpy support loads (at the first kernel call) by
@@ -34,9 +37,6 @@ def _skip_numba_blas_probe() -> None:
 
 _skip_numba_blas_probe()
 from numba import njit  # noqa: E402
-
-REF_NONE, REF_MEDIAN, REF_MEAN = 0, 1, 2
-SIGN_NEG, SIGN_POS, SIGN_BOTH = 0, 1, 2
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -23,7 +23,9 @@ class ManifestFile(BaseModel):
 class UploadManifest(BaseModel):
     """`uploads/<tenant>/<recording_id>/manifest.json`, written after every data file."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Built at first use: an e-mail field imports email_validator (0.1 s with the schema),
+    # which `neurocyte detect`, importing this module for RecordingInfo, never needs.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     schema_version: Literal[1] = 1
     uploader_email: EmailStr
@@ -69,7 +71,7 @@ class RecordingInfo(BaseModel):
 class RecordingDocument(BaseModel):
     """recording.json: the validated recording, its uploader and where its files are."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)  # as UploadManifest
 
     recording_id: str
     recording_name: str

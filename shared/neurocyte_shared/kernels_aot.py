@@ -1,0 +1,195 @@
+"""The detection kernels (`kernels.py`) compiled ahead of time, for start-up.
+
+Why: a one-shot command such as `neurocyte detect` pays numba's start-up before its first
+sample: importing numba (0.45 s) and loading the cached kernels through its dispatcher
+(0.35 s). That is a quarter of a minute-long recording's whole run. `make setup` compiles the
+same kernels into a plain extension module once (`python -m neurocyte_shared.kernels_aot`,
+about a minute, with numba's AOT compiler and the C compiler); importing it takes
+milliseconds and needs no numba.
+
+`load()` gives what the detection core calls: the compiled module when it was built
+from exactly this source (its name carries a hash of `kernels.py` and of this file), or
+else numba's just-in-time kernels, which give the same results (tested) and are what the
+long-running services use: there, start-up is paid once per container. NEUROCYTE_KERNELS=jit
+forces the JIT kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REF_NONE, REF_MEDIAN, REF_MEAN = 0, 1, 2
+SIGN_NEG, SIGN_POS, SIGN_BOTH = 0, 1, 2
+
+_HERE = Path(__file__).resolve().parent
+_PREFIX = "_kernels_"
+
+# Sample types the recording formats store, compiled as they are; others are converted to
+# float32 first, which is exactly what the kernel does to each sample anyway.
+_RAW = {"i2": np.int16, "u2": np.uint16, "i4": np.int32, "f4": np.float32}
+
+# Exported name -> (the kernel it runs, its signature). Arrays are C-contiguous; the
+# wrappers in `_Compiled` make sure of it, as a compiled function cannot check.
+_EXPORTS = {
+    **{f"bandpass_reference_{k}": ("bandpass_reference", f"void({k}[:, ::1], f8, f8, f4[:, ::1], i8, f4[:, ::1])")
+       for k in _RAW},
+    "median_abs_deviation": ("median_abs_deviation", "void(f4[:, ::1], f4[::1])"),
+    "find_peaks": ("find_peaks",
+                   "Tuple((i8[::1], i4[::1]))(f4[:, ::1], f4[::1], i8, i8, i8, i8, f4, i8, i8, i4[:, ::1], i4[::1])"),
+    "peel": ("peel", "void(f4[:, ::1], i8[::1], i4[::1], f4[:, :, ::1], i4[:, ::1], i4[::1], i8[::1], i8[::1], "
+                     "i8, i8, f8, f8, i8, i8, i8, i8[::1], i4[::1], f4[::1])"),
+    "subtracted_at": ("subtracted_at", "f4[::1](i8[::1], i4[::1], i8[::1], i4[::1], f4[::1], f4[:, :, ::1], "
+                                       "i4[:, ::1], i4[::1])"),
+}
+
+
+def module_name() -> str:
+    """The compiled module's name for the current sources."""
+    digest = hashlib.sha256((_HERE / "kernels.py").read_bytes() + Path(__file__).read_bytes()).hexdigest()
+    return _PREFIX + digest[:16]
+
+
+def _c(a: np.ndarray, dtype) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _out(a: np.ndarray, dtype, ndim: int) -> np.ndarray:
+    """An array the kernel writes into: it must already be what the signature says."""
+    if a.dtype != dtype or a.ndim != ndim or not a.flags.c_contiguous or not a.flags.writeable:
+        raise TypeError(f"output must be a writeable C-contiguous {np.dtype(dtype).name} array of {ndim} dims, "
+                        f"got {a.dtype} {a.shape}")
+    return a
+
+
+class _Compiled:
+    """The kernels' interface (as in `kernels.py`) over the compiled module."""
+
+    REF_NONE, REF_MEDIAN, REF_MEAN = REF_NONE, REF_MEDIAN, REF_MEAN
+    SIGN_NEG, SIGN_POS, SIGN_BOTH = SIGN_NEG, SIGN_POS, SIGN_BOTH
+
+    def __init__(self, module) -> None:
+        self.module = module
+        self._bandpass = {np.dtype(t): getattr(module, f"bandpass_reference_{k}") for k, t in _RAW.items()}
+
+    def bandpass_reference(self, raw, gain, offset, sos, reference, out):
+        raw = np.asarray(raw)
+        run = self._bandpass.get(raw.dtype)
+        if run is None:
+            raw, run = raw.astype(np.float32), self._bandpass[np.dtype(np.float32)]
+        run(_c(raw, raw.dtype), float(gain), float(offset), _c(sos, np.float32), int(reference),
+            _out(out, np.float32, 2))
+
+    def median_abs_deviation(self, x, out):
+        self.module.median_abs_deviation(_c(x, np.float32), _out(out, np.float32, 1))
+
+    def find_peaks(self, x, threshold, sign, half, spatial_half, echo, echo_ratio, start, stop, neighbours,
+                   n_neighbours):
+        return self.module.find_peaks(_c(x, np.float32), _c(threshold, np.float32), int(sign), int(half),
+                                      int(spatial_half), int(echo), float(echo_ratio), int(start), int(stop),
+                                      _c(neighbours, np.int32), _c(n_neighbours, np.int32))
+
+    def peel(self, x, times, channels, templates, support, n_support, first, cand, before, shift, a_min, a_max,
+             fit_before, fit_after, fit_channels, placed_start, placed_template, placed_amplitude):
+        self.module.peel(_out(x, np.float32, 2), _c(times, np.int64), _c(channels, np.int32),
+                         _c(templates, np.float32), _c(support, np.int32), _c(n_support, np.int32),
+                         _c(first, np.int64), _c(cand, np.int64), int(before), int(shift), float(a_min),
+                         float(a_max), int(fit_before), int(fit_after), int(fit_channels),
+                         _out(placed_start, np.int64, 1), _out(placed_template, np.int32, 1),
+                         _out(placed_amplitude, np.float32, 1))
+
+    def subtracted_at(self, t, c, starts, which, amplitudes, templates, support, n_support):
+        return self.module.subtracted_at(_c(t, np.int64), _c(c, np.int32), _c(starts, np.int64),
+                                         _c(which, np.int32), _c(amplitudes, np.float32),
+                                         _c(templates, np.float32), _c(support, np.int32),
+                                         _c(n_support, np.int32))
+
+
+def compiled() -> _Compiled | None:
+    """The compiled kernels for the current sources, or None when not built (or stale)."""
+    try:
+        return _Compiled(importlib.import_module(f"{__package__}.{module_name()}"))
+    except ImportError:
+        return None
+
+
+def load():
+    """The kernels the detection core runs: compiled ahead of time when available."""
+    if os.environ.get("NEUROCYTE_KERNELS", "").lower() != "jit":
+        fast = compiled()
+        if fast is not None:
+            return fast
+    from . import kernels as jit
+
+    return jit
+
+
+# --- Building (`make setup`): numba's AOT compiler, at build time only -----------------------
+
+def build(output_dir: Path = _HERE) -> Path:
+    """Compile every kernel into output_dir/<module_name()>.so, for this machine's CPU, with
+    the GIL released during each call (as the JIT kernels' nogil) so `--jobs N` threads run in
+    parallel. Removes modules built from older sources."""
+    import numba.pycc.compiler as pycc_compiler
+    from numba.pycc import CC
+
+    from . import kernels as jit
+
+    class _ReleasingGil(pycc_compiler.Flags):  # pycc has no option for it; its Flags are built here
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
+
+    name = module_name()
+    cc = CC(name)
+    cc.output_dir = str(output_dir)
+    cc.target_cpu = "host"  # a local build, for this machine: AVX2 where it has it
+    cc.verbose = False
+    for exported, (kernel, signature) in _EXPORTS.items():
+        # A thin Python function calling the JIT kernel: the kernel keeps its own compile
+        # options (fastmath, inlining), which pycc would not apply to an exported function.
+        params = ", ".join(f"a{i}" for i in range(_arity(getattr(jit, kernel))))
+        namespace = {"kernel": getattr(jit, kernel)}
+        exec(f"def {exported}({params}):\n    return kernel({params})\n", namespace)
+        cc.export(exported, signature)(namespace[exported])
+    saved, pycc_compiler.Flags = pycc_compiler.Flags, _ReleasingGil
+    try:
+        cc.compile()
+    finally:
+        pycc_compiler.Flags = saved
+    built = next(output_dir.glob(f"{name}.*"))
+    for old in output_dir.glob(f"{_PREFIX}*"):
+        if old.name.split(".")[0] != name:
+            old.unlink()
+    return built
+
+
+def _arity(dispatcher) -> int:
+    return dispatcher.py_func.__code__.co_argcount
+
+
+def main() -> int:
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        print(f"kernels not compiled ahead of time: no C compiler ({compiler}) on PATH; neurocyte uses numba's "
+              "JIT kernels (same results, ~0.8 s more start-up per command)")
+        return 0
+    if compiled() is not None:
+        print(f"kernels already compiled ahead of time: {module_name()}")
+        return 0
+    print("compiling the detection kernels ahead of time (about a minute, once) ...", flush=True)
+    t0 = time.perf_counter()
+    path = build()
+    print(f"compiled in {time.perf_counter() - t0:.0f} s: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The kernels compiled ahead of time (`make setup`) against numba's JIT kernels: the same
+spikes to the bit, the GIL released (what `--jobs N` relies on), and arrays checked rather
+than misread. Arrays and small files only: no AWS."""
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from neurocyte_shared import detection, kernels as jit
+from neurocyte_shared.kernels_aot import compiled, module_name
+from neurocyte_shared.local_detect import LocalRecording, detect_recording
+from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+
+
+@pytest.fixture(scope="module")
+def aot():
+    fast = compiled()
+    if fast is None:
+        if shutil.which("cc") is None:
+            pytest.skip("no C compiler here: neurocyte runs numba's JIT kernels (make setup says so)")
+        pytest.fail(f"{module_name()} is not built for the current kernels.py: run `make setup`")
+    return fast
+
+
+def test_the_detection_core_runs_the_compiled_kernels_once_built(aot):
+    assert type(detection.kernels) is type(aot)
+
+
+def _spikes(recording, kernels, monkeypatch):
+    monkeypatch.setattr(detection, "kernels", kernels)
+    tables = list(detect_recording(recording, window_s=0.5))
+    return (np.concatenate([t.sample_index for t in tables]), np.concatenate([t.channel_index for t in tables]),
+            np.concatenate([t.amplitude_uv for t in tables]))
+
+
+def test_compiled_and_jit_kernels_find_the_same_spikes(aot, tmp_path, monkeypatch):
+    # network bursts: overlapping spikes, so peeling subtracts and finds hidden ones
+    spec = SyntheticSpec(n_channels=32, duration_s=6.0, n_units=20, network_burst_every_s=1.0, seed=3)
+    bin_path, json_path, _ = write_recording(tmp_path, "r", spec)
+    recording = LocalRecording((bin_path, json_path))
+    fast = _spikes(recording, aot, monkeypatch)
+    slow = _spikes(recording, jit, monkeypatch)
+    assert fast[0].size > 500
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.int32, np.float32, np.float64, np.int8])
+def test_every_sample_type_filters_as_the_jit_does(aot, dtype):
+    rng = np.random.default_rng(0)
+    raw = (rng.standard_normal((3_000, 24)) * 40 + (100 if dtype in (np.uint16,) else 0)).astype(dtype)
+    raw = raw[:, ::-1]  # not contiguous: the wrapper makes it so, as the JIT accepts any layout
+    sos = detection._sos(20_000.0, 300.0, 6_000.0, 5)
+    for reference in (jit.REF_NONE, jit.REF_MEDIAN, jit.REF_MEAN):
+        fast, slow = np.empty(raw.shape, np.float32), np.empty(raw.shape, np.float32)
+        aot.bandpass_reference(raw, 0.195, 1.5, sos, reference, fast)
+        jit.bandpass_reference(np.ascontiguousarray(raw), 0.195, 1.5, sos, reference, slow)
+        np.testing.assert_array_equal(fast, slow)
+
+
+def test_a_wrong_output_array_is_refused_not_misread(aot):
+    x = np.zeros((100, 4), np.float32)
+    with pytest.raises(TypeError, match="float32"):
+        aot.median_abs_deviation(x, np.empty(4, np.float64))
+    with pytest.raises(TypeError, match="C-contiguous"):
+        aot.bandpass_reference(x, 1.0, 0.0, detection._sos(20_000.0, 300.0, 6_000.0, 5), 0,
+                               np.empty((4, 100), np.float32).T)
+
+
+def _turns_until(event: threading.Event) -> int:
+    turns = 0
+    while not event.is_set():
+        turns += 1
+    return turns
+
+
+def test_compiled_kernels_release_the_gil(aot):
+    """While one thread filters (0.1-0.3 s), the main thread keeps running Python. With the
+    GIL held it would get no turn during the call: at most a switch interval's (5 ms) worth
+    of turns before and after."""
+    tick = threading.Event()
+    threading.Timer(0.005, tick.set).start()
+    per_interval = _turns_until(tick)  # turns this machine runs in 5 ms
+
+    raw = np.random.default_rng(0).standard_normal((400_000, 64)).astype(np.float32)
+    out = np.empty_like(raw)
+    sos = detection._sos(20_000.0, 300.0, 6_000.0, 5)
+    started, done = threading.Event(), threading.Event()
+
+    def work():
+        started.set()
+        aot.bandpass_reference(raw, 1.0, 0.0, sos, jit.REF_MEDIAN, out)
+        done.set()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    started.wait(10)
+    turns = _turns_until(done)
+    worker.join()
+    assert turns > 8 * per_interval
