@@ -7,11 +7,11 @@ same kernels into a plain extension module once (`python -m neurocyte_shared.ker
 about a minute, with numba's AOT compiler and the C compiler); importing it takes
 milliseconds and needs no numba.
 
-`load()` gives what the detection core calls: the compiled module when it was built
-from exactly this source (its name carries a hash of `kernels.py` and of this file), or
-else numba's just-in-time kernels, which give the same results (tested) and are what the
-long-running services use: there, start-up is paid once per container. NEUROCYTE_KERNELS=jit
-forces the JIT kernels.
+`load()` gives what the detection core calls: the compiled module when it was built from
+exactly this source on this kind of CPU (its name carries a hash of `kernels.py`, of this
+file and of the CPU's instruction sets), or else numba's just-in-time kernels, which give
+the same results (tested) and are what the long-running services use: there, start-up is
+paid once per container. NEUROCYTE_KERNELS=jit forces the JIT kernels.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import platform
 import shutil
 import sys
 import time
@@ -51,9 +52,23 @@ _EXPORTS = {
 }
 
 
+def _cpu() -> bytes:
+    """What the compiled code may use of this CPU: its instruction-set flags. A repository on
+    a shared disk (a cluster's login and compute nodes) must not run one node's build on
+    another without that node's instructions."""
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            for line in f:
+                if line.startswith((b"flags", b"Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.machine().encode() + platform.processor().encode()
+
+
 def module_name() -> str:
-    """The compiled module's name for the current sources."""
-    digest = hashlib.sha256((_HERE / "kernels.py").read_bytes() + Path(__file__).read_bytes()).hexdigest()
+    """The compiled module's name for the current sources and CPU."""
+    digest = hashlib.sha256((_HERE / "kernels.py").read_bytes() + Path(__file__).read_bytes() + _cpu()).hexdigest()
     return _PREFIX + digest[:16]
 
 
