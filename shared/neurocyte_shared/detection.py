@@ -192,8 +192,43 @@ def preprocess(traces: np.ndarray, sampling_rate_hz: float, params: DetectionPar
     sos = _sos(float(sampling_rate_hz), params.freq_min_hz, params.freq_max_hz, params.filter_order)
     out = np.empty(raw.shape, np.float32)
     if raw.shape[0]:
-        kernels.bandpass_reference(raw, float(gain_uv), float(offset_uv), sos, _REFERENCE[params.reference], out)
+        kernels.bandpass_reference(raw, float(gain_uv), float(offset_uv), sos, _REFERENCE[params.reference],
+                                   median_network(raw.shape[1]), out)
     return out
+
+
+NETWORK_MAX_CHANNELS = 64  # beyond, the network grows as n log^2 n and the bracketed select wins
+
+
+@lru_cache(maxsize=16)
+def median_network(n_channels: int) -> np.ndarray:
+    """Compare-exchange pairs (i < j: wire i gets the smaller) that bring the median of
+    n_channels values to wires (n-1)//2 and n//2: Batcher's odd-even merge sort over the next
+    power of two (the extra wires hold +inf), keeping only the pairs those two outputs depend
+    on (445 of 543 for 64). Empty beyond NETWORK_MAX_CHANNELS: the kernel then selects."""
+    if n_channels > NETWORK_MAX_CHANNELS or n_channels < 2:
+        return np.zeros((0, 2), np.int64)
+    size = 1 << (n_channels - 1).bit_length()
+    pairs = []
+    p = 1
+    while p < size:  # Knuth's formulation (TAOCP 5.3.4, algorithm M)
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    needed = {(n_channels - 1) // 2, n_channels // 2}
+    kept = []
+    for i, j in reversed(pairs):
+        if i in needed or j in needed:
+            kept.append((i, j))
+            needed.update((i, j))
+    net = np.array(kept[::-1], np.int64).reshape(-1, 2)
+    net.flags.writeable = False  # shared by every call
+    return net
 
 
 def noise_levels(preprocessed: np.ndarray) -> np.ndarray:

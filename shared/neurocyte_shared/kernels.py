@@ -106,8 +106,47 @@ def _row_sum(row, n_c):
     return acc
 
 
+LANES = 64  # samples whose medians one pass of the network finds (fewer do not vectorise)
+
+
+@njit(cache=True, nogil=True)
+def _network_medians(out, t0, nb, n_c, net, lo_i, hi_i, buf, wire):
+    """Subtract from out[t0:t0 + nb] (nb <= LANES rows) each row's median, exactly, by a
+    median-selection network (`detection.median_network`) run on LANES samples at once: each
+    compare-exchange is a min and a max over LANES contiguous values, which vectorise, with no
+    data-dependent branch. buf has a row per wire (rows n_c and up hold +inf: padding to the
+    network's size) and two spare rows; compare-exchanges write into the spares, never in
+    place (in place, the compiler emits masked stores, slow on AMD), and `wire` tracks
+    which row holds which wire."""
+    n_w = wire.shape[0]
+    for l in range(nb):
+        for c in range(n_c):
+            buf[c, l] = out[t0 + l, c]
+    for c in range(n_c, n_w):
+        for l in range(LANES):
+            buf[c, l] = np.inf
+    for i in range(n_w):
+        wire[i] = i
+    f1, f2 = n_w, n_w + 1
+    for p in range(net.shape[0]):
+        i, j = net[p, 0], net[p, 1]
+        s1, s2 = wire[i], wire[j]
+        for l in range(LANES):
+            a = buf[s1, l]
+            b = buf[s2, l]
+            buf[f1, l] = a if a < b else b
+            buf[f2, l] = b if a < b else a
+        wire[i], wire[j] = f1, f2
+        f1, f2 = s1, s2
+    lo, hi = wire[lo_i], wire[hi_i]
+    for l in range(nb):
+        m = (buf[lo, l] + buf[hi, l]) * np.float32(0.5) if lo != hi else buf[lo, l]
+        for c in range(n_c):
+            out[t0 + l, c] -= m
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def bandpass_reference(raw, gain, offset, sos, reference, out):
+def bandpass_reference(raw, gain, offset, sos, reference, net, out):
     """raw (samples x channels, any numeric dtype) -> out (float32, same shape): microvolts,
     Butterworth second-order sections forward then backward (zero phase), then the common
     reference across channels per sample.
@@ -120,7 +159,10 @@ def bandpass_reference(raw, gain, offset, sos, reference, out):
     with the common mode, so the previous median shifted by the change of the row mean
     predicts it; one pass counts the values below a bracket around the prediction and
     gathers those inside, and only that handful is selected from. A miss (the median outside
-    the bracket) widens the bracket and falls back to selecting from the whole row."""
+    the bracket) widens the bracket and falls back to selecting from the whole row.
+    With a median-selection network (net: compare-exchange pairs over wires, the median on
+    wires (n_c - 1) // 2 and n_c // 2; see `detection.median_network`; empty for none), the
+    median instead comes from the network, LANES samples at a time."""
     n_t, n_c = raw.shape
     z = np.zeros((sos.shape[0], 2, n_c), np.float32)
     row = np.empty(n_c, np.float32)
@@ -136,6 +178,21 @@ def bandpass_reference(raw, gain, offset, sos, reference, out):
         for c in range(n_c):
             out[t, c] = row[c]
     z[:] = 0
+    if reference == REF_MEDIAN and n_c > 1 and net.shape[0] > 0:
+        n_w = int(net[:, 1].max()) + 1  # the network's size: n_c padded
+        lo_i = (n_c - 1) // 2
+        hi_i = n_c // 2
+        buf = np.empty((n_w + 2, LANES), np.float32)
+        wire = np.empty(n_w, np.int64)
+        for t in range(n_t - 1, -1, -1):
+            for c in range(n_c):
+                row[c] = out[t, c]
+            _sections(row, z, sos, n_c)
+            for c in range(n_c):
+                out[t, c] = row[c]
+            if t % LANES == 0:  # a block [t, t + LANES) is filtered: its medians, while in cache
+                _network_medians(out, t, min(LANES, n_t - t), n_c, net, lo_i, hi_i, buf, wire)
+        return
     scratch = np.empty(n_c, np.float32)
     target = max(8, int(4.0 * np.sqrt(n_c)))  # values gathered per sample, about
     pred = np.float32(0.0)

@@ -40,7 +40,7 @@ _RAW = {"i2": np.int16, "u2": np.uint16, "i4": np.int32, "f4": np.float32}
 # Exported name -> (the kernel it runs, its signature). Arrays are C-contiguous; the
 # wrappers in `_Compiled` make sure of it, as a compiled function cannot check.
 _EXPORTS = {
-    **{f"bandpass_reference_{k}": ("bandpass_reference", f"void({k}[:, ::1], f8, f8, f4[:, ::1], i8, f4[:, ::1])")
+    **{f"bandpass_reference_{k}": ("bandpass_reference", f"void({k}[:, ::1], f8, f8, f4[:, ::1], i8, i8[:, ::1], f4[:, ::1])")
        for k in _RAW},
     "median_abs_deviation": ("median_abs_deviation", "void(f4[:, ::1], f4[::1])"),
     "find_peaks": ("find_peaks",
@@ -94,13 +94,13 @@ class _Compiled:
         self.module = module
         self._bandpass = {np.dtype(t): getattr(module, f"bandpass_reference_{k}") for k, t in _RAW.items()}
 
-    def bandpass_reference(self, raw, gain, offset, sos, reference, out):
+    def bandpass_reference(self, raw, gain, offset, sos, reference, net, out):
         raw = np.asarray(raw)
         run = self._bandpass.get(raw.dtype)
         if run is None:
             raw, run = raw.astype(np.float32), self._bandpass[np.dtype(np.float32)]
         run(_c(raw, raw.dtype), float(gain), float(offset), _c(sos, np.float32), int(reference),
-            _out(out, np.float32, 2))
+            _c(net, np.int64).reshape(-1, 2), _out(out, np.float32, 2))
 
     def median_abs_deviation(self, x, out):
         self.module.median_abs_deviation(_c(x, np.float32), _out(out, np.float32, 1))

@@ -154,6 +154,19 @@ def test_preprocessing_equals_scipy_and_numpy(reference, n_channels):
     np.testing.assert_allclose(ours[core], want[core], atol=2e-3 * np.abs(want[core]).max())
 
 
+@pytest.mark.parametrize("n_channels", [2, 3, 7, 60, 64, 65, 130])
+def test_the_median_reference_is_numpys_median_exactly(n_channels):
+    """Up to 64 channels the median comes from a sorting network over 64 samples at a time,
+    beyond from a bracketed select: both must be np.median to the bit, ties included, on
+    every sample (blocks of 64 and the last partial one)."""
+    raw = (np.random.default_rng(n_channels).standard_normal((1_000 + 37, n_channels)) * 40).astype(np.int16)
+    raw[:, 0] = 0  # a dead channel
+    raw[:, -1] = raw[:, n_channels // 2]  # a shorted pair: equal values
+    filtered = preprocess(raw, FS, DetectionParams(reference="none"), gain_uv=0.195)
+    referenced = preprocess(raw, FS, DetectionParams(reference="median"), gain_uv=0.195)
+    np.testing.assert_array_equal(referenced, filtered - np.median(filtered, axis=1, keepdims=True))
+
+
 def test_noise_is_mad_over_0_6745():
     x = _noise(16, 10_001, seed=4)
     want = np.median(np.abs(x - np.median(x, axis=0)), axis=0) / 0.6744897501960817

@@ -54,10 +54,11 @@ def test_every_sample_type_filters_as_the_jit_does(aot, dtype):
     raw = raw[:, ::-1]  # not contiguous: the wrapper makes it so, as the JIT accepts any layout
     sos = detection._sos(20_000.0, 300.0, 6_000.0, 5)
     for reference in (jit.REF_NONE, jit.REF_MEDIAN, jit.REF_MEAN):
-        fast, slow = np.empty(raw.shape, np.float32), np.empty(raw.shape, np.float32)
-        aot.bandpass_reference(raw, 0.195, 1.5, sos, reference, fast)
-        jit.bandpass_reference(np.ascontiguousarray(raw), 0.195, 1.5, sos, reference, slow)
-        np.testing.assert_array_equal(fast, slow)
+        for net in (detection.median_network(24), detection.median_network(1_000)):  # network, select
+            fast, slow = np.empty(raw.shape, np.float32), np.empty(raw.shape, np.float32)
+            aot.bandpass_reference(raw, 0.195, 1.5, sos, reference, net, fast)
+            jit.bandpass_reference(np.ascontiguousarray(raw), 0.195, 1.5, sos, reference, net, slow)
+            np.testing.assert_array_equal(fast, slow)
 
 
 def test_a_wrong_output_array_is_refused_not_misread(aot):
@@ -66,7 +67,7 @@ def test_a_wrong_output_array_is_refused_not_misread(aot):
         aot.median_abs_deviation(x, np.empty(4, np.float64))
     with pytest.raises(TypeError, match="C-contiguous"):
         aot.bandpass_reference(x, 1.0, 0.0, detection._sos(20_000.0, 300.0, 6_000.0, 5), 0,
-                               np.empty((4, 100), np.float32).T)
+                               detection.median_network(4), np.empty((4, 100), np.float32).T)
 
 
 def _turns_until(event: threading.Event) -> int:
@@ -91,7 +92,7 @@ def test_compiled_kernels_release_the_gil(aot):
 
     def work():
         started.set()
-        aot.bandpass_reference(raw, 1.0, 0.0, sos, jit.REF_MEDIAN, out)
+        aot.bandpass_reference(raw, 1.0, 0.0, sos, jit.REF_MEDIAN, detection.median_network(64), out)
         done.set()
 
     worker = threading.Thread(target=work)
