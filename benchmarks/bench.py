@@ -142,7 +142,7 @@ LABELS = {"neurocyte": "neurocyte detect", "neurocyte_no_peel": "neurocyte --no-
 def ours(bin_path: Path, json_path: Path, out: Path, jobs: int = 1, extra: tuple[str, ...] = ()
          ) -> tuple[float, float, np.ndarray, np.ndarray]:
     seconds, mb, _ = run_measured([str(NEUROCYTE), "detect", str(bin_path), str(json_path), "--out", str(out),
-                                   "--jobs", str(jobs), *extra])
+                                   "--jobs", str(jobs), *extra])  # NEUROCYTE_KERNELS=aot: see main()
     table = pq.read_table(out)
     return seconds, mb, table["sample_index"].to_numpy(), table["channel_index"].to_numpy()
 
@@ -175,6 +175,7 @@ def main() -> None:
     if subprocess.run([str(PYTHON), "-c", "from neurocyte_shared.kernels_aot import compiled; "
                        "raise SystemExit(compiled() is None)"]).returncode != 0:
         raise SystemExit("the kernels are not compiled ahead of time for this source: run `make setup` first")
+    os.environ["NEUROCYTE_KERNELS"] = "aot"  # every run of ours: an edit mid-bench fails it, never falls back
     scratch = Path(tempfile.mkdtemp(prefix="neurocyte-kernels-"))
     t0 = time.perf_counter()
     subprocess.run([str(PYTHON), "-c", "import sys; from pathlib import Path; "

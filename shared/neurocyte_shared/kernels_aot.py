@@ -11,7 +11,7 @@ milliseconds and needs no numba.
 exactly this source on this kind of CPU (its name carries a hash of `kernels.py`, of this
 file and of the CPU's instruction sets), or else numba's just-in-time kernels, which give
 the same results (tested) and are what the long-running services use: there, start-up is
-paid once per container. NEUROCYTE_KERNELS=jit forces the JIT kernels.
+paid once per container. NEUROCYTE_KERNELS=jit forces the JIT kernels, =aot the compiled ones.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ _RAW = {"i2": np.int16, "u2": np.uint16, "i4": np.int32, "f4": np.float32}
 # Exported name -> (the kernel it runs, its signature). Arrays are C-contiguous; the
 # wrappers in `_Compiled` make sure of it, as a compiled function cannot check.
 _EXPORTS = {
-    **{f"bandpass_reference_{k}": ("bandpass_reference", f"void({k}[:, ::1], f8, f8, f4[:, ::1], i8, i8[:, ::1], f4[:, ::1])")
+    **{f"bandpass_reference_{k}": ("bandpass_reference",
+                                   f"void({k}[:, ::1], f8, f8, f4[:, ::1], i8, i8[:, ::1], f4[:, ::1])")
        for k in _RAW},
     "median_abs_deviation": ("median_abs_deviation", "void(f4[:, ::1], f4[::1])"),
     "find_peaks": ("find_peaks",
@@ -136,11 +137,17 @@ def compiled() -> _Compiled | None:
 
 
 def load():
-    """The kernels the detection core runs: compiled ahead of time when available."""
-    if os.environ.get("NEUROCYTE_KERNELS", "").lower() != "jit":
+    """The kernels the detection core runs: compiled ahead of time when available.
+    NEUROCYTE_KERNELS=jit: numba's JIT always; =aot: the compiled ones or an error (the bench:
+    a measurement must not fall back silently)."""
+    choice = os.environ.get("NEUROCYTE_KERNELS", "").lower()
+    if choice != "jit":
         fast = compiled()
         if fast is not None:
             return fast
+        if choice == "aot":
+            raise RuntimeError(f"NEUROCYTE_KERNELS=aot, but {module_name()} is not built for the current sources: "
+                               "run `make setup`")
     from . import kernels as jit
 
     return jit
@@ -170,7 +177,7 @@ def build(output_dir: Path = _HERE) -> Path:
     for exported, (kernel, signature) in _EXPORTS.items():
         # A thin Python function calling the JIT kernel: the kernel keeps its own compile
         # options (fastmath, inlining), which pycc would not apply to an exported function.
-        params = ", ".join(f"a{i}" for i in range(_arity(getattr(jit, kernel))))
+        params = ", ".join(f"a{i}" for i in range(getattr(jit, kernel).py_func.__code__.co_argcount))
         namespace = {"kernel": getattr(jit, kernel)}
         exec(f"def {exported}({params}):\n    return kernel({params})\n", namespace)
         cc.export(exported, signature)(namespace[exported])
@@ -184,10 +191,6 @@ def build(output_dir: Path = _HERE) -> Path:
         if old.name.split(".")[0] != name:
             old.unlink()
     return built
-
-
-def _arity(dispatcher) -> int:
-    return dispatcher.py_func.__code__.co_argcount
 
 
 def main() -> int:

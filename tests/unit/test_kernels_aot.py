@@ -101,3 +101,17 @@ def test_compiled_kernels_release_the_gil(aot):
     turns = _turns_until(done)
     worker.join()
     assert turns > 8 * per_interval
+
+
+def test_kernels_can_be_chosen_and_a_required_compiled_module_is_never_replaced_silently(aot, monkeypatch):
+    from neurocyte_shared import kernels_aot
+
+    monkeypatch.setenv("NEUROCYTE_KERNELS", "jit")
+    assert kernels_aot.load() is jit
+    monkeypatch.setenv("NEUROCYTE_KERNELS", "aot")
+    assert type(kernels_aot.load()) is type(aot)
+    monkeypatch.setattr(kernels_aot, "compiled", lambda: None)  # as after an edit of kernels.py
+    with pytest.raises(RuntimeError, match="make setup"):
+        kernels_aot.load()
+    monkeypatch.delenv("NEUROCYTE_KERNELS")
+    assert kernels_aot.load() is jit
