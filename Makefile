@@ -58,4 +58,4 @@ lint: setup
 
 clean:
 	-.venv/bin/neurocyte down
-	rm -rf .venv .tools .localstack-venv .bench-venv .nwb-venv
+	rm -rf .venv .tools .localstack-venv .bench-venv .nwb-venv shared/neurocyte_shared/_kernels_*
