@@ -189,11 +189,8 @@ def main() -> None:
                     "--out", str(args.data / "cold.parquet")], check=True, env=env, capture_output=True)
     cold_s = time.perf_counter() - t0
     shutil.rmtree(scratch, ignore_errors=True)
-    # warm the real cache (a user's second run onwards)
-    subprocess.run([str(NEUROCYTE), "detect", str(args.data / f"{name0}.bin"), str(args.data / f"{name0}.json"),
-                    "--out", str(args.data / "warm.parquet")], check=True, capture_output=True)
 
-    # Fixed start-up (interpreter, imports, loading the cached kernels, writing): the whole
+    # Fixed start-up (interpreter, imports, loading the compiled kernels, writing): the whole
     # command on the first 0.5 s of the first recording, median of 3. SpikeInterface's
     # seconds exclude its import; ours include this.
     tiny_bin, tiny_json = args.data / "tiny.bin", args.data / "tiny.json"

@@ -178,21 +178,10 @@ def bandpass_reference(raw, gain, offset, sos, reference, net, out):
         for c in range(n_c):
             out[t, c] = row[c]
     z[:] = 0
-    if reference == REF_MEDIAN and n_c > 1 and net.shape[0] > 0:
-        n_w = int(net[:, 1].max()) + 1  # the network's size: n_c padded
-        lo_i = (n_c - 1) // 2
-        hi_i = n_c // 2
-        buf = np.empty((n_w + 2, LANES), np.float32)
-        wire = np.empty(n_w, np.int64)
-        for t in range(n_t - 1, -1, -1):
-            for c in range(n_c):
-                row[c] = out[t, c]
-            _sections(row, z, sos, n_c)
-            for c in range(n_c):
-                out[t, c] = row[c]
-            if t % LANES == 0:  # a block [t, t + LANES) is filtered: its medians, while in cache
-                _network_medians(out, t, min(LANES, n_t - t), n_c, net, lo_i, hi_i, buf, wire)
-        return
+    by_network = reference == REF_MEDIAN and n_c > 1 and net.shape[0] > 0
+    n_w = int(net[:, 1].max()) + 1 if by_network else 0  # the network's size: n_c padded
+    buf = np.empty((n_w + 2, LANES), np.float32)
+    wire = np.empty(n_w, np.int64)
     scratch = np.empty(n_c, np.float32)
     target = max(8, int(4.0 * np.sqrt(n_c)))  # values gathered per sample, about
     pred = np.float32(0.0)
@@ -202,6 +191,12 @@ def bandpass_reference(raw, gain, offset, sos, reference, net, out):
         for c in range(n_c):
             row[c] = out[t, c]
         _sections(row, z, sos, n_c)
+        if by_network:
+            for c in range(n_c):
+                out[t, c] = row[c]
+            if t % LANES == 0:  # a block [t, t + LANES) is filtered: its medians, while in cache
+                _network_medians(out, t, min(LANES, n_t - t), n_c, net, (n_c - 1) // 2, n_c // 2, buf, wire)
+            continue
         ref = np.float32(0.0)
         if reference != REF_NONE and n_c > 1:
             mean = _row_sum(row, n_c) / np.float32(n_c)
