@@ -137,3 +137,29 @@ def test_an_artefact_beyond_float16_does_not_make_templates_infinite():
         x[t - 12 : t + 28, 0] += (SHAPE * 1e5).astype(np.float32)
     templates = learn_templates([x], FS, DetectionParams(), np.array([6.0], np.float32), None)
     assert len(templates) and np.isfinite(templates.waveforms).all()
+
+
+def test_templates_learn_from_each_channels_first_isolated_spikes_as_recorded():
+    """The snippets templates are learned from: per peak channel its first isolated spikes in
+    time, up to that channel's share of the memory budget, each the traces around the peak on
+    the channels nearest it (float16)."""
+    from neurocyte_shared.detection import _layout, _snippet_cap, _snippets, _template_after, _template_before
+
+    rng = np.random.default_rng(5)
+    n_spikes = 700
+    # noise of 2 uV against a threshold of 5 x 6 uV: every spike found is a planted one
+    x = (rng.standard_normal((n_spikes * 400 + 2_000, N_CH)) * 2.0).astype(np.float32)
+    planted = 1_000 + 400 * np.arange(n_spikes)
+    for t in planted:
+        _fire(x, BIG, int(t), 200.0)
+    params = DetectionParams()
+    found = _snippets(x, FS, params, np.full(N_CH, 6.0, np.float32), LOC)
+    cap = _snippet_cap(N_CH)
+    assert list(found) == [BIG] and cap < n_spikes
+    before, after = _template_before(FS), _template_after(FS)
+    layout = _layout(LOC, N_CH, params.peel_radius_um)
+    support = layout.support[BIG, : layout.n_support[BIG]]
+    assert found[BIG].shape == (cap, before + after + 1, support.size) and found[BIG].dtype == np.float16
+    for k in (0, 1, cap - 1):
+        t = planted[k]
+        assert np.array_equal(found[BIG][k], x[t - before : t + after + 1][:, support].astype(np.float16))
