@@ -466,7 +466,7 @@ def _snippets(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, n
     found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise_uv, channel_locations_um=channel_locations_um,
                        valid=(before, n_samples - after))
     alone = _isolated(found.sample_index, found.channel_index, layout.distances, before + after)
-    t, c = found.sample_index[alone], found.channel_index[alone].astype(np.int64)
+    t, c = found.sample_index[alone], found.channel_index[alone]
     by_channel = np.argsort(c, kind="stable")  # time order kept within a channel
     t, c = t[by_channel], c[by_channel]
     first = np.searchsorted(c, c, "left")
@@ -503,19 +503,17 @@ def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
     layout = _layout(channel_locations_um, n_channels, params.peel_radius_um)
     cap = _snippet_cap(n_channels)
     snippets: dict[int, list[np.ndarray]] = {}
-    counts: dict[int, int] = {}
     for chunk in per_chunk:
         for c, found in chunk.items():
-            room = cap - counts.get(c, 0)
-            if room > 0:
-                snippets.setdefault(c, []).append(found[:room])
-                counts[c] = counts.get(c, 0) + min(room, len(found))
+            kept = snippets.setdefault(c, [])
+            kept.append(found[: max(0, cap - sum(map(len, kept)))])
     waveforms, anchors = [], []
     rng = np.random.default_rng(0)
     for c in sorted(snippets):
-        if counts[c] < TEMPLATE_MIN_SPIKES:
+        flat = np.concatenate(snippets[c])
+        if flat.shape[0] < TEMPLATE_MIN_SPIKES:
             continue
-        flat = np.concatenate(snippets[c]).reshape(counts[c], -1).astype(np.float64)
+        flat = flat.reshape(flat.shape[0], -1).astype(np.float64)
         k = max(1, min(TEMPLATE_MAX_CLUSTERS, flat.shape[0] // (2 * TEMPLATE_MIN_SPIKES)))
         labels = _kmeans(flat, k, rng) if k > 1 else np.zeros(flat.shape[0], np.int64)
         for j in range(k):
