@@ -334,21 +334,21 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
     total = 0
     tmp = out_path.with_name(out_path.name + ".partial")  # never a half-written result
     parquet = out_path.suffix.lower() == ".parquet"
-    out = None
+    # Opened before the work: a --out that cannot be written fails at once, and pyarrow's
+    # import (0.1 s, holding the GIL) does not stall the --jobs workers mid-run.
+    try:
+        out = _SpikeFile(tmp, parquet)
+    except OSError as exc:
+        _fail(f"--out {out_path}: cannot write there ({exc.strerror or exc})")
     with _detecting(files, info.n_samples) as on_progress:
         try:
             for table in detect_recording(recording, p, window_s=window_s, jobs=jobs, on_progress=on_progress):
-                # Opened at the first window: with --jobs N the workers keep detecting while
-                # this thread imports pyarrow (0.4 s).
-                out = out or _SpikeFile(tmp, parquet)
                 out.write(table)
                 total += len(table)
-            out = out or _SpikeFile(tmp, parquet)  # no window at all: still a valid, empty table
             out.close()
         except BaseException:  # an error or Ctrl-C: no half-written table left behind either
-            if out:
-                with suppress(Exception):  # already failing; the first error is the one to show
-                    out.close()
+            with suppress(Exception):  # already failing; the first error is the one to show
+                out.close()
             tmp.unlink(missing_ok=True)
             raise
     tmp.replace(out_path)

@@ -80,6 +80,16 @@ def test_detect_leaves_no_partial_table_when_the_file_fails_midway(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.bin", "r.json"]
 
 
+def test_detect_refuses_an_output_it_cannot_write(tmp_path):
+    spec = SyntheticSpec(n_channels=4, duration_s=1.0, n_units=2, seed=1)
+    bin_path, json_path, _ = write_recording(tmp_path, "r", spec)
+    (tmp_path / "spikes.csv.partial").mkdir()  # where the table is written until it is whole
+    result = CliRunner().invoke(cli, ["detect", str(bin_path), str(json_path), "--out", str(tmp_path / "spikes.csv")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "cannot write there" in said and "Traceback" not in said
+    assert not (tmp_path / "spikes.csv").exists()
+
+
 def test_detect_checks_the_output_name_before_working(tmp_path):
     spec = SyntheticSpec(n_channels=4, duration_s=1.0, n_units=2, seed=1)
     bin_path, json_path, _ = write_recording(tmp_path, "r", spec)
