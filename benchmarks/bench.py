@@ -55,6 +55,12 @@ LONG = ("64ch_240s_20kHz", 64, 240.0, 20000.0, 24)  # 4x the first: memory must 
 WIDE = ("1024ch_30s_20kHz", 1024, 30.0, 20000.0, 300)  # a real array's width, for --jobs
 
 
+# Each measured run's share of this machine's CPU time that the hypervisor stole (steal in
+# /proc/stat): on a shared host it rises and falls within minutes, and a figure measured while
+# a third of the cores went elsewhere says more about the host than about the code.
+STOLEN: list[float] = []
+
+
 def run_measured(cmd: list[str]) -> tuple[float, float, str]:
     """(wall seconds, peak RSS in MB, stdout) of one process, measured by `measure.py` (the
     command's own peak, not this process's, which a child of it would report). stderr goes
@@ -67,6 +73,7 @@ def run_measured(cmd: list[str]) -> tuple[float, float, str]:
             err.seek(0)
             raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{err.read().decode()[-2000:]}")
         measured = json.loads(report.read_text())
+    STOLEN.append(measured["steal_share"])
     return measured["seconds"], measured["peak_mb"], proc.stdout.decode()
 
 
@@ -115,6 +122,10 @@ def match(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, rate: 
 
 def fmt(seconds: list[float]) -> str:
     return " ".join(f"{s:.2f}" for s in seconds)
+
+
+def _percent(shares: list[float]) -> str:
+    return f"median {100 * statistics.median(shares):.0f} %, at most {100 * max(shares):.0f} % per run" if shares else "-"
 
 
 def score(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, rate: float) -> dict:
@@ -253,17 +264,18 @@ def main() -> None:
         # pairs' ratios (the ratio of median times is shown too).
         extra["jobs"] = []
         for big in (long_name, WIDE[0]):
-            j1, j2 = [], []
+            j1, j2, stolen = [], [], []
             for r in range(max(repeats, 7)):
                 for jobs in ((1, 2) if r % 2 == 0 else (2, 1)):
                     print(f"  {big}: --jobs {jobs} run {r + 1}", flush=True)
                     s = ours(args.data / f"{big}.bin", args.data / f"{big}.json", args.data / f"j{jobs}.parquet", jobs)[0]
                     (j1 if jobs == 1 else j2).append(s)
+                    stolen.append(STOLEN[-1])
             extra["jobs"].append({"recording": big, "jobs_1_s": statistics.median(j1),
                                   "jobs_2_s": statistics.median(j2),
                                   "speedup": statistics.median(a / b for a, b in zip(j1, j2)),
                                   "speedup_of_medians": statistics.median(j1) / statistics.median(j2),
-                                  "jobs_1_runs_s": j1, "jobs_2_runs_s": j2})
+                                  "jobs_1_runs_s": j1, "jobs_2_runs_s": j2, "steal_share_runs": stolen})
 
     print()
     head = f"{'recording':<17} {'method':<24} {'seconds':>8} {'M samp/s':>9} {'x SI':>6} {'recall':>7} " \
@@ -285,14 +297,16 @@ def main() -> None:
         for j in extra["jobs"]:
             print(f"--jobs 2 vs --jobs 1 on {j['recording']}: {j['speedup']:.2f}x (median of paired runs' ratios; "
                   f"median times {j['jobs_1_s']:.2f} s -> {j['jobs_2_s']:.2f} s, {j['speedup_of_medians']:.2f}x; "
-                  f"runs {fmt(j['jobs_1_runs_s'])} and {fmt(j['jobs_2_runs_s'])})")
+                  f"runs {fmt(j['jobs_1_runs_s'])} and {fmt(j['jobs_2_runs_s'])}; hypervisor steal "
+                  f"{_percent(j['steal_share_runs'])})")
+    print(f"CPU time the hypervisor stole from this machine during the runs: {_percent(STOLEN)}")
     print("SpikeInterface's seconds exclude its import; ours are the whole command. "
           f"Matching: {MATCH_MS} ms, channel within {NEAR_UM:g} um of the unit's peak channel, one-to-one.")
 
     results = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
                "cpus": os.cpu_count(), "repeats": repeats, "rows": rows, "cold_numba_first_run_s": cold_s,
                "aot_build_s": aot_build_s,
-               "startup_s": startup_s, **extra}
+               "startup_s": startup_s, "steal_share_runs": STOLEN, **extra}
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"detection-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
