@@ -16,7 +16,6 @@ import sys
 import time
 
 
-
 def stolen_s() -> float:
     """Core-seconds stolen from this machine since boot (0 where /proc/stat has no steal)."""
     try:

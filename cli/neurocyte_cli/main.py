@@ -340,17 +340,17 @@ def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, 
         out = _SpikeFile(tmp, parquet)
     except OSError as exc:
         _fail(f"--out {out_path}: cannot write there ({exc.strerror or exc})")
-    with _detecting(files, info.n_samples) as on_progress:
-        try:
+    try:
+        with _detecting(files, info.n_samples) as on_progress:
             for table in detect_recording(recording, p, window_s=window_s, jobs=jobs, on_progress=on_progress):
                 out.write(table)
                 total += len(table)
             out.close()
-        except BaseException:  # an error or Ctrl-C: no half-written table left behind either
-            with suppress(Exception):  # already failing; the first error is the one to show
-                out.close()
-            tmp.unlink(missing_ok=True)
-            raise
+    except BaseException:  # an error, a bad file's exit or Ctrl-C: no half-written table left behind
+        with suppress(Exception):  # already failing; the first error is the one to show
+            out.close()
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(out_path)
     console.print(f"{total:,} spikes in {info.n_channels} channels x {info.duration_s:.1f} s -> {out_path}")
 
