@@ -45,6 +45,7 @@ localstack: setup
 # SpikeInterface lives in its own environment: it pins zarr<3.
 bench: setup .bench-venv/.synced
 	.venv/bin/python benchmarks/bench.py
+	.venv/bin/python benchmarks/jobs_scaling.py
 	.venv/bin/python benchmarks/overlap_bound.py
 	.venv/bin/python benchmarks/metrics_bench.py
 
