@@ -124,6 +124,21 @@ def fmt(seconds: list[float]) -> str:
     return " ".join(f"{s:.2f}" for s in seconds)
 
 
+def paired_jobs(name: str, run, pairs: int, where: str = "") -> dict:
+    """`run(jobs)` -> seconds for --jobs 1 and --jobs 2 alternately, `pairs` times each, so that
+    each --jobs 1 run has a --jobs 2 run beside it in time: the median times, the median of
+    the pairs' ratios (this machine's speed drifts within a minute) and the ratio of medians."""
+    j1, j2 = [], []
+    for r in range(pairs):
+        for jobs in ((1, 2) if r % 2 == 0 else (2, 1)):
+            print(f"  {name}: {where}--jobs {jobs} run {r + 1}", flush=True)
+            (j1 if jobs == 1 else j2).append(run(jobs))
+    return {"recording": name, "jobs_1_s": statistics.median(j1), "jobs_2_s": statistics.median(j2),
+            "speedup": statistics.median(a / b for a, b in zip(j1, j2)),
+            "speedup_of_medians": statistics.median(j1) / statistics.median(j2),
+            "jobs_1_runs_s": j1, "jobs_2_runs_s": j2}
+
+
 def _percent(shares: list[float]) -> str:
     return f"median {100 * statistics.median(shares):.0f} %, at most {100 * max(shares):.0f} % per run" if shares else "-"
 
@@ -264,18 +279,14 @@ def main() -> None:
         # pairs' ratios (the ratio of median times is shown too).
         extra["jobs"] = []
         for big in (long_name, WIDE[0]):
-            j1, j2, stolen = [], [], []
-            for r in range(max(repeats, 7)):
-                for jobs in ((1, 2) if r % 2 == 0 else (2, 1)):
-                    print(f"  {big}: --jobs {jobs} run {r + 1}", flush=True)
-                    s = ours(args.data / f"{big}.bin", args.data / f"{big}.json", args.data / f"j{jobs}.parquet", jobs)[0]
-                    (j1 if jobs == 1 else j2).append(s)
-                    stolen.append(STOLEN[-1])
-            extra["jobs"].append({"recording": big, "jobs_1_s": statistics.median(j1),
-                                  "jobs_2_s": statistics.median(j2),
-                                  "speedup": statistics.median(a / b for a, b in zip(j1, j2)),
-                                  "speedup_of_medians": statistics.median(j1) / statistics.median(j2),
-                                  "jobs_1_runs_s": j1, "jobs_2_runs_s": j2, "steal_share_runs": stolen})
+            stolen: list[float] = []
+
+            def run(jobs: int, big: str = big) -> float:
+                s = ours(args.data / f"{big}.bin", args.data / f"{big}.json", args.data / f"j{jobs}.parquet", jobs)[0]
+                stolen.append(STOLEN[-1])
+                return s
+
+            extra["jobs"].append({**paired_jobs(big, run, max(repeats, 7)), "steal_share_runs": stolen})
 
     print()
     head = f"{'recording':<17} {'method':<24} {'seconds':>8} {'M samp/s':>9} {'x SI':>6} {'recall':>7} " \

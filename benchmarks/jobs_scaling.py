@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ from pathlib import Path
 import neurocyte_cli  # noqa: F401  first: one BLAS thread, as `neurocyte` sets before numpy loads
 import pyarrow.parquet as pq
 
-from bench import HERE, LONG, WIDE, ensure_data
+from bench import HERE, LONG, WIDE, ensure_data, paired_jobs
 from neurocyte_shared import spikes
 from neurocyte_shared.detection import DetectionParams
 from neurocyte_shared.local_detect import LocalRecording, detect_recording
@@ -48,14 +47,7 @@ def main() -> None:
         name = dataset[0]
         recording = LocalRecording((args.data / f"{name}.bin", args.data / f"{name}.json"))
         seconds(recording, 1)  # page the file in and load the kernels: not what is measured
-        j1, j2 = [], []
-        for r in range(args.pairs):
-            for jobs in ((1, 2) if r % 2 == 0 else (2, 1)):
-                print(f"  {name}: in one process, --jobs {jobs} run {r + 1}", flush=True)
-                (j1 if jobs == 1 else j2).append(seconds(recording, jobs))
-        rows.append({"recording": name, "jobs_1_s": statistics.median(j1), "jobs_2_s": statistics.median(j2),
-                     "speedup": statistics.median(a / b for a, b in zip(j1, j2)), "jobs_1_runs_s": j1,
-                     "jobs_2_runs_s": j2})
+        rows.append(paired_jobs(name, lambda jobs: seconds(recording, jobs), args.pairs, "in one process, "))
     print()
     for row in rows:
         print(f"--jobs 2 vs --jobs 1 in one process (no start-up) on {row['recording']}: {row['speedup']:.2f}x "
