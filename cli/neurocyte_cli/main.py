@@ -323,7 +323,9 @@ class _SpikeFile:
 def detect(files: tuple[Path, ...], out_path: Path, jobs: int, window_s: float, stream: str | None,
            **params) -> None:
     """Detect spikes in a recording file on this machine (no AWS)."""
-    from neurocyte_shared.local_detect import detect_recording
+    from neurocyte_shared.local_detect import detect_recording, keep_freed_memory
+
+    keep_freed_memory()
 
     # Checked before the work, not found out at the first window.
     if out_path.suffix.lower() not in (".csv", ".parquet"):
@@ -374,12 +376,13 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
 
     from neurocyte_shared import spikes as spike_io
     from neurocyte_shared.detection import SpikeTable
-    from neurocyte_shared.local_detect import detect_recording
+    from neurocyte_shared.local_detect import detect_recording, keep_freed_memory
     from neurocyte_shared.metrics import summarize
     from neurocyte_shared.report import figures, render_html
 
     if out_dir.exists():
         _fail(f"{out_dir} exists; choose a new directory (results are never overwritten)")
+    keep_freed_memory()
     info, p, recording = _local_recording(files, params, stream)
     noise: list[np.ndarray] = []
     clipped = np.zeros(info.n_channels, np.int64)
