@@ -48,7 +48,9 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     # 32 MB is the largest threshold glibc accepts; larger blocks (a 1024-channel window) are
     # still mapped per use, but they are few.
-    return bool(mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)) & bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    mapped = mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+    trimmed = mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    return bool(mapped and trimmed)  # mallopt returns 1 on success
 
 
 @dataclass(frozen=True)
