@@ -2,7 +2,7 @@
 
 `bench.py` times `neurocyte detect --jobs 1` against `--jobs 2` as whole commands, which is
 what a user waits for. On a short job that figure is capped by the serial start-up: Python's
-imports and pyarrow's take about 0.45 s on this machine, against 1.8 s for a 64-channel
+imports and pyarrow's take about 0.3-0.4 s on this machine, against 1.6 s for a 64-channel
 x 240 s file at --jobs 2. This runs the same `detect_recording` (the core of
 `neurocyte detect`: learning, windows, the spike table written as Parquet to memory) in one
 warm process, alternating --jobs 1 and --jobs 2, so the engine's own scaling can be told
