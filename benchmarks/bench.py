@@ -124,6 +124,11 @@ def fmt(seconds: list[float]) -> str:
     return " ".join(f"{s:.2f}" for s in seconds)
 
 
+# --jobs 1 / --jobs 2 pairs per recording. With 7, the 64-channel median moved between 1.56x and
+# 1.72x from one run to the next on this machine; 30 pairs in a row had quartiles 1.71-1.80x.
+JOB_PAIRS = 15
+
+
 def paired_jobs(name: str, run, pairs: int, where: str = "") -> dict:
     """`run(jobs)` -> seconds for --jobs 1 and --jobs 2 alternately, `pairs` times each, so that
     each --jobs 1 run has a --jobs 2 run beside it in time: the median times, the median of
@@ -286,7 +291,7 @@ def main() -> None:
                 stolen.append(STOLEN[-1])
                 return s
 
-            extra["jobs"].append({**paired_jobs(big, run, max(repeats, 7)), "steal_share_runs": stolen})
+            extra["jobs"].append({**paired_jobs(big, run, max(repeats, JOB_PAIRS)), "steal_share_runs": stolen})
 
     print()
     head = f"{'recording':<17} {'method':<24} {'seconds':>8} {'M samp/s':>9} {'x SI':>6} {'recall':>7} " \
