@@ -144,6 +144,34 @@ def paired_jobs(name: str, run, pairs: int, where: str = "") -> dict:
             "jobs_1_runs_s": j1, "jobs_2_runs_s": j2}
 
 
+def whole_command_jobs(data: Path, names: tuple[str, ...], pairs: int) -> list[dict]:
+    """`neurocyte detect --jobs 1` against `--jobs 2`, whole commands, on each recording.
+    --jobs is for long work: the long 64-channel file and one as wide as a real array (1024
+    channels, 1.2 GB); start-up stays serial. This machine's speed drifts by up to 2x within a
+    minute, so each --jobs 1 run is paired with the --jobs 2 run next to it in time and the
+    speedup is the median of the pairs' ratios (the ratio of median times is kept too)."""
+    rows = []
+    for name in names:
+        stolen: list[float] = []
+
+        def run(jobs: int, name: str = name) -> float:
+            s = ours(data / f"{name}.bin", data / f"{name}.json", data / f"j{jobs}.parquet", jobs)[0]
+            stolen.append(STOLEN[-1])
+            return s
+
+        rows.append({**paired_jobs(name, run, pairs), "steal_share_runs": stolen})
+    return rows
+
+
+def jobs_line(j: dict, startup_s: float | None = None) -> str:
+    without = "" if startup_s is None else \
+        f"; the start-up taken off both medians: {(j['jobs_1_s'] - startup_s) / (j['jobs_2_s'] - startup_s):.2f}x"
+    return (f"--jobs 2 vs --jobs 1 on {j['recording']}: {j['speedup']:.2f}x (median of {len(j['jobs_1_runs_s'])} "
+            f"paired runs' ratios; median times {j['jobs_1_s']:.2f} s -> {j['jobs_2_s']:.2f} s, "
+            f"{j['speedup_of_medians']:.2f}x; runs {fmt(j['jobs_1_runs_s'])} and {fmt(j['jobs_2_runs_s'])}; "
+            f"hypervisor steal {_percent(j['steal_share_runs'])}{without})")
+
+
 def _percent(shares: list[float]) -> str:
     return f"median {100 * statistics.median(shares):.0f} %, at most {100 * max(shares):.0f} % per run" if shares else "-"
 
@@ -277,21 +305,7 @@ def main() -> None:
                                         args.data / "memory.parquet")[1])
         extra["memory_vs_length"] = {name: max(v) for name, v in peaks.items()}
         extra["memory_vs_length_runs_mb"] = peaks
-        # --jobs is for long work: on the long 64-channel file and on one as wide as a real array
-        # (1024 channels, 1.2 GB), alternating --jobs 1 and --jobs 2; start-up stays serial.
-        # This machine's speed drifts by up to 2x within a minute, so each --jobs 1 run is
-        # paired with the --jobs 2 run next to it in time and the speedup is the median of the
-        # pairs' ratios (the ratio of median times is shown too).
-        extra["jobs"] = []
-        for big in (long_name, WIDE[0]):
-            stolen: list[float] = []
-
-            def run(jobs: int, big: str = big) -> float:
-                s = ours(args.data / f"{big}.bin", args.data / f"{big}.json", args.data / f"j{jobs}.parquet", jobs)[0]
-                stolen.append(STOLEN[-1])
-                return s
-
-            extra["jobs"].append({**paired_jobs(big, run, max(repeats, JOB_PAIRS)), "steal_share_runs": stolen})
+        extra["jobs"] = whole_command_jobs(args.data, (long_name, WIDE[0]), max(repeats, JOB_PAIRS))
 
     print()
     head = f"{'recording':<17} {'method':<24} {'seconds':>8} {'M samp/s':>9} {'x SI':>6} {'recall':>7} " \
@@ -311,11 +325,7 @@ def main() -> None:
         print("peak memory of neurocyte detect (highest of 3 runs): "
               + ", ".join(f"{k} {v:.0f} MB" for k, v in extra["memory_vs_length"].items()) + f" (runs: {runs})")
         for j in extra["jobs"]:
-            print(f"--jobs 2 vs --jobs 1 on {j['recording']}: {j['speedup']:.2f}x (median of paired runs' ratios; "
-                  f"median times {j['jobs_1_s']:.2f} s -> {j['jobs_2_s']:.2f} s, {j['speedup_of_medians']:.2f}x; "
-                  f"runs {fmt(j['jobs_1_runs_s'])} and {fmt(j['jobs_2_runs_s'])}; hypervisor steal "
-                  f"{_percent(j['steal_share_runs'])}; the start-up taken off both medians: "
-                  f"{(j['jobs_1_s'] - startup_s) / (j['jobs_2_s'] - startup_s):.2f}x)")
+            print(jobs_line(j, startup_s))
     print(f"CPU time the hypervisor stole from this machine during the runs: {_percent(STOLEN)}")
     print("SpikeInterface's seconds exclude its import; ours are the whole command. "
           f"Matching: {MATCH_MS} ms, channel within {NEAR_UM:g} um of the unit's peak channel, one-to-one.")
