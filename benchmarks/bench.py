@@ -125,7 +125,8 @@ def fmt(seconds: list[float]) -> str:
 
 
 # --jobs 1 / --jobs 2 pairs per recording. With 7, the 64-channel median moved between 1.56x and
-# 1.72x from one run to the next on this machine; 30 pairs in a row had quartiles 1.71-1.80x.
+# 1.72x from one run to the next on this machine. More pairs narrow the estimate, not the
+# machine: two runs of 30 (jobs_pairs.py) minutes apart gave 1.77x and 1.66x.
 JOB_PAIRS = 15
 
 
