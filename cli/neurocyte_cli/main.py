@@ -280,18 +280,11 @@ def _detecting(files: tuple[Path, ...], n_samples: int):
 
 
 class _SpikeFile:
-    """`neurocyte detect`'s output, written as the windows come: .parquet (zstd) or .csv.
-    pyarrow is imported only for Parquet: it costs start-up time.
-    Parquet rows are written in row groups of ROW_GROUP_ROWS, not one per window: a window
-    holds a few hundred spikes, and 240 row groups of those made a 64-channel x 240 s table
-    9 % larger (825 against 755 KB) and every reader walk 240 groups."""
-
-    ROW_GROUP_ROWS = 1 << 16  # 65,536 spikes: 1 MB of values held at most, a short write at the end
+    """`neurocyte detect`'s output, written window by window: .parquet (zstd) or .csv.
+    pyarrow is imported only for Parquet: it costs start-up time."""
 
     def __init__(self, path: Path, parquet: bool) -> None:
         self._parquet = parquet
-        self._pending: list = []
-        self._pending_rows = 0
         if self._parquet:
             import pyarrow.parquet as pq
 
@@ -306,25 +299,15 @@ class _SpikeFile:
 
     def write(self, table) -> None:
         if self._parquet:
-            self._pending.append(table)
-            self._pending_rows += len(table)
-            if self._pending_rows >= self.ROW_GROUP_ROWS:
-                self._flush()
+            from neurocyte_shared.spikes import arrow_table
+
+            self._writer.write_table(arrow_table(table))
         else:
             self._file.writelines(map("{},{},{:.2f}\n".format, table.sample_index.tolist(),
                                       table.channel_index.tolist(), table.amplitude_uv.tolist()))
 
-    def _flush(self) -> None:
-        from neurocyte_shared.detection import SpikeTable
-        from neurocyte_shared.spikes import arrow_table
-
-        if self._pending:
-            self._writer.write_table(arrow_table(SpikeTable.concat(self._pending)))  # one row group
-        self._pending, self._pending_rows = [], 0
-
     def close(self) -> None:
         if self._parquet:
-            self._flush()
             self._writer.close()
         self._file.close()
 

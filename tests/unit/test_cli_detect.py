@@ -132,29 +132,3 @@ def test_keep_freed_memory_stops_each_window_faulting_its_arrays_in_again():
     assert faults("default")[1] > 20 * 1_000  # of 3 x 1,280 pages a window, most faulted in anew each time
     kept, n = faults("keep")
     assert kept == "True" and n < 200  # the freed block is reused as it is
-
-
-@pytest.mark.parametrize("group_rows", [None, 100])
-def test_detect_writes_parquet_in_row_groups_not_one_per_window(tmp_path, monkeypatch, group_rows):
-    import pyarrow.parquet as pq
-
-    from neurocyte_cli import main
-
-    if group_rows:
-        monkeypatch.setattr(main._SpikeFile, "ROW_GROUP_ROWS", group_rows)
-    spec = SyntheticSpec(n_channels=16, duration_s=6.0, n_units=8, seed=5)
-    bin_path, json_path, _ = write_recording(tmp_path, "r", spec)
-    for name in ("s.csv", "s.parquet"):
-        result = CliRunner().invoke(cli, ["detect", str(bin_path), str(json_path), "--out", str(tmp_path / name),
-                                          "--window-s", "0.5", "--jobs", "2"])
-        assert result.exit_code == 0, result.output
-    from_csv = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)
-    written = pq.ParquetFile(tmp_path / "s.parquet")
-    table = written.read()
-    assert len(from_csv) > 200
-    # 12 windows: one group, or with groups of 100 rows a group per 100 rows or so, never per window
-    groups = written.metadata.num_row_groups
-    assert groups == 1 if group_rows is None else 1 < groups <= len(from_csv) // 100 + 1
-    np.testing.assert_array_equal(table["sample_index"].to_numpy(), from_csv[:, 0])
-    np.testing.assert_array_equal(table["channel_index"].to_numpy(), from_csv[:, 1])
-    np.testing.assert_allclose(table["amplitude_uv"].to_numpy(), from_csv[:, 2], atol=0.005)
