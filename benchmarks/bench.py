@@ -126,7 +126,7 @@ def fmt(seconds: list[float]) -> str:
 
 # --jobs 1 / --jobs 2 pairs per recording. With 7, the 64-channel median moved between 1.56x and
 # 1.72x from one run to the next on this machine. More pairs narrow the estimate, not the
-# machine: two runs of 30 (jobs_pairs.py) minutes apart gave 1.77x and 1.66x.
+# machine: four runs of 30 pairs in one afternoon gave 1.66x to 1.80x.
 JOB_PAIRS = 15
 
 
