@@ -145,6 +145,15 @@ def paired_jobs(name: str, run, pairs: int, where: str = "") -> dict:
             "jobs_1_runs_s": j1, "jobs_2_runs_s": j2}
 
 
+def use_compiled_kernels() -> None:
+    """Every run of ours uses the kernels compiled ahead of time (what `neurocyte detect` runs):
+    refuse to start without them, and make an edit mid-bench fail a run, never fall back."""
+    if subprocess.run([str(PYTHON), "-c", "from neurocyte_shared.kernels_aot import compiled; "
+                       "raise SystemExit(compiled() is None)"]).returncode != 0:
+        raise SystemExit("the kernels are not compiled ahead of time for this source: run `make setup` first")
+    os.environ["NEUROCYTE_KERNELS"] = "aot"
+
+
 def whole_command_jobs(data: Path, names: tuple[str, ...], pairs: int) -> list[dict]:
     """`neurocyte detect --jobs 1` against `--jobs 2`, whole commands, on each recording.
     --jobs is for long work: the long 64-channel file and one as wide as a real array (1024
@@ -232,10 +241,7 @@ def main() -> None:
     # The compile cost, counted: `make setup` compiles the kernels ahead of time once (what
     # `neurocyte detect` runs); the services' JIT compiles on a cold numba cache once per
     # input type. Both measured here from cold, into throwaway directories.
-    if subprocess.run([str(PYTHON), "-c", "from neurocyte_shared.kernels_aot import compiled; "
-                       "raise SystemExit(compiled() is None)"]).returncode != 0:
-        raise SystemExit("the kernels are not compiled ahead of time for this source: run `make setup` first")
-    os.environ["NEUROCYTE_KERNELS"] = "aot"  # every run of ours: an edit mid-bench fails it, never falls back
+    use_compiled_kernels()
     scratch = Path(tempfile.mkdtemp(prefix="neurocyte-kernels-"))
     t0 = time.perf_counter()
     subprocess.run([str(PYTHON), "-c", "import sys; from pathlib import Path; "

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import HERE, LONG, PYTHON, STOLEN, WIDE, _percent, ensure_data, jobs_line, whole_command_jobs
+from bench import (HERE, LONG, STOLEN, WIDE, _percent, ensure_data, jobs_line, use_compiled_kernels,
+                   whole_command_jobs)
 
 
 def main() -> None:
@@ -26,10 +25,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=30)
     ap.add_argument("--wide", action="store_true", help="the 1024-channel file too (about 14 s a pair)")
     args = ap.parse_args()
-    if subprocess.run([str(PYTHON), "-c", "from neurocyte_shared.kernels_aot import compiled; "
-                       "raise SystemExit(compiled() is None)"]).returncode != 0:
-        raise SystemExit("the kernels are not compiled ahead of time for this source: run `make setup` first")
-    os.environ["NEUROCYTE_KERNELS"] = "aot"  # as bench.py: what `neurocyte detect` runs
+    use_compiled_kernels()
     datasets = [LONG, WIDE] if args.wide else [LONG]
     args.data.mkdir(parents=True, exist_ok=True)
     for dataset in datasets:
