@@ -27,8 +27,8 @@ $(UV):
 # The detection kernels compiled ahead of time (about a minute, once per change of kernels.py):
 # `neurocyte detect` then starts without numba (0.8 s sooner). Needs a C compiler; without
 # one the build says so and neurocyte uses numba's JIT kernels (same results).
-.venv/.kernels: .venv/.synced shared/neurocyte_shared/kernels.py shared/neurocyte_shared/kernels_aot.py
-	.venv/bin/python -m neurocyte_shared.kernels_aot
+.venv/.kernels: .venv/.synced $(wildcard shared/neurocyte_shared/science/kernels/*.py)
+	.venv/bin/python -m neurocyte_shared.science.kernels.aot
 	touch $@
 
 # The project's own modules compiled to bytecode, as uv compiles the dependencies': where
@@ -62,9 +62,11 @@ bench: setup .bench-venv/.synced
 	$(UV) pip install -q --python .bench-venv/bin/python --compile-bytecode -r benchmarks/requirements-spikeinterface.txt
 	touch $@
 
+# ruff (rules and line length in pyproject.toml) and the CloudFormation template.
 lint: setup
+	.venv/bin/ruff check shared services cli tests benchmarks
 	.venv/bin/cfn-lint deploy/template.yaml
 
 clean:
 	-.venv/bin/neurocyte down
-	rm -rf .venv .tools .localstack-venv .bench-venv .nwb-venv shared/neurocyte_shared/_kernels_* $(shell find shared cli services -name __pycache__ -type d)
+	rm -rf .venv .tools .localstack-venv .bench-venv .nwb-venv shared/neurocyte_shared/science/kernels/_kernels_* $(shell find shared cli services -name __pycache__ -type d)

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +148,7 @@ def paired_jobs(name: str, run, pairs: int, where: str = "") -> dict:
 def use_compiled_kernels() -> None:
     """Every run of ours uses the kernels compiled ahead of time (what `neurocyte detect` runs):
     refuse to start without them, and make an edit mid-bench fail a run, never fall back."""
-    if subprocess.run([str(PYTHON), "-c", "from neurocyte_shared.kernels_aot import compiled; "
+    if subprocess.run([str(PYTHON), "-c", "from neurocyte_shared.science.kernels.aot import compiled; "
                        "raise SystemExit(compiled() is None)"]).returncode != 0:
         raise SystemExit("the kernels are not compiled ahead of time for this source: run `make setup` first")
     os.environ["NEUROCYTE_KERNELS"] = "aot"
@@ -183,7 +183,9 @@ def jobs_line(j: dict, startup_s: float | None = None) -> str:
 
 
 def _percent(shares: list[float]) -> str:
-    return f"median {100 * statistics.median(shares):.0f} %, at most {100 * max(shares):.0f} % per run" if shares else "-"
+    if not shares:
+        return "-"
+    return f"median {100 * statistics.median(shares):.0f} %, at most {100 * max(shares):.0f} % per run"
 
 
 def score(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, rate: float) -> dict:
@@ -203,22 +205,31 @@ def score(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, rate: 
 # spike reported on each electrode that sees it (about 9 rows per spike).
 PER_CHANNEL = ("--radius-um", "0", "--dead-time-ms", "1.0")
 NO_PEEL = ("--no-peel",)  # what peeling costs and adds
-LABELS = {"neurocyte": "neurocyte detect", "neurocyte_no_peel": "neurocyte --no-peel",
-          "neurocyte_per_channel": "neurocyte --radius-um 0",
-          "by_channel": "SI by_channel", "locally_exclusive": "SI locally_exclusive"}
+LABELS = {
+    "neurocyte": "neurocyte detect",
+    "neurocyte_no_peel": "neurocyte --no-peel",
+    "neurocyte_per_channel": "neurocyte --radius-um 0",
+    "by_channel": "SI by_channel",
+    "locally_exclusive": "SI locally_exclusive",
+}
 
 
-def ours(bin_path: Path, json_path: Path, out: Path, jobs: int = 1, extra: tuple[str, ...] = ()
-         ) -> tuple[float, float, np.ndarray, np.ndarray]:
-    seconds, mb, _ = run_measured([str(NEUROCYTE), "detect", str(bin_path), str(json_path), "--out", str(out),
-                                   "--jobs", str(jobs), *extra])  # NEUROCYTE_KERNELS=aot: see main()
+def ours(
+    bin_path: Path, json_path: Path, out: Path, jobs: int = 1, extra: tuple[str, ...] = ()
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    seconds, mb, _ = run_measured(
+        [str(NEUROCYTE), "detect", str(bin_path), str(json_path), "--out", str(out), "--jobs", str(jobs), *extra]
+    )  # NEUROCYTE_KERNELS=aot: see main()
     table = pq.read_table(out)
     return seconds, mb, table["sample_index"].to_numpy(), table["channel_index"].to_numpy()
 
 
-def theirs(bin_path: Path, json_path: Path, method: str, out: Path) -> tuple[float, float, float, np.ndarray, np.ndarray]:
-    wall, mb, stdout = run_measured([str(SI_PY), str(HERE / "si_tasks.py"), "detect", str(bin_path), str(json_path),
-                                     method, str(out)])
+def theirs(
+    bin_path: Path, json_path: Path, method: str, out: Path
+) -> tuple[float, float, float, np.ndarray, np.ndarray]:
+    wall, mb, stdout = run_measured(
+        [str(SI_PY), str(HERE / "si_tasks.py"), "detect", str(bin_path), str(json_path), method, str(out)]
+    )
     report = json.loads(stdout.strip().splitlines()[-1])
     peaks = np.load(out)
     return report["seconds"], wall, mb, peaks[:, 0], peaks[:, 1]
@@ -244,15 +255,35 @@ def main() -> None:
     use_compiled_kernels()
     scratch = Path(tempfile.mkdtemp(prefix="neurocyte-kernels-"))
     t0 = time.perf_counter()
-    subprocess.run([str(PYTHON), "-c", "import sys; from pathlib import Path; "
-                    "from neurocyte_shared.kernels_aot import build; build(Path(sys.argv[1]))", str(scratch)],
-                   check=True, capture_output=True, env=dict(os.environ, NUMBA_CACHE_DIR=str(scratch / "numba-aot")))
+    subprocess.run(
+        [
+            str(PYTHON),
+            "-c",
+            "import sys; from pathlib import Path; "
+            "from neurocyte_shared.science.kernels.aot import build; build(Path(sys.argv[1]))",
+            str(scratch),
+        ],
+        check=True,
+        capture_output=True,
+        env=dict(os.environ, NUMBA_CACHE_DIR=str(scratch / "numba-aot")),
+    )
     aot_build_s = time.perf_counter() - t0
     env = dict(os.environ, NUMBA_CACHE_DIR=str(scratch / "numba"), NEUROCYTE_KERNELS="jit")
     name0 = datasets[0][0]
     t0 = time.perf_counter()
-    subprocess.run([str(NEUROCYTE), "detect", str(args.data / f"{name0}.bin"), str(args.data / f"{name0}.json"),
-                    "--out", str(args.data / "cold.parquet")], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [
+            str(NEUROCYTE),
+            "detect",
+            str(args.data / f"{name0}.bin"),
+            str(args.data / f"{name0}.json"),
+            "--out",
+            str(args.data / "cold.parquet"),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     cold_s = time.perf_counter() - t0
     shutil.rmtree(scratch, ignore_errors=True)
 
@@ -267,7 +298,7 @@ def main() -> None:
     startup_s = statistics.median(ours(tiny_bin, tiny_json, args.data / "tiny.parquet")[0] for _ in range(3))
 
     rows = []
-    for name, ch, sec, rate, units in datasets:
+    for name, ch, sec, rate, _units in datasets:
         bin_path, json_path = args.data / f"{name}.bin", args.data / f"{name}.json"
         truth = dict(np.load(args.data / f"{name}.truth.npz"))
         samples = ch * int(sec * rate)
@@ -276,7 +307,7 @@ def main() -> None:
         dets: dict[str, tuple] = {}
         for r in range(repeats):
             order = list(LABELS)
-            order = order[r % len(order):] + order[: r % len(order)]  # alternate who runs first
+            order = order[r % len(order) :] + order[: r % len(order)]  # alternate who runs first
             for method in order:
                 print(f"  {name}: {method} run {r + 1}/{repeats}", flush=True)
                 if method == "neurocyte":
@@ -293,8 +324,14 @@ def main() -> None:
         si_best = min(statistics.median(times["by_channel"]), statistics.median(times["locally_exclusive"]))
         for method in times:
             med = statistics.median(times[method])
-            row = {"recording": name, "method": LABELS[method], "seconds": med, "msamples_per_s": samples / med / 1e6,
-                   "peak_mb": mem[method], **score(*dets[method], truth, rate)}
+            row = {
+                "recording": name,
+                "method": LABELS[method],
+                "seconds": med,
+                "msamples_per_s": samples / med / 1e6,
+                "peak_mb": mem[method],
+                **score(*dets[method], truth, rate),
+            }
             if method.startswith("neurocyte"):
                 row["speedup_vs_si_faster"] = si_best / med
             rows.append(row)
@@ -308,42 +345,62 @@ def main() -> None:
         for r in range(3):
             for name in peaks:
                 print(f"  memory: {name} run {r + 1}", flush=True)
-                peaks[name].append(ours(args.data / f"{name}.bin", args.data / f"{name}.json",
-                                        args.data / "memory.parquet")[1])
+                peaks[name].append(
+                    ours(args.data / f"{name}.bin", args.data / f"{name}.json", args.data / "memory.parquet")[1]
+                )
         extra["memory_vs_length"] = {name: max(v) for name, v in peaks.items()}
         extra["memory_vs_length_runs_mb"] = peaks
         extra["jobs"] = whole_command_jobs(args.data, (long_name, WIDE[0]), max(repeats, JOB_PAIRS))
 
     print()
-    head = f"{'recording':<17} {'method':<24} {'seconds':>8} {'M samp/s':>9} {'x SI':>6} {'recall':>7} " \
-           f"{'precision':>9} {'rec SNR>=5':>10} {'peak MB':>8}"
+    head = (
+        f"{'recording':<17} {'method':<24} {'seconds':>8} {'M samp/s':>9} {'x SI':>6} {'recall':>7} "
+        f"{'precision':>9} {'rec SNR>=5':>10} {'peak MB':>8}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         speed = f"{r['speedup_vs_si_faster']:.1f}x" if "speedup_vs_si_faster" in r else ""
-        print(f"{r['recording']:<17} {r['method']:<24} {r['seconds']:>8.2f} {r['msamples_per_s']:>9.1f} {speed:>6} "
-              f"{r['recall']:>7.3f} {r['precision']:>9.3f} {r['recall_snr_ge_5']:>10.3f} {r['peak_mb']:>8.0f}")
-    print(f"\nneurocyte: compiling the kernels ahead of time (make setup, once per change of kernels.py) took "
-          f"{aot_build_s:.0f} s; the services' JIT instead compiles on first use ({cold_s:.1f} s for the first "
-          "run on a cold numba cache, then cached).")
+        print(
+            f"{r['recording']:<17} {r['method']:<24} {r['seconds']:>8.2f} {r['msamples_per_s']:>9.1f} {speed:>6} "
+            f"{r['recall']:>7.3f} {r['precision']:>9.3f} {r['recall_snr_ge_5']:>10.3f} {r['peak_mb']:>8.0f}"
+        )
+    print(
+        f"\nneurocyte: compiling the kernels ahead of time (make setup, once per change of kernels.py) took "
+        f"{aot_build_s:.0f} s; the services' JIT instead compiles on first use ({cold_s:.1f} s for the first "
+        "run on a cold numba cache, then cached)."
+    )
     print(f"neurocyte: start-up, the whole command on 0.5 s of {name0}: {startup_s:.2f} s (in every figure above)")
     if extra:
         runs = "; ".join(" ".join(f"{x:.0f}" for x in v) for v in extra["memory_vs_length_runs_mb"].values())
-        print("peak memory of neurocyte detect (highest of 3 runs): "
-              + ", ".join(f"{k} {v:.0f} MB" for k, v in extra["memory_vs_length"].items()) + f" (runs: {runs})")
+        print(
+            "peak memory of neurocyte detect (highest of 3 runs): "
+            + ", ".join(f"{k} {v:.0f} MB" for k, v in extra["memory_vs_length"].items())
+            + f" (runs: {runs})"
+        )
         for j in extra["jobs"]:
             print(jobs_line(j, startup_s))
     print(f"CPU time the hypervisor stole from this machine during the runs: {_percent(STOLEN)}")
-    print("SpikeInterface's seconds exclude its import; ours are the whole command. "
-          f"Matching: {MATCH_MS} ms, channel within {NEAR_UM:g} um of the unit's peak channel, one-to-one.")
+    print(
+        "SpikeInterface's seconds exclude its import; ours are the whole command. "
+        f"Matching: {MATCH_MS} ms, channel within {NEAR_UM:g} um of the unit's peak channel, one-to-one."
+    )
 
-    results = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-               "cpus": os.cpu_count(), "repeats": repeats, "rows": rows, "cold_numba_first_run_s": cold_s,
-               "aot_build_s": aot_build_s,
-               "startup_s": startup_s, "steal_share_runs": STOLEN, **extra}
+    results = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "repeats": repeats,
+        "rows": rows,
+        "cold_numba_first_run_s": cold_s,
+        "aot_build_s": aot_build_s,
+        "startup_s": startup_s,
+        "steal_share_runs": STOLEN,
+        **extra,
+    }
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"detection-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path = out_dir / f"detection-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"written {path.relative_to(ROOT)}")
 

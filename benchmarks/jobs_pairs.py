@@ -12,11 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import (HERE, LONG, STOLEN, WIDE, _percent, ensure_data, jobs_line, use_compiled_kernels,
-                   whole_command_jobs)
+from bench import (
+    HERE,
+    LONG,
+    STOLEN,
+    WIDE,
+    _percent,
+    ensure_data,
+    jobs_line,
+    use_compiled_kernels,
+    whole_command_jobs,
+)
 
 
 def main() -> None:
@@ -34,12 +43,17 @@ def main() -> None:
     print()
     for row in rows:
         print(jobs_line(row))
-        print(f"  pairs at 1.7x or more: {sum(a / b >= 1.7 for a, b in zip(row['jobs_1_runs_s'], row['jobs_2_runs_s']))}"
-              f" of {len(row['jobs_1_runs_s'])}")
+        print(
+            f"  pairs at 1.7x or more: {sum(a / b >= 1.7 for a, b in zip(row['jobs_1_runs_s'], row['jobs_2_runs_s']))}"
+            f" of {len(row['jobs_1_runs_s'])}"
+        )
     print(f"CPU time the hypervisor stole from this machine during the runs: {_percent(STOLEN)}")
-    path = HERE / "results" / f"jobs-pairs-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps({"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                "pairs": args.pairs, "rows": rows}, indent=2))
+    path = HERE / "results" / f"jobs-pairs-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(
+        json.dumps(
+            {"when": datetime.now(UTC).isoformat(timespec="seconds"), "pairs": args.pairs, "rows": rows}, indent=2
+        )
+    )
     print(f"written {path.relative_to(HERE.parent)}")
 
 

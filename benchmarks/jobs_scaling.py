@@ -16,16 +16,16 @@ import io
 import json
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-import neurocyte_cli  # noqa: F401  first: one BLAS thread, as `neurocyte` sets before numpy loads
 import pyarrow.parquet as pq
-
 from bench import HERE, LONG, WIDE, ensure_data, paired_jobs
-from neurocyte_shared import spikes
-from neurocyte_shared.detection import DetectionParams
-from neurocyte_shared.local_detect import LocalRecording, detect_recording
+
+import neurocyte_cli  # noqa: F401  first: one BLAS thread, as `neurocyte` sets before numpy loads
+from neurocyte_shared.science.detection import DetectionParams
+from neurocyte_shared.science.detection.windows import LocalRecording, detect_recording
+from neurocyte_shared.storage import spikes
 
 
 def seconds(recording: LocalRecording, jobs: int) -> float:
@@ -52,8 +52,8 @@ def main() -> None:
     for row in rows:
         print(f"--jobs 2 vs --jobs 1 in one process (no start-up) on {row['recording']}: {row['speedup']:.2f}x "
               f"(median of paired runs' ratios; median times {row['jobs_1_s']:.2f} s -> {row['jobs_2_s']:.2f} s)")
-    path = HERE / "results" / f"jobs-scaling-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps({"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows},
+    path = HERE / "results" / f"jobs-scaling-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps({"when": datetime.now(UTC).isoformat(timespec="seconds"), "rows": rows},
                                indent=2))
     print(f"written {path.relative_to(HERE.parent)}")
 

@@ -13,15 +13,16 @@ import json
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from neurocyte_cli import local as L
-from neurocyte_cli.main import _outputs, submit_files
-from neurocyte_shared import aws
-from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+from neurocyte_cli.commands.submit import submit_files
+from neurocyte_cli.ui import _outputs
+from neurocyte_shared.messaging import aws
+from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -62,7 +63,7 @@ def main() -> None:
     deadline = time.time() + a.timeout
     while len(arrived) < len(rids) and time.time() < deadline:
         mail = L.inbox(local)
-        for i, rid in enumerate(rids):
+        for rid in rids:
             if rid not in arrived and any(rid in json.dumps(m) for m in mail):
                 arrived[rid] = time.time()
                 print(f"  {len(arrived):>2}/{len(rids)} {rid}: email after {arrived[rid] - started[rid]:.1f} s")
@@ -77,7 +78,7 @@ def main() -> None:
               for name, alive in L.running(local).items() if alive and name != "localstack"}
     lat = np.array([arrived[r] - started[r] for r in arrived])
     result = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "recordings": len(rids),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"), "recordings": len(rids),
         "channels": a.channels, "seconds": a.seconds, "emails": len(arrived),
         "p50_s": float(np.percentile(lat, 50)) if lat.size else None,
         "p95_s": float(np.percentile(lat, 95)) if lat.size else None,
@@ -85,7 +86,7 @@ def main() -> None:
         "peak_rss_mb": memory,
     }
     print(json.dumps(result, indent=2))
-    out = Path(__file__).resolve().parent / "results" / f"load-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    out = Path(__file__).resolve().parent / "results" / f"load-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"written {out}")
 

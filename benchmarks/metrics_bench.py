@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core
 
 import numpy as np  # noqa: E402
 
-from neurocyte_shared.detection import SpikeTable  # noqa: E402
-from neurocyte_shared.metrics import summarize  # noqa: E402
-from neurocyte_shared.report import figures  # noqa: E402
+from neurocyte_shared.science.metrics import summarize  # noqa: E402
+from neurocyte_shared.science.report import figures  # noqa: E402
+from neurocyte_shared.science.table import SpikeTable  # noqa: E402
 
 N_SPIKES, N_CH, DURATION_S, FS = 1_000_000, 1024, 300.0, 20_000.0
 TARGET_S = 10.0
@@ -50,15 +50,29 @@ def main() -> None:
     figures(summary, table)
     figures_s = time.perf_counter() - started
     print(f"{'summary of':<28} {'seconds':>8} {'target':>8}")
-    print(f"{len(table):,} spikes x {N_CH} el.  {summary_s:>8.2f} {TARGET_S:>8.1f}   (pictures: {figures_s:.2f} s more)")
-    print(f"  found: {summary.active_electrodes} active, {summary.bursting_electrodes} bursting, "
-          f"{summary.network.count} network bursts, STTC {summary.synchrony.sttc_mean:.3f}")
+    print(
+        f"{len(table):,} spikes x {N_CH} el.  {summary_s:>8.2f} {TARGET_S:>8.1f}   (pictures: {figures_s:.2f} s more)"
+    )
+    print(
+        f"  found: {summary.active_electrodes} active, {summary.bursting_electrodes} bursting, "
+        f"{summary.network.count} network bursts, STTC {summary.synchrony.sttc_mean:.3f}"
+    )
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
-    path = out / f"metrics-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps({"spikes": len(table), "electrodes": N_CH, "summary_s": summary_s,
-                                "figures_s": figures_s, "target_s": TARGET_S,
-                                "network_bursts": summary.network.count}, indent=2))
+    path = out / f"metrics-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "spikes": len(table),
+                "electrodes": N_CH,
+                "summary_s": summary_s,
+                "figures_s": figures_s,
+                "target_s": TARGET_S,
+                "network_bursts": summary.network.count,
+            },
+            indent=2,
+        )
+    )
     print(f"written {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
 
 

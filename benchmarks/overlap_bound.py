@@ -21,14 +21,19 @@ import argparse
 import json
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-
 from bench import DATASETS, HERE, SI_PY, ensure_data, match, score
-from neurocyte_shared.detection import DetectionParams, estimate_noise, find_peaks, preprocess
-from neurocyte_shared.local_detect import LocalRecording
+
+from neurocyte_shared.science.detection import (
+    DetectionParams,
+    estimate_noise,
+    find_peaks,
+    preprocess,
+)
+from neurocyte_shared.science.detection.windows import LocalRecording
 
 
 def filtered_templates(templates: np.ndarray, rate: float, params: DetectionParams) -> tuple[np.ndarray, int]:
@@ -65,8 +70,14 @@ def bound(name: str, data: Path, params: DetectionParams) -> list[dict]:
     hidden = find_peaks(x, rate, params, noise_uv=noise, channel_locations_um=locations)
     both = (np.concatenate([found.sample_index, hidden.sample_index]),
             np.concatenate([found.channel_index, hidden.channel_index]))
-    return [{"recording": name, "method": "neurocyte --no-peel (in proc.)", **score(found.sample_index, found.channel_index, truth, rate)},
-            {"recording": name, "method": "+ hidden spikes (bound)", **score(*both, truth, rate)}]
+    return [
+        {
+            "recording": name,
+            "method": "neurocyte --no-peel (in proc.)",
+            **score(found.sample_index, found.channel_index, truth, rate),
+        },
+        {"recording": name, "method": "+ hidden spikes (bound)", **score(*both, truth, rate)},
+    ]
 
 
 def main() -> None:
@@ -85,17 +96,26 @@ def main() -> None:
     latest = sorted((HERE / "results").glob("detection-*.json"))
     if latest:  # SpikeInterface's rows from the last bench.py run, on the same files
         si_rows = json.loads(latest[-1].read_text())["rows"]
-        rows += [r for r in si_rows if (r["method"].startswith("SI ") or r["method"] == "neurocyte detect")
-                 and r["recording"] in {d[0] for d in DATASETS}]
+        rows += [
+            r
+            for r in si_rows
+            if (r["method"].startswith("SI ") or r["method"] == "neurocyte detect")
+            and r["recording"] in {d[0] for d in DATASETS}
+        ]
     rows.sort(key=lambda r: r["recording"])
     print(f"\n{'recording':<18}{'method':<32}{'detections':>11}{'recall':>8}{'precision':>10}{'rec SNR>=5':>11}")
     for r in rows:
-        print(f"{r['recording']:<18}{r['method']:<32}{r['detections']:>11}{r['recall']:>8.3f}{r['precision']:>10.3f}"
-              f"{r['recall_snr_ge_5']:>11.3f}")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        print(
+            f"{r['recording']:<18}{r['method']:<32}{r['detections']:>11}{r['recall']:>8.3f}{r['precision']:>10.3f}"
+            f"{r['recall_snr_ge_5']:>11.3f}"
+        )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = HERE / "results" / f"overlap-bound-{stamp}.json"
-    out.write_text(json.dumps({"rows": rows, "params": params.model_dump(),
-                               "si_rows_from": latest[-1].name if latest else None}, indent=1))
+    out.write_text(
+        json.dumps(
+            {"rows": rows, "params": params.model_dump(), "si_rows_from": latest[-1].name if latest else None}, indent=1
+        )
+    )
     print(f"\nwritten {out.relative_to(HERE.parent)}")
 
 

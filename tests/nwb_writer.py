@@ -8,7 +8,7 @@ IN.npz holds `data` (int16, time x channels), `loc` (channels x 2, um), `convers
 """
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from hdmf.backends.hdf5.h5_utils import H5DataIO
@@ -20,7 +20,7 @@ def main(out: str, inputs: str) -> None:
     z = np.load(inputs)
     data, loc = z["data"], z["loc"]
     nwb = NWBFile(session_description="neurocyte test", identifier="neurocyte-test",
-                  session_start_time=datetime(2026, 11, 22, tzinfo=timezone.utc))
+                  session_start_time=datetime(2026, 11, 22, tzinfo=UTC))
     device = nwb.create_device(name="mea")
     group = nwb.create_electrode_group(name="array", description="test array", location="culture", device=device)
     for x, y in loc:

@@ -1,13 +1,5 @@
 """The neurocyte command."""
 
-import os
-
-# One thread per --jobs: numpy's BLAS would start a thread per core for the templates'
-# k-means, and those threads spin against the detection threads (k-means 0.03 -> 0.32 s of a
-# minute's detection with the other core busy). Set before numpy loads; a user's own wins.
-for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
 
 def run() -> None:
     """The `neurocyte` command. The garbage collector is off while the command's modules load:
@@ -15,7 +7,13 @@ def run() -> None:
     the young ones about 90 times (20-30 ms of a 0.3 s start-up, paid by every command). They
     live as long as the process, so they are then frozen out of its collections for good."""
     import gc
+    import os
 
+    # One thread per --jobs: numpy's BLAS would start a thread per core for the templates'
+    # k-means, and those threads spin against the detection threads. Set before numpy loads,
+    # by the command only (not on import); a user's own setting wins.
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     gc.disable()
     try:
         from .main import cli

@@ -39,7 +39,7 @@ class Local:
     stack: str
 
     @classmethod
-    def from_env(cls) -> "Local":
+    def from_env(cls) -> Local:
         return cls(
             home=Path(os.environ.get("NEUROCYTE_HOME", Path.home() / ".neurocyte")),
             endpoint=os.environ.get("NEUROCYTE_ENDPOINT", "http://127.0.0.1:4566"),
@@ -203,7 +203,7 @@ def start_localstack(local: Local, say=print, timeout_s: float = 180) -> None:
 
 
 def deploy_stack(local: Local, say=print) -> dict[str, str]:
-    from neurocyte_shared import aws
+    from neurocyte_shared.messaging import aws
 
     local.use()
     cfn = aws.client("cloudformation")
@@ -222,7 +222,7 @@ def deploy_stack(local: Local, say=print) -> dict[str, str]:
 
 
 def stack_outputs(local: Local) -> dict[str, str]:
-    from neurocyte_shared import aws
+    from neurocyte_shared.messaging import aws
 
     local.use()
     stacks = aws.client("cloudformation").describe_stacks(StackName=local.stack)["Stacks"]

@@ -37,7 +37,7 @@ def mail_body(message: dict) -> str:
 
 class Stack:
     def __init__(self, local: L.Local, outputs: dict[str, str]):
-        from neurocyte_shared import aws
+        from neurocyte_shared.messaging import aws
 
         self.local, self.outputs = local, outputs
         self.s3, self.sqs, self.events = aws.client("s3"), aws.client("sqs"), aws.client("events")
@@ -63,7 +63,7 @@ class Stack:
         return L.mail_to(self.local, address)
 
     def keys(self, prefix: str) -> list[str]:
-        from neurocyte_shared import s3io
+        from neurocyte_shared.storage import s3io
 
         return s3io.list_keys(self.s3, self.data, prefix)
 

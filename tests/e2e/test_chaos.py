@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from neurocyte_cli import local as L
-from neurocyte_shared import s3io, spikes
-from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
+from neurocyte_shared.storage import s3io, spikes
 
 from .conftest import wait_for
 

@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from neurocyte_cli.main import cli
-from neurocyte_shared import s3io
-from neurocyte_shared.bus import encode
-from neurocyte_shared.events import RecordingRef, ShardReady
-from neurocyte_shared.manifest import RecordingDocument
-from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+from neurocyte_shared.messaging.bus import encode
+from neurocyte_shared.messaging.events import RecordingRef, ShardReady
+from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
+from neurocyte_shared.storage import s3io
+from neurocyte_shared.storage.documents import RecordingDocument
 
 from .conftest import wait_for
 

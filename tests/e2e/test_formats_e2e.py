@@ -9,10 +9,11 @@ import uuid
 
 import pytest
 
-from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
 
 from ..samples import FORMATS, convert
-from .conftest import mail_body as _body, wait_for
+from .conftest import mail_body as _body
+from .conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +46,9 @@ def test_every_format_goes_from_upload_to_email(stack, tmp_path):
         assert spikes > 100, (expected[rid], spikes)
     assert set(seen) == set(expected)
     for rid, (label, fmt) in expected.items():
-        key = next(k for k in stack.keys("recordings/tenant=formats/") if f"/{rid}/" in k and k.endswith("summary.json"))
+        key = next(
+            k for k in stack.keys("recordings/tenant=formats/") if f"/{rid}/" in k and k.endswith("summary.json")
+        )
         summary = json.loads(stack.s3.get_object(Bucket=stack.data, Key=key)["Body"].read())
         assert summary["format"] == fmt, label
         assert summary["n_channels"] == 16

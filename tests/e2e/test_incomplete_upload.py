@@ -10,9 +10,10 @@ import uuid
 
 import pytest
 
-from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
 
-from .conftest import mail_body as _body, wait_for
+from .conftest import mail_body as _body
+from .conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,9 @@ def test_files_arriving_after_the_manifest_are_waited_for(stack, files):
 def test_an_upload_still_incomplete_after_the_deadline_is_refused_naming_the_missing_file(stack, files):
     email, rid = "erin@example.org", f"partial-{uuid.uuid4().hex[:8]}"
     prefix = _manifest_first(stack, files, "erin", rid, email)
-    stack.s3.put_object(Bucket=stack.uploads, Key=prefix + "late.bin", Body=files["late.bin"])  # the sidecar never comes
+    stack.s3.put_object(
+        Bucket=stack.uploads, Key=prefix + "late.bin", Body=files["late.bin"]
+    )  # the sidecar never comes
     started = time.monotonic()
     mail = wait_for(lambda: [m for m in stack.mail_to(email) if rid in json.dumps(m)], 120, "the rejection email")
     assert time.monotonic() - started >= 10  # not refused before the deadline

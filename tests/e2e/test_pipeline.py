@@ -8,12 +8,13 @@ import uuid
 import numpy as np
 import pytest
 
-from neurocyte_shared import spikes
-from neurocyte_shared.bus import encode
-from neurocyte_shared.events import ShardDetected
-from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+from neurocyte_shared.messaging.bus import encode
+from neurocyte_shared.messaging.events import ShardDetected
+from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
+from neurocyte_shared.storage import spikes
 
-from .conftest import mail_body as _body, wait_for
+from .conftest import mail_body as _body
+from .conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +82,7 @@ def test_spike_counts_per_channel_match_the_planted_spikes(stack, processed):
     spikes are lost only when two units near each other fire within the 1 ms dead time
     (rates of 1-12 Hz give a few per cent at most); channels without a unit may see a few
     detections where two neighbouring units' waveforms overlap, fewer than 1 % of the total."""
-    from neurocyte_shared import s3io
+    from neurocyte_shared.storage import s3io
 
     gt = processed["gt"]
     folder = _result(stack, processed["prefix"])
@@ -100,7 +101,7 @@ def test_spike_counts_per_channel_match_the_planted_spikes(stack, processed):
 
 
 def test_duplicate_shard_detected_gives_one_summary_and_one_email(stack, processed):
-    from neurocyte_shared.events import RecordingRef
+    from neurocyte_shared.messaging.events import RecordingRef
 
     prefix = processed["prefix"]
     summary_key = _result(stack, prefix) + "summary.json"
@@ -151,8 +152,8 @@ def test_every_event_replayed_out_of_order_changes_nothing(stack, processed):
     """All shard events of a finished recording delivered again, last shard first: the
     detector's output-exists gate reuses each table, the aggregator finds the result
     published, the notifier declines a second email. Nothing is rewritten."""
-    from neurocyte_shared import s3io
-    from neurocyte_shared.events import RecordingRef, ShardReady
+    from neurocyte_shared.messaging.events import RecordingRef, ShardReady
+    from neurocyte_shared.storage import s3io
 
     prefix, rid = processed["prefix"], processed["rid"]
     ref = RecordingRef(tenant="alice", prefix=prefix)
@@ -181,10 +182,9 @@ def test_other_parameters_make_a_new_version_beside_the_published_one(stack, pro
     """Reprocessing with other metrics parameters (the aggregator's handler, run here against
     the same LocalStack) writes a second complete version; the first is untouched."""
     from neurocyte_aggregator.handlers import Deps, on_shard_detected
-
-    from neurocyte_shared import s3io
-    from neurocyte_shared.events import RecordingRef
-    from neurocyte_shared.metrics import MetricsParams
+    from neurocyte_shared.messaging.events import RecordingRef
+    from neurocyte_shared.science.metrics import MetricsParams
+    from neurocyte_shared.storage import s3io
 
     prefix = processed["prefix"]
     first = _result(stack, prefix)

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from neurocyte_cli.main import cli
-from neurocyte_shared.detection import DetectionParams, detect_spikes, estimate_noise
-from neurocyte_shared.synthetic import SyntheticSpec, grid_locations, write_recording
+from neurocyte_shared.science.detection import DetectionParams, detect_spikes, estimate_noise
+from neurocyte_shared.science.synthetic import SyntheticSpec, grid_locations, write_recording
 
 
 def test_detect_command_matches_whole_array_detection(tmp_path):
@@ -65,7 +65,7 @@ def test_report_command_writes_summary_pictures_and_report(tmp_path):
 
 
 def test_detect_leaves_no_partial_table_when_the_file_fails_midway(tmp_path, monkeypatch):
-    import neurocyte_shared.local_detect as local_detect
+    import neurocyte_shared.science.detection.windows as local_detect
 
     spec = SyntheticSpec(n_channels=16, duration_s=6.0, n_units=8, seed=5)
     bin_path, json_path, _ = write_recording(tmp_path, "r", spec)
@@ -108,7 +108,7 @@ def test_detect_checks_the_output_name_before_working(tmp_path):
 _FAULTS = """
 import resource, sys
 import numpy as np
-from neurocyte_shared.local_detect import keep_freed_memory
+from neurocyte_shared.science.detection.windows import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 def window():  # what a window does: a few 5 MB arrays alive at once, written, then freed
     arrays = [np.empty(1_310_720, np.float32) for _ in range(3)]

@@ -2,8 +2,8 @@
 
 import json
 
-from neurocyte_shared.bus import Consumer, Deferred, encode
-from neurocyte_shared.events import RecordingRef, ShardDetected, ShardReady
+from neurocyte_shared.messaging.bus import Consumer, Deferred, encode
+from neurocyte_shared.messaging.events import RecordingRef, ShardDetected, ShardReady
 
 REF = RecordingRef(tenant="t", prefix="p/")
 

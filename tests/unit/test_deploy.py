@@ -132,10 +132,10 @@ def test_dockerfile_matches_the_local_entrypoint(service, template):
 
 
 def test_compose_and_ecs_give_services_the_variables_the_code_reads(template):
-    from neurocyte_shared.config import Settings  # noqa: F401 - the variables below are what it reads
+    from neurocyte_shared.messaging.config import Settings
 
-    config = (REPO / "shared" / "neurocyte_shared" / "config.py").read_text()
-    required = set(re.findall(r'_required\("([A-Z_]+)"\)', config))
+    required = Settings.required()
+    assert "NEUROCYTE_QUEUE_URL" in required
     compose = yaml.safe_load((REPO / "docker-compose.localstack.yml").read_text())
     for service in SERVICES:
         env = compose["services"][service]["environment"]

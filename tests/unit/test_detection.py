@@ -2,12 +2,18 @@
 
 import numpy as np
 import pytest
-
 import scipy.signal
 
-from neurocyte_shared.detection import (DetectionParams, SpikeTable, butter_bandpass_sos, detect_spikes, estimate_noise,
-                                       noise_levels, preprocess)
-from neurocyte_shared.synthetic import SyntheticSpec, grid_locations, write_recording
+from neurocyte_shared.science.detection import (
+    DetectionParams,
+    SpikeTable,
+    butter_bandpass_sos,
+    detect_spikes,
+    estimate_noise,
+    noise_levels,
+    preprocess,
+)
+from neurocyte_shared.science.synthetic import SyntheticSpec, grid_locations, write_recording
 
 FS = 20_000.0
 

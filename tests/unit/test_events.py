@@ -3,8 +3,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from neurocyte_shared.bus import UndecodableMessage, decode, encode
-from neurocyte_shared.events import RecordingRef, ShardDetected, ShardReady
+from neurocyte_shared.messaging.bus import UndecodableMessage, decode, encode
+from neurocyte_shared.messaging.events import RecordingRef, ShardDetected, ShardReady
 
 REF = RecordingRef(tenant="t", prefix="recordings/tenant=t/date=2026-01-01/r1/")
 
@@ -47,7 +47,7 @@ def test_recording_name_cannot_inject_lines_into_an_email():
     import pytest
     from pydantic import ValidationError
 
-    from neurocyte_shared.manifest import UploadManifest
+    from neurocyte_shared.storage.documents import UploadManifest
 
     files = [{"name": "a.bin", "size_bytes": 1}]
     with pytest.raises(ValidationError):
@@ -59,8 +59,7 @@ def test_recording_name_cannot_inject_lines_into_an_email():
 
 def test_upload_fingerprint_is_the_content_not_the_names():
     from neurocyte_ingest.handlers import _fingerprint
-
-    from neurocyte_shared.manifest import UploadManifest
+    from neurocyte_shared.storage.documents import UploadManifest
 
     sha = "ab" * 32
 

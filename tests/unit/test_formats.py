@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from neurocyte_shared.formats import InvalidRecording, identify, list_streams, open_reader
+from neurocyte_shared.formats import InvalidRecording, identify, open_reader
 
 from ..samples import write_brw, write_mcs
 

@@ -8,10 +8,10 @@ import io
 import numpy as np
 import pytest
 
-from neurocyte_shared.detection import DetectionParams
 from neurocyte_shared.formats import InvalidRecording, identify, list_streams, open_reader
-from neurocyte_shared.local_detect import LocalRecording, detect_recording
-from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+from neurocyte_shared.science.detection import DetectionParams
+from neurocyte_shared.science.detection.windows import LocalRecording, detect_recording
+from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
 
 from ..samples import FORMATS, convert, load_binary, write_nwb
 
@@ -21,7 +21,9 @@ pytest.importorskip("h5py")
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     folder = tmp_path_factory.mktemp("src")
-    bin_path, json_path, _ = write_recording(folder, "src", SyntheticSpec(n_channels=16, duration_s=4.0, n_units=8, seed=3))
+    bin_path, json_path, _ = write_recording(
+        folder, "src", SyntheticSpec(n_channels=16, duration_s=4.0, n_units=8, seed=3)
+    )
     return bin_path, json_path
 
 
@@ -29,8 +31,13 @@ def _open(files: dict[str, bytes], stream=None):
     fmt, roles = identify(list(files))
     opener = lambda n: io.BytesIO(files[n])  # noqa: E731
     streams = list_streams(fmt, roles, opener)
-    return fmt, streams, open_reader(fmt, roles, opener, {n: len(b) for n, b in files.items()},
-                                     stream or (streams[0] if streams else None))
+    return (
+        fmt,
+        streams,
+        open_reader(
+            fmt, roles, opener, {n: len(b) for n, b in files.items()}, stream or (streams[0] if streams else None)
+        ),
+    )
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

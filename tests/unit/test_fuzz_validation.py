@@ -110,15 +110,24 @@ def cases() -> list[tuple[str, dict[str, bytes]]]:
             add(f"bin truncated to {cut} bytes", {"r.bin": GOOD_BIN[:cut], "r.json": _sidecar()})
     # raw binary: sidecars with absurd or inconsistent values
     for label, change in [
-        ("rate 0", {"sampling_rate_hz": 0}), ("rate negative", {"sampling_rate_hz": -20000}),
-        ("rate absurd", {"sampling_rate_hz": 1e12}), ("rate too slow for spikes", {"sampling_rate_hz": 1000}),
-        ("0 channels", {"n_channels": 0}), ("200k channels", {"n_channels": 200_000}),
-        ("NaN gain", {"gain_uv": float("nan")}), ("infinite gain", {"gain_uv": float("inf")}),
-        ("zero gain", {"gain_uv": 0}), ("negative gain", {"gain_uv": -1}),
-        ("dtype float64", {"dtype": "float64"}), ("layout transposed", {"layout": "channels_by_samples"}),
-        ("locations short", {"channel_locations_um": [[0, 0]]}), ("locations NaN", {"channel_locations_um": [[0, 0]] * 3 + [[float('nan'), 0]]}),
-        ("rate missing", {"sampling_rate_hz": ...}), ("gain missing", {"gain_uv": ...}),
-        ("unknown field", {"gain": 0.195}), ("rate as text", {"sampling_rate_hz": "fast"}),
+        ("rate 0", {"sampling_rate_hz": 0}),
+        ("rate negative", {"sampling_rate_hz": -20000}),
+        ("rate absurd", {"sampling_rate_hz": 1e12}),
+        ("rate too slow for spikes", {"sampling_rate_hz": 1000}),
+        ("0 channels", {"n_channels": 0}),
+        ("200k channels", {"n_channels": 200_000}),
+        ("NaN gain", {"gain_uv": float("nan")}),
+        ("infinite gain", {"gain_uv": float("inf")}),
+        ("zero gain", {"gain_uv": 0}),
+        ("negative gain", {"gain_uv": -1}),
+        ("dtype float64", {"dtype": "float64"}),
+        ("layout transposed", {"layout": "channels_by_samples"}),
+        ("locations short", {"channel_locations_um": [[0, 0]]}),
+        ("locations NaN", {"channel_locations_um": [[0, 0]] * 3 + [[float("nan"), 0]]}),
+        ("rate missing", {"sampling_rate_hz": ...}),
+        ("gain missing", {"gain_uv": ...}),
+        ("unknown field", {"gain": 0.195}),
+        ("rate as text", {"sampling_rate_hz": "fast"}),
         ("channels say 3", {"n_channels": 3, "channel_locations_um": [[0, 0]] * 3}),
     ]:
         add(f"sidecar {label}", {"r.bin": GOOD_BIN, "r.json": _sidecar(**change)})
@@ -186,15 +195,21 @@ def cases() -> list[tuple[str, dict[str, bytes]]]:
     add("wells: raw float", {"r.raw.h5": _h5(lambda f: _wells(f, raw=np.zeros((4, 100), np.float32)))})
     add("wells: raw 1-D", {"r.raw.h5": _h5(lambda f: _wells(f, raw=np.zeros(400, np.uint16)))})
     add("wells: routed channels not mapped", {"r.raw.h5": _h5(lambda f: _wells(f, channels=[100, 101, 102, 103]))})
-    add("wells: fewer raw rows than mapped", {"r.raw.h5": _h5(lambda f: _wells(f, raw=np.zeros((2, 100), np.uint16),
-                                                                               channels=False))})
-    add("wells: mapping without x/y", {"r.raw.h5": _h5(lambda f: _wells(
-        f, mapping=np.array([(3,)], dtype=[("channel", "<i4")])))})
+    add(
+        "wells: fewer raw rows than mapped",
+        {"r.raw.h5": _h5(lambda f: _wells(f, raw=np.zeros((2, 100), np.uint16), channels=False))},
+    )
+    add(
+        "wells: mapping without x/y",
+        {"r.raw.h5": _h5(lambda f: _wells(f, mapping=np.array([(3,)], dtype=[("channel", "<i4")])))},
+    )
+
     # one good well and one broken: the upload is refused, not half processed
     def _one_bad(f):
         _wells(f, wells=("well000",))
         _wells_bad = f.create_group("wells/well001/rec0000")
         _wells_bad.create_dataset("groups/routed/raw", data=np.zeros((4, 100), np.uint16))
+
     add("wells: second well broken", {"r.raw.h5": _h5(_one_bad)})
     for frac in (0.3, 0.6, 0.9):
         add(f"wells cut at {frac:.0%}", {"r.raw.h5": VALID_WELLS[: int(len(VALID_WELLS) * frac)]})
@@ -242,18 +257,24 @@ def test_malformed_upload_is_refused_with_a_reason(label, files):
     assert time.monotonic() - started < 5, "validation must not hang"
 
 
-@pytest.mark.parametrize("files, words", [
-    ({"r.raw.h5": VALID_MCS}, "Rename it to end in .h5"),
-    ({"r.h5": VALID_MAXWELL}, "Rename it to end in .raw.h5"),
-])
+@pytest.mark.parametrize(
+    "files, words",
+    [
+        ({"r.raw.h5": VALID_MCS}, "Rename it to end in .h5"),
+        ({"r.h5": VALID_MAXWELL}, "Rename it to end in .raw.h5"),
+    ],
+)
 def test_extension_that_disagrees_with_the_content_is_named(files, words):
     fmt, roles = identify(list(files))
     with pytest.raises(InvalidRecording, match=words):
         open_reader(fmt, roles, lambda n: io.BytesIO(files[n]), {n: len(b) for n, b in files.items()})
 
 
-@pytest.mark.parametrize("files", [{"r.raw.h5": VALID_MAXWELL}, {"r.raw.h5": VALID_WELLS}, {"r.nwb": VALID_NWB},
-                                   {"r.h5": VALID_MCS}], ids=["maxwell", "wells", "nwb", "mcs"])
+@pytest.mark.parametrize(
+    "files",
+    [{"r.raw.h5": VALID_MAXWELL}, {"r.raw.h5": VALID_WELLS}, {"r.nwb": VALID_NWB}, {"r.h5": VALID_MCS}],
+    ids=["maxwell", "wells", "nwb", "mcs"],
+)
 def test_the_files_the_cases_are_made_from_are_accepted(files):
     fmt, roles = identify(list(files))
     opener = lambda n: io.BytesIO(files[n])  # noqa: E731

@@ -9,10 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from neurocyte_shared import detection, kernels as jit
-from neurocyte_shared.kernels_aot import compiled, module_name
-from neurocyte_shared.local_detect import LocalRecording, detect_recording
-from neurocyte_shared.synthetic import SyntheticSpec, write_recording
+from neurocyte_shared.science.detection import _kernels, filters
+from neurocyte_shared.science.detection.windows import LocalRecording, detect_recording
+from neurocyte_shared.science.kernels import aot as kernels_aot
+from neurocyte_shared.science.kernels import jit
+from neurocyte_shared.science.kernels.aot import compiled, module_name
+from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +28,11 @@ def aot():
 
 
 def test_the_detection_core_runs_the_compiled_kernels_once_built(aot):
-    assert type(detection.kernels) is type(aot)
+    assert type(_kernels.kernels) is type(aot)
 
 
 def _spikes(recording, kernels, monkeypatch):
-    monkeypatch.setattr(detection, "kernels", kernels)
+    monkeypatch.setattr(_kernels, "kernels", kernels)
     tables = list(detect_recording(recording, window_s=0.5))
     return (np.concatenate([t.sample_index for t in tables]), np.concatenate([t.channel_index for t in tables]),
             np.concatenate([t.amplitude_uv for t in tables]))
@@ -53,9 +55,9 @@ def test_every_sample_type_filters_as_the_jit_does(aot, dtype):
     rng = np.random.default_rng(0)
     raw = (rng.standard_normal((3_000, 24)) * 40 + (100 if dtype in (np.uint16,) else 0)).astype(dtype)
     raw = raw[:, ::-1]  # not contiguous: the wrapper makes it so, as the JIT accepts any layout
-    sos = detection._sos(20_000.0, 300.0, 6_000.0, 5)
+    sos = filters._sos(20_000.0, 300.0, 6_000.0, 5)
     for reference in (jit.REF_NONE, jit.REF_MEDIAN, jit.REF_MEAN):
-        for net in (detection.median_network(24), detection.median_network(1_000)):  # network, select
+        for net in (filters.median_network(24), filters.median_network(1_000)):  # network, select
             fast, slow = np.empty(raw.shape, np.float32), np.empty(raw.shape, np.float32)
             aot.bandpass_reference(raw, 0.195, 1.5, sos, reference, net, fast)
             jit.bandpass_reference(np.ascontiguousarray(raw), 0.195, 1.5, sos, reference, net, slow)
@@ -67,8 +69,8 @@ def test_a_wrong_output_array_is_refused_not_misread(aot):
     with pytest.raises(TypeError, match="float32"):
         aot.median_abs_deviation(x, np.empty(4, np.float64))
     with pytest.raises(TypeError, match="C-contiguous"):
-        aot.bandpass_reference(x, 1.0, 0.0, detection._sos(20_000.0, 300.0, 6_000.0, 5), 0,
-                               detection.median_network(4), np.empty((4, 100), np.float32).T)
+        aot.bandpass_reference(x, 1.0, 0.0, filters._sos(20_000.0, 300.0, 6_000.0, 5), 0,
+                               filters.median_network(4), np.empty((4, 100), np.float32).T)
 
 
 def _turns_until(event: threading.Event) -> tuple[int, float]:
@@ -91,7 +93,7 @@ def test_compiled_kernels_release_the_gil(aot):
 
     raw = np.random.default_rng(0).standard_normal((400_000, 64)).astype(np.float32)
     out = np.empty_like(raw)
-    sos = detection._sos(20_000.0, 300.0, 6_000.0, 5)
+    sos = filters._sos(20_000.0, 300.0, 6_000.0, 5)
     started, done = threading.Event(), threading.Event()
     call_s = []
 
@@ -99,7 +101,7 @@ def test_compiled_kernels_release_the_gil(aot):
         started.set()
         t0 = time.perf_counter()  # timed here: a thread kept off the GIL would not see the call
         for _ in range(3):  # 0.1-0.5 s, so that two switch intervals are a small part of it
-            aot.bandpass_reference(raw, 1.0, 0.0, sos, jit.REF_MEDIAN, detection.median_network(64), out)
+            aot.bandpass_reference(raw, 1.0, 0.0, sos, jit.REF_MEDIAN, filters.median_network(64), out)
         call_s.append(time.perf_counter() - t0)
         done.set()
 
@@ -112,13 +114,11 @@ def test_compiled_kernels_release_the_gil(aot):
 
 
 def test_kernels_can_be_chosen_and_a_required_compiled_module_is_never_replaced_silently(aot, monkeypatch):
-    from neurocyte_shared import kernels_aot
-
     monkeypatch.setenv("NEUROCYTE_KERNELS", "jit")
     assert kernels_aot.load() is jit
     monkeypatch.setenv("NEUROCYTE_KERNELS", "aot")
     assert type(kernels_aot.load()) is type(aot)
-    monkeypatch.setattr(kernels_aot, "compiled", lambda: None)  # as after an edit of kernels.py
+    monkeypatch.setattr(kernels_aot, "compiled", lambda: None)  # as after an edit of jit.py
     with pytest.raises(RuntimeError, match="make setup"):
         kernels_aot.load()
     monkeypatch.delenv("NEUROCYTE_KERNELS")

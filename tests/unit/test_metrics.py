@@ -1,7 +1,7 @@
 import numpy as np
 
-from neurocyte_shared.detection import SpikeTable
-from neurocyte_shared.metrics import summarize
+from neurocyte_shared.science.metrics import summarize
+from neurocyte_shared.science.table import SpikeTable
 
 
 def _summary(samples, channels, n_channels=3, duration_s=60.0):
@@ -28,7 +28,7 @@ def test_active_electrodes_need_five_spikes_per_minute():
 
 # --------------------------------------------------------------------------- known answers
 
-from neurocyte_shared.metrics import MetricsParams, max_interval_bursts, sttc  # noqa: E402
+from neurocyte_shared.science.metrics import MetricsParams, max_interval_bursts, sttc  # noqa: E402
 
 FS = 1000.0
 
@@ -123,19 +123,19 @@ def test_quiet_electrode_is_not_active_and_quality_notes_say_so():
 
 def test_summary_json_schema_in_docs_is_current():
     """docs/summary.schema.json is the published contract of summary.json; regenerate with
-    python -c "import json; from neurocyte_shared.metrics import Summary; print(json.dumps(
+    python -c "import json; from neurocyte_shared.science.metrics import Summary; print(json.dumps(
     Summary.model_json_schema(), indent=2))" > docs/summary.schema.json"""
     import json
     from pathlib import Path
 
-    from neurocyte_shared.metrics import Summary
+    from neurocyte_shared.science.metrics import Summary
 
     path = Path(__file__).resolve().parents[2] / "docs" / "summary.schema.json"
     assert json.loads(path.read_text()) == Summary.model_json_schema()
 
 
 def test_clipped_electrodes_are_reported():
-    from neurocyte_shared.detection import saturated_samples
+    from neurocyte_shared.science.detection import saturated_samples
 
     raw = np.zeros((10_000, 3), np.int16)
     raw[:50, 1] = 32767  # 0.5 % of electrode 1's samples at the limit

@@ -3,9 +3,16 @@ subtracted as its template. Arrays only: no AWS, no files."""
 
 import numpy as np
 
-from neurocyte_shared.detection import (DetectionParams, SpikeTable, Templates, detect_spikes, learn_recording,
-                                       learn_templates, preprocess)
-from neurocyte_shared.synthetic import grid_locations
+from neurocyte_shared.science.detection import (
+    DetectionParams,
+    SpikeTable,
+    Templates,
+    detect_spikes,
+    learn_recording,
+    learn_templates,
+    preprocess,
+)
+from neurocyte_shared.science.synthetic import grid_locations
 
 FS = 20_000.0
 N_CH = 36
@@ -143,7 +150,8 @@ def test_templates_learn_from_each_channels_first_isolated_spikes_as_recorded():
     """The snippets templates are learned from: per peak channel its first isolated spikes in
     time, up to that channel's share of the memory budget, each the traces around the peak on
     the channels nearest it (float16)."""
-    from neurocyte_shared.detection import _layout, _snippet_cap, _snippets, _template_after, _template_before
+    from neurocyte_shared.science.detection.params import _template_after, _template_before
+    from neurocyte_shared.science.detection.templates import _layout, _snippet_cap, _snippets
 
     rng = np.random.default_rng(5)
     n_spikes = 700

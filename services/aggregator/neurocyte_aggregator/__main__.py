@@ -1,4 +1,4 @@
-from neurocyte_shared.service import run_service
+from neurocyte_shared.messaging.service import run_service
 
 from .handlers import build
 

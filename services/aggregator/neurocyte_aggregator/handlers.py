@@ -11,23 +11,30 @@ exists and is re-announced unchanged (the notifier keeps the email to one)."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import structlog
-from botocore.exceptions import ClientError
+from pydantic import Field, Json, ValidationError
 
-from neurocyte_shared import s3io, spikes
-from neurocyte_shared.aws import is_precondition_failed
-from neurocyte_shared.detection import SpikeTable
-from neurocyte_shared.events import Event, RecordingSummarized, ShardDetected
-from neurocyte_shared.layout import (REPORT_NAME, SPIKES_NAME, SUMMARY_NAME, detection_version_of, results_prefix,
-                                     shard_spikes_key)
-from neurocyte_shared.manifest import RecordingDocument
-from neurocyte_shared.metrics import MetricsParams, Summary, summarize
+from neurocyte_shared.errors import explain
+from neurocyte_shared.messaging.config import EnvSettings, Settings
+from neurocyte_shared.messaging.events import Event, RecordingSummarized, ShardDetected
+from neurocyte_shared.science import results
+from neurocyte_shared.science.metrics import MetricsParams, Summary, summarize
+from neurocyte_shared.science.table import SpikeTable
+from neurocyte_shared.storage import claims, layout, s3io, spikes
+from neurocyte_shared.storage.documents import RecordingDocument
+from neurocyte_shared.storage.layout import (
+    REPORT_NAME,
+    SPIKES_NAME,
+    SUMMARY_NAME,
+    detection_version_of,
+    results_prefix,
+    shard_spikes_key,
+)
 
 log = structlog.get_logger()
 
@@ -48,19 +55,19 @@ def on_shard_detected(event: ShardDetected, deps: Deps) -> list[Event]:
     prefix = event.recording.prefix
     detection = detection_version_of(event.spikes_key)
     wanted = {shard_spikes_key(prefix, i, detection) for i in range(event.n_shards)}
-    present = wanted & set(s3io.list_keys(deps.s3, deps.data_bucket, f"{prefix}spikes/d={detection}/"))
+    present = wanted & set(s3io.list_keys(deps.s3, deps.data_bucket, layout.shard_spikes_prefix(prefix, detection)))
     if len(present) < event.n_shards:
         log.info("waiting_for_shards", present=len(present), n_shards=event.n_shards)
         return []
     out = results_prefix(prefix, detection, deps.metrics.cache_key())
     summary_key, spikes_key, report_key = out + SUMMARY_NAME, out + SPIKES_NAME, out + REPORT_NAME
     doc = RecordingDocument.model_validate_json(
-        s3io.get_bytes(deps.s3, deps.data_bucket, prefix + "recording.json"))
+        s3io.get_bytes(deps.s3, deps.data_bucket, layout.recording_document_key(prefix)))
 
     if s3io.head(deps.s3, deps.data_bucket, summary_key) is None:
         _publish(deps, doc, prefix, detection, sorted(wanted), out)
     summary = Summary.model_validate_json(s3io.get_bytes(deps.s3, deps.data_bucket, summary_key))
-    expires = datetime.now(timezone.utc) + timedelta(seconds=deps.link_expiry_s)
+    expires = datetime.now(UTC) + timedelta(seconds=deps.link_expiry_s)
     url = deps.s3.generate_presigned_url(
         "get_object", Params={"Bucket": deps.data_bucket, "Key": report_key, "ResponseContentType": "text/html"},
         ExpiresIn=deps.link_expiry_s)
@@ -76,17 +83,28 @@ def on_shard_detected(event: ShardDetected, deps: Deps) -> list[Event]:
     )]
 
 
+class _S3Sink:
+    """A result version's folder in the data bucket; summary.json is claimed (first writer wins)."""
+
+    def __init__(self, deps: Deps, out: str) -> None:
+        self.deps, self.out = deps, out
+
+    def write(self, name: str, data: bytes, content_type: str) -> None:
+        self.deps.s3.put_object(Bucket=self.deps.data_bucket, Key=self.out + name, Body=data, ContentType=content_type)
+
+    def write_last(self, name: str, data: bytes, content_type: str) -> bool:
+        return claims.claim(self.deps.s3, self.deps.data_bucket, self.out + name, data.decode()) is None
+
+
 def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, shard_keys: list[str],
              out: str) -> None:
     import numpy as np
-
-    from neurocyte_shared.report import figures, render_html
 
     blobs = [s3io.get_bytes(deps.s3, deps.data_bucket, k) for k in shard_keys]
     merged = SpikeTable.concat([spikes.from_parquet_bytes(b) for b in blobs])
     clipped = [spikes.saturation_from_parquet_bytes(b) for b in blobs]
     saturated = None if any(c is None for c in clipped) else np.sum(clipped, axis=0)
-    noise_raw = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, f"{prefix}noise/{detection}.json")
+    noise_raw = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, layout.noise_key(prefix, detection))
     noise_doc = json.loads(noise_raw) if noise_raw is not None else {}
     info = doc.info
     summary = summarize(
@@ -97,22 +115,11 @@ def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, sh
         noise_uv=np.asarray(noise_doc["noise_uv"], np.float32) if "noise_uv" in noise_doc else None,
         saturated_samples=saturated, params=deps.metrics,
     )
-    pictures = figures(summary, merged)
-    # Everything else first, the summary last: a reader who sees summary.json sees it all.
-    deps.s3.put_object(Bucket=deps.data_bucket, Key=out + SPIKES_NAME, Body=spikes.to_parquet_bytes(merged))
-    for name, data in pictures.items():
-        deps.s3.put_object(Bucket=deps.data_bucket, Key=out + name, Body=data, ContentType="image/png")
-    deps.s3.put_object(Bucket=deps.data_bucket, Key=out + REPORT_NAME, Body=render_html(summary, pictures).encode(),
-                       ContentType="text/html; charset=utf-8")
-    try:
-        s3io.put_json(deps.s3, deps.data_bucket, out + SUMMARY_NAME, summary.model_dump_json(indent=1),
-                      if_none_match=True)
+    if results.publish(summary, merged, _S3Sink(deps, out)):
         log.info("summary_published", version=out.rsplit("/", 2)[-2], total_spikes=summary.total_spikes,
                  active_electrodes=summary.active_electrodes)
         _mark_uploads_processed(deps, doc)
-    except ClientError as exc:
-        if not is_precondition_failed(exc):
-            raise
+    else:
         log.info("summary_already_published")  # another worker won the race
 
 
@@ -123,15 +130,23 @@ def _mark_uploads_processed(deps: Deps, doc: RecordingDocument) -> None:
             "TagSet": [{"Key": "neurocyte-processed", "Value": "true"}]})
 
 
-def build(settings) -> dict:
-    from neurocyte_shared.service import s3
+class AggregatorSettings(EnvSettings):
+    metrics_params: Json[dict[str, Any]] = Field(
+        default_factory=dict, alias="NEUROCYTE_METRICS_PARAMS",
+        description='aggregator: metrics parameters as JSON, e.g. {"burst_min_spikes": 3}')
+    link_expiry_s: int = Field(DEFAULT_LINK_EXPIRY_S, ge=60, le=DEFAULT_LINK_EXPIRY_S, alias="NEUROCYTE_LINK_EXPIRY_S",
+                               description="aggregator: lifetime of the emailed report link (s; at most 7 days, "
+                                           "SigV4's limit)")
 
-    from neurocyte_shared.config import ConfigurationError
 
-    overrides = json.loads(os.environ.get("NEUROCYTE_METRICS_PARAMS", "{}"))
-    expiry = int(os.environ.get("NEUROCYTE_LINK_EXPIRY_S", DEFAULT_LINK_EXPIRY_S))
-    if not 60 <= expiry <= DEFAULT_LINK_EXPIRY_S:
-        raise ConfigurationError(f"NEUROCYTE_LINK_EXPIRY_S must be 60..{DEFAULT_LINK_EXPIRY_S} seconds (SigV4 limit)")
-    deps = Deps(s3=s3(settings), data_bucket=settings.data_bucket, metrics=MetricsParams(**overrides),
-                link_expiry_s=expiry)
+def build(settings: Settings) -> dict:
+    from neurocyte_shared.messaging.config import ConfigurationError
+    from neurocyte_shared.messaging.service import s3
+
+    own = AggregatorSettings.from_env()
+    try:
+        metrics = MetricsParams(**own.metrics_params)
+    except ValidationError as exc:
+        raise ConfigurationError(f"NEUROCYTE_METRICS_PARAMS: {explain(exc, 'metrics parameters')}") from None
+    deps = Deps(s3=s3(settings), data_bucket=settings.data_bucket, metrics=metrics, link_expiry_s=own.link_expiry_s)
     return {ShardDetected: partial(on_shard_detected, deps=deps)}

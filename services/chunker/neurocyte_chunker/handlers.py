@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import structlog
+from pydantic import Field
 
-from neurocyte_shared import s3io, store
-from neurocyte_shared.events import Event, RecordingValidated, ShardReady
 from neurocyte_shared.formats import Opener, identify, open_reader
-from neurocyte_shared.manifest import RecordingDocument
+from neurocyte_shared.messaging.config import EnvSettings, Settings
+from neurocyte_shared.messaging.events import Event, RecordingValidated, ShardReady
+from neurocyte_shared.storage import layout, s3io, store
+from neurocyte_shared.storage.documents import RecordingDocument
 
 log = structlog.get_logger()
 
@@ -30,14 +32,14 @@ class Deps:
 def on_recording_validated(event: RecordingValidated, deps: Deps) -> list[Event]:
     ref = event.recording
     doc = RecordingDocument.model_validate_json(
-        s3io.get_bytes(deps.s3, deps.data_bucket, ref.key("recording.json")))
+        s3io.get_bytes(deps.s3, deps.data_bucket, layout.recording_document_key(ref.prefix)))
     info = doc.info
     upload_prefix = doc.upload_keys[0].rsplit("/", 1)[0] + "/"
     names = [k.rsplit("/", 1)[1] for k in doc.upload_keys]
     fmt, roles = identify(names)
     sizes = {n: s3io.head(deps.s3, doc.upload_bucket, upload_prefix + n)["ContentLength"] for n in names}
     reader = open_reader(fmt, roles, deps.opener_for(doc.upload_bucket, upload_prefix), sizes, doc.stream)
-    store_key = ref.key("raw.zarr")
+    store_key = layout.store_key(ref.prefix)
     url = store.store_url(deps.data_bucket, store_key)
     array = _resumable(deps, url, store_key, info)
     if array is None:
@@ -86,10 +88,14 @@ def _resumable(deps: Deps, url: str, store_key: str, info) -> Any:
     return None
 
 
-def build(settings) -> dict:
-    from neurocyte_shared.s3io import S3Opener
-    from neurocyte_shared.service import s3
+class ChunkerSettings(EnvSettings):
+    shard_s: float = Field(10.0, gt=0, alias="NEUROCYTE_SHARD_S", description="chunker: seconds of recording per shard")
+
+
+def build(settings: Settings) -> dict:
+    from neurocyte_shared.messaging.service import s3
+    from neurocyte_shared.storage.s3io import S3Opener
 
     deps = Deps(s3=s3(settings), data_bucket=settings.data_bucket, opener_for=S3Opener,
-                window_s=float(os.environ.get("NEUROCYTE_SHARD_S", "10")))
+                window_s=ChunkerSettings.from_env().shard_s)
     return {RecordingValidated: partial(on_recording_validated, deps=deps)}

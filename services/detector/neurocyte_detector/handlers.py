@@ -15,11 +15,14 @@ from typing import Any
 
 import numpy as np
 import structlog
+from pydantic import Field, Json, ValidationError
 
-from neurocyte_shared import s3io, spikes, store
-from neurocyte_shared.detection import DetectionParams, Templates, detect_spikes, learn_recording, saturated_samples
-from neurocyte_shared.events import Event, ShardDetected, ShardReady
-from neurocyte_shared.layout import shard_spikes_key
+from neurocyte_shared.errors import explain
+from neurocyte_shared.messaging.config import EnvSettings, Settings
+from neurocyte_shared.messaging.events import Event, ShardDetected, ShardReady
+from neurocyte_shared.science.detection import DetectionParams, Templates, learn_recording
+from neurocyte_shared.science.detection.windows import detect_window
+from neurocyte_shared.storage import layout, s3io, spikes, store
 
 log = structlog.get_logger()
 
@@ -37,7 +40,7 @@ def recording_model(array: Any, deps: Deps, prefix: str, locations: np.ndarray) 
     compute them write the same values; the templates are written first, so a worker that
     finds the noise finds them too."""
     key = deps.params.cache_key()
-    noise_key, templates_key = f"{prefix}noise/{key}.json", f"{prefix}templates/{key}.npz"
+    noise_key, templates_key = layout.noise_key(prefix, key), layout.templates_key(prefix, key)
     cached = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, noise_key)
     if cached is not None:
         noise = np.asarray(json.loads(cached)["noise_uv"], dtype=np.float32)
@@ -61,7 +64,7 @@ def recording_model(array: Any, deps: Deps, prefix: str, locations: np.ndarray) 
 def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     started = time.perf_counter()
     prefix = event.recording.prefix
-    key = shard_spikes_key(prefix, event.shard_index, deps.params.cache_key())
+    key = layout.shard_spikes_key(prefix, event.shard_index, deps.params.cache_key())
     done = _already_detected(deps, key)
     if done is not None:  # the output-exists gate: a redelivery or a resumed run reuses the work
         log.info("shard_already_detected", shard=event.shard_index, n_spikes=done)
@@ -71,18 +74,13 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     array = store.open_array(store.store_url(deps.data_bucket, event.store_key))
     attrs = array.attrs
     fs = float(attrs["sampling_rate_hz"])
-    doc = s3io.get_json(deps.s3, deps.data_bucket, prefix + "recording.json")
+    doc = s3io.get_json(deps.s3, deps.data_bucket, layout.recording_document_key(prefix))
     locations = np.asarray(doc["info"]["channel_locations_um"], dtype=np.float64)
     noise, templates = recording_model(array, deps, prefix, locations)
 
-    margin = deps.params.margin_samples(fs)
-    lo = max(0, event.start_sample - margin)
-    hi = min(array.shape[0], event.stop_sample + margin)
-    raw = array[lo:hi]
-    saturated = saturated_samples(raw[event.start_sample - lo : event.stop_sample - lo])
-    table = detect_spikes(raw, fs, deps.params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
-                          noise_uv=noise, channel_locations_um=locations, templates=templates, first_sample=lo,
-                          valid=(event.start_sample - lo, event.stop_sample - lo)).shifted(lo)
+    table, saturated = detect_window(lambda a, b: array[a:b], event.start_sample, event.stop_sample, array.shape[0],
+                                     fs, deps.params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
+                                     noise_uv=noise, channel_locations_um=locations, templates=templates)
     # Same key on redelivery: a second run overwrites with identical content.
     deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table, saturated))
     seconds = time.perf_counter() - started
@@ -101,11 +99,19 @@ def _already_detected(deps: Deps, key: str) -> int | None:
     return None if data is None else len(spikes.from_parquet_bytes(data))
 
 
-def build(settings) -> dict:
-    import os
+class DetectorSettings(EnvSettings):
+    detection_params: Json[dict[str, Any]] = Field(
+        default_factory=dict, alias="NEUROCYTE_DETECTION_PARAMS",
+        description='detector: detection parameters as JSON, e.g. {"threshold_mad": 6} (defaults otherwise)')
 
-    from neurocyte_shared.service import s3
 
-    overrides = json.loads(os.environ.get("NEUROCYTE_DETECTION_PARAMS", "{}"))
-    deps = Deps(s3=s3(settings), data_bucket=settings.data_bucket, params=DetectionParams(**overrides))
+def build(settings: Settings) -> dict:
+    from neurocyte_shared.messaging.config import ConfigurationError
+    from neurocyte_shared.messaging.service import s3
+
+    try:
+        params = DetectionParams(**DetectorSettings.from_env().detection_params)
+    except ValidationError as exc:
+        raise ConfigurationError(f"NEUROCYTE_DETECTION_PARAMS: {explain(exc, 'detection parameters')}") from None
+    deps = Deps(s3=s3(settings), data_bucket=settings.data_bucket, params=params)
     return {ShardReady: partial(on_shard_ready, deps=deps)}

@@ -6,23 +6,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
-from botocore.exceptions import ClientError
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from neurocyte_shared import layout, s3io
-from neurocyte_shared.aws import is_precondition_failed
-from neurocyte_shared.bus import Deferred
-from neurocyte_shared.events import DuplicateUploadSkipped, Event, RecordingRef, RecordingRejected, RecordingValidated, S3ObjectCreated
 from neurocyte_shared.formats import InvalidRecording, Opener, check_all, identify
-from neurocyte_shared.logs import redact_email
-from neurocyte_shared.manifest import RecordingDocument, UploadManifest, explain
+from neurocyte_shared.messaging.bus import Deferred
+from neurocyte_shared.messaging.config import EnvSettings, Settings
+from neurocyte_shared.messaging.events import (
+    DuplicateUploadSkipped,
+    Event,
+    RecordingRef,
+    RecordingRejected,
+    RecordingValidated,
+    S3ObjectCreated,
+)
+from neurocyte_shared.messaging.logs import redact_email
+from neurocyte_shared.storage import claims, layout, s3io
+from neurocyte_shared.storage.documents import RecordingDocument, UploadManifest, explain
 
 log = structlog.get_logger()
 MAX_MANIFEST_BYTES = 256 * 1024
@@ -53,12 +59,12 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
 
     obj = deps.s3.get_object(Bucket=deps.upload_bucket, Key=event.key)
     raw = obj["Body"].read(MAX_MANIFEST_BYTES + 1)
-    date = obj["LastModified"].astimezone(timezone.utc).strftime("%Y-%m-%d")
+    date = obj["LastModified"].astimezone(UTC).strftime("%Y-%m-%d")
     prefix = layout.recording_prefix(tenant, date, recording_id)
 
     def reject(reason: str, email: str | None, name: str | None = None) -> list[Event]:
         log.info("upload_rejected", reason=reason, uploader=redact_email(email))
-        s3io.put_json(deps.s3, deps.data_bucket, prefix + "rejected.json",
+        s3io.put_json(deps.s3, deps.data_bucket, layout.rejected_key(prefix),
                       {"recording_id": recording_id, "reason": reason, "upload_key": event.key})
         return [RecordingRejected(correlation_id=recording_id, tenant=tenant, upload_key=event.key,
                                   reason=reason, uploader_email=email, recording_name=name)]
@@ -90,7 +96,7 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
             sizes[f.name] = f.size_bytes
             etags[f.name] = str(meta.get("ETag", "")).strip('"')
     if problems:
-        waited = (datetime.now(timezone.utc) - obj["LastModified"]).total_seconds()
+        waited = (datetime.now(UTC) - obj["LastModified"]).total_seconds()
         if waited < deps.upload_deadline_s:
             log.info("upload_incomplete_waiting", problems=problems, waited_s=round(waited),
                      deadline_s=deps.upload_deadline_s)
@@ -107,7 +113,7 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
 
     parts = _recordings_in(recording_id, name, tuple(stream for stream, _ in found if stream))
     infos = [info for _, info in found]
-    uploaded_at = obj["LastModified"].astimezone(timezone.utc)
+    uploaded_at = obj["LastModified"].astimezone(UTC)
     record = {"upload_id": recording_id, "recording_name": name, "uploaded_at": uploaded_at.isoformat(),
               "recordings": [layout.recording_prefix(tenant, date, rid) for rid, _, _ in parts]}
     original = None if manifest.reprocess else _claim_content(deps, tenant, _fingerprint(manifest, etags), record)
@@ -130,7 +136,7 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
             upload_bucket=deps.upload_bucket, upload_keys=upload_keys, info=info,
             stream=stream, upload_id=recording_id if rid != recording_id else None,
         )
-        s3io.put_json(deps.s3, deps.data_bucket, rprefix + "recording.json", doc.model_dump_json(indent=1))
+        s3io.put_json(deps.s3, deps.data_bucket, layout.recording_document_key(rprefix), doc.model_dump_json(indent=1))
         log.info("recording_validated", format=fmt, stream=stream, recording=rid, n_channels=info.n_channels,
                  duration_s=round(info.duration_s, 3), sampling_rate_hz=info.sampling_rate_hz)
         events.append(RecordingValidated(
@@ -155,18 +161,11 @@ def _fingerprint(manifest: UploadManifest, etags: dict[str, str]) -> str:
 
 
 def _claim_content(deps: Deps, tenant: str, fingerprint: str, record: dict) -> dict | None:
-    """Record this upload as the first with this content (a conditional write, so of two
-    identical uploads at once exactly one wins); return the earlier upload's record if there
-    was one. A redelivery of the same upload finds its own record and goes on."""
-    key = layout.fingerprint_key(tenant, fingerprint)
-    try:
-        s3io.put_json(deps.s3, deps.data_bucket, key, record, if_none_match=True)
-        return None
-    except ClientError as exc:
-        if not is_precondition_failed(exc):
-            raise
-    existing = s3io.get_json(deps.s3, deps.data_bucket, key)
-    return None if existing.get("upload_id") == record["upload_id"] else existing
+    """Record this upload as the first with this content (of two identical uploads at once
+    exactly one wins); return the earlier upload's record if there was one. A redelivery of
+    the same upload finds its own record and goes on."""
+    return claims.claim(deps.s3, deps.data_bucket, layout.fingerprint_key(tenant, fingerprint), record,
+                        is_mine=lambda existing: existing.get("upload_id") == record["upload_id"])
 
 
 def _recordings_in(recording_id: str, name: str, streams: tuple[str, ...]) -> list[tuple[str, str, str | None]]:
@@ -200,14 +199,20 @@ def _email_if_valid(raw: bytes) -> str | None:
         return None
 
 
-def build(settings) -> dict:
+class IngestSettings(EnvSettings):
+    upload_deadline_s: float = Field(1800.0, gt=0, alias="NEUROCYTE_UPLOAD_DEADLINE_S",
+                                     description="ingest: how long files listed in a manifest may keep arriving (s)")
+    recheck_s: int = Field(30, ge=1, alias="NEUROCYTE_UPLOAD_RECHECK_S",
+                           description="ingest: how often an incomplete upload is checked again (s)")
+
+
+def build(settings: Settings) -> dict:
     from functools import partial
 
-    from neurocyte_shared.s3io import S3Opener
-    from neurocyte_shared.service import s3
+    from neurocyte_shared.messaging.service import s3
+    from neurocyte_shared.storage.s3io import S3Opener
 
+    own = IngestSettings.from_env()
     deps = Deps(s3=s3(settings), upload_bucket=settings.upload_bucket, data_bucket=settings.data_bucket,
-                opener_for=S3Opener,
-                upload_deadline_s=float(os.environ.get("NEUROCYTE_UPLOAD_DEADLINE_S", "1800")),
-                recheck_s=int(os.environ.get("NEUROCYTE_UPLOAD_RECHECK_S", "30")))
+                opener_for=S3Opener, upload_deadline_s=own.upload_deadline_s, recheck_s=own.recheck_s)
     return {S3ObjectCreated: partial(on_object_created, deps=deps)}

@@ -6,28 +6,32 @@ use with a filter policy on the `recipient` message attribute (each address rece
 its own mail), and defer a message while the address has not confirmed yet.
 (LocalStack delivers without confirmation.)
 
-Exactly one email: a marker object notifications/<tenant>/<recording>/<kind>.json is
-claimed with a conditional write. A redelivery of the same event after a crash finds its
+Exactly one email: a marker object (layout.notification_key) is claimed with a conditional
+write (storage/claims.py). A redelivery of the same event after a crash finds its
 own claim and sends; any other duplicate finds someone else's and stops.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import structlog
-from botocore.exceptions import ClientError
+from pydantic import Field
 
-from neurocyte_shared import s3io
-from neurocyte_shared.aws import is_precondition_failed
-from neurocyte_shared.bus import Deferred
-from neurocyte_shared.events import (DuplicateUploadSkipped, Event, ProcessingFailed, RecordingRejected,
-                                     RecordingSummarized)
-from neurocyte_shared.logs import redact_email
+from neurocyte_shared.messaging.bus import Deferred
+from neurocyte_shared.messaging.config import EnvSettings, Settings
+from neurocyte_shared.messaging.events import (
+    DuplicateUploadSkipped,
+    Event,
+    ProcessingFailed,
+    RecordingRejected,
+    RecordingSummarized,
+)
+from neurocyte_shared.messaging.logs import redact_email
+from neurocyte_shared.storage import claims, layout
 
 from .messages import duplicate_email, failure_email, rejection_email, summary_email
 
@@ -77,24 +81,23 @@ def _subscription_arn(deps: Deps, email: str) -> str | None:
 
 
 def _send(deps: Deps, event: Event, *, kind: str, tenant: str, email: str, subject: str, body: str) -> list[Event]:
-    marker = f"notifications/{tenant}/{event.correlation_id}/{kind}.json"
-    claim = {"event_id": event.event_id, "sent": False}
-    try:
-        s3io.put_json(deps.s3, deps.data_bucket, marker, claim, if_none_match=True)
-    except ClientError as exc:
-        if not is_precondition_failed(exc):
-            raise
-        current = s3io.get_json(deps.s3, deps.data_bucket, marker)
-        if current.get("sent") or current.get("event_id") != event.event_id:
-            log.info("already_notified", kind=kind)
-            return []
+    marker = layout.notification_key(tenant, event.correlation_id, kind)
+    record = {"event_id": event.event_id, "state": "claimed"}
+    # A redelivery of this very event after a crash may send again (SNS took it, the marker
+    # was not yet done): at least once for the owner, never for a duplicate event.
+    taken = claims.claim(deps.s3, deps.data_bucket, marker, record,
+                         is_mine=lambda existing: existing.get("event_id") == event.event_id
+                         and existing.get("state") != "done")
+    if taken is not None:
+        log.info("already_notified", kind=kind)
+        return []
     if not ensure_subscribed(deps, email):
         raise Deferred(f"{redact_email(email)} has not confirmed its subscription yet", deps.confirm_retry_s)
     deps.sns.publish(
         TopicArn=deps.topic_arn, Subject=subject[:99], Message=body,
         MessageAttributes={"recipient": {"DataType": "String", "StringValue": email}},
     )
-    s3io.put_json(deps.s3, deps.data_bucket, marker, {**claim, "sent": True, "subject": subject})
+    claims.complete(deps.s3, deps.data_bucket, marker, {**record, "subject": subject})
     log.info("email_sent", kind=kind, recipient=redact_email(email))
     return []
 
@@ -127,16 +130,21 @@ def on_processing_failed(event: ProcessingFailed, deps: Deps) -> list[Event]:
                  subject=subject, body=body)
 
 
-def build(settings) -> dict:
-    from neurocyte_shared import aws
-    from neurocyte_shared.config import ConfigurationError
-    from neurocyte_shared.service import s3
+class NotifierSettings(EnvSettings):
+    topic_arn: str = Field(alias="NEUROCYTE_TOPIC_ARN", description="notifier: the SNS topic emails go through")
+    delivers_unconfirmed: bool = Field(
+        False, alias="NEUROCYTE_SNS_DELIVERS_UNCONFIRMED",
+        description="notifier: 1 where SNS delivers to unconfirmed email subscriptions (LocalStack only; never on AWS)")
 
-    if not settings.topic_arn:
-        raise ConfigurationError("environment variable NEUROCYTE_TOPIC_ARN is not set")
+
+def build(settings: Settings) -> dict:
+    from neurocyte_shared.messaging import aws
+    from neurocyte_shared.messaging.service import s3
+
+    own = NotifierSettings.from_env()
     deps = Deps(sns=aws.client("sns", settings.endpoint_url, settings.region), s3=s3(settings),
-                topic_arn=settings.topic_arn, data_bucket=settings.data_bucket,
-                delivers_unconfirmed=os.environ.get("NEUROCYTE_SNS_DELIVERS_UNCONFIRMED") == "1")
+                topic_arn=own.topic_arn, data_bucket=settings.data_bucket,
+                delivers_unconfirmed=own.delivers_unconfirmed)
     return {
         RecordingSummarized: partial(on_recording_summarized, deps=deps),
         RecordingRejected: partial(on_recording_rejected, deps=deps),

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from neurocyte_shared.events import DuplicateUploadSkipped, ProcessingFailed, RecordingRejected, RecordingSummarized
+from neurocyte_shared.messaging.events import (
+    DuplicateUploadSkipped,
+    ProcessingFailed,
+    RecordingRejected,
+    RecordingSummarized,
+)
 
 
 def summary_email(e: RecordingSummarized) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from typing import BinaryIO, Protocol
 
 import numpy as np
 
-from ..manifest import RecordingInfo
+from neurocyte_shared.formats.info import RecordingInfo
 
 
 class InvalidRecording(ValueError):
@@ -106,8 +106,8 @@ def list_streams(fmt: str, roles: dict[str, str], opener: Opener) -> tuple[str, 
     each is processed as its own recording. () for single-recording formats."""
     if fmt not in ("maxwell", "nwb"):
         return ()
-    from . import maxwell, nwb
-    from .hdf5 import open_file
+    from neurocyte_shared.formats import maxwell, nwb
+    from neurocyte_shared.formats.hdf5 import open_file
 
     name = roles["data"]
     with _refusing(name, fmt), opener(name) as f:
@@ -161,31 +161,31 @@ def _open(fmt: str, roles: dict[str, str], opener: Opener, sizes: dict[str, int]
     if stream is not None and fmt not in ("maxwell", "maxwell_legacy", "nwb"):
         raise InvalidRecording(f"{roles['data']} holds one recording; it has no stream {stream!r}")
     if fmt == "raw_binary":
-        from .binary import BinaryReader
+        from neurocyte_shared.formats.binary import BinaryReader
 
         with opener(roles["sidecar"]) as f:
             sidecar = f.read(1_000_000 + 1)
         return BinaryReader(opener(roles["data"]), sidecar, sizes[roles["data"]], roles["sidecar"])
     if fmt in ("maxwell", "maxwell_legacy"):
-        from .maxwell import MaxwellReader
+        from neurocyte_shared.formats.maxwell import MaxwellReader
 
         return MaxwellReader(opener(roles["data"]), roles["data"], stream)
     if fmt == "nwb":
-        from .nwb import NwbReader
+        from neurocyte_shared.formats.nwb import NwbReader
 
         return NwbReader(opener(roles["data"]), roles["data"], stream)
     if fmt == "spikeglx":
-        from .spikeglx import SpikeGlxReader
+        from neurocyte_shared.formats.spikeglx import SpikeGlxReader
 
         with opener(roles["meta"]) as f:
             meta = f.read(2_000_000 + 1)
         return SpikeGlxReader(opener(roles["data"]), meta, sizes[roles["data"]], roles["data"], roles["meta"])
     if fmt == "brw4":
-        from .brw import BrwReader
+        from neurocyte_shared.formats.brw import BrwReader
 
         return BrwReader(opener(roles["data"]), roles["data"])
     if fmt == "mcs_h5":
-        from .mcs import McsReader
+        from neurocyte_shared.formats.mcs import McsReader
 
         return McsReader(opener(roles["data"]), roles["data"])
     raise InvalidRecording(f"unknown format {fmt!r}")

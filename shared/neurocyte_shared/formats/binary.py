@@ -16,8 +16,9 @@ from typing import BinaryIO, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..manifest import RecordingInfo, explain
-from . import InvalidRecording
+from neurocyte_shared.errors import explain
+from neurocyte_shared.formats import InvalidRecording
+from neurocyte_shared.formats.info import RecordingInfo
 
 MAX_CHANNELS = 100_000
 MAX_RATE_HZ = 1_000_000.0
@@ -42,7 +43,7 @@ class BinarySidecar(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _locations_match(self) -> "BinarySidecar":
+    def _locations_match(self) -> BinarySidecar:
         if len(self.channel_locations_um) != self.n_channels:
             raise ValueError(
                 f"channel_locations_um lists {len(self.channel_locations_um)} positions "

@@ -18,9 +18,9 @@ import math
 
 import numpy as np
 
-from ..manifest import RecordingInfo
-from . import InvalidRecording
-from .hdf5 import Hdf5Reader, check_complete, file_size
+from neurocyte_shared.formats import InvalidRecording
+from neurocyte_shared.formats.hdf5 import Hdf5Reader, check_complete, file_size
+from neurocyte_shared.formats.info import RecordingInfo
 
 CHIP_COLUMNS = 64
 DEFAULT_PITCH_UM = 60.0
@@ -59,11 +59,14 @@ class BrwReader(Hdf5Reader):
         if idx is None or idx.ndim != 1 or idx.size == 0:
             raise InvalidRecording(f"{name}: {wells[0]}/StoredChIdxs is missing or empty")
         if raw.ndim != 1 or raw.dtype.kind not in "iu":
-            raise InvalidRecording(f"{name}: {wells[0]}/Raw should be a flat integer array, found {raw.shape} {raw.dtype}")
+            raise InvalidRecording(
+                f"{name}: {wells[0]}/Raw should be a flat integer array, found {raw.shape} {raw.dtype}"
+            )
         n = int(idx.size)
         if raw.shape[0] % n:
-            raise InvalidRecording(f"{name}: {wells[0]}/Raw holds {raw.shape[0]:,} values, not a whole number of "
-                                   f"{n}-channel frames")
+            raise InvalidRecording(
+                f"{name}: {wells[0]}/Raw holds {raw.shape[0]:,} values, not a whole number of {n}-channel frames"
+            )
         if not all(math.isfinite(v) for v in (rate, lo_a, hi_a, lo_d, hi_d, scale)) or hi_d <= lo_d or hi_a <= lo_a:
             raise InvalidRecording(f"{name}: /ExperimentSettings holds an impossible conversion or rate")
         gain = scale * (hi_a - lo_a) / (hi_d - lo_d)
@@ -79,10 +82,11 @@ class BrwReader(Hdf5Reader):
             gain_uv=gain,
             offset_uv=scale * lo_a - gain * lo_d,
             channel_ids=tuple(f"r{int(i) // CHIP_COLUMNS + 1}c{int(i) % CHIP_COLUMNS + 1}" for i in idx),
-            channel_locations_um=tuple(((int(i) % CHIP_COLUMNS) * pitch, (int(i) // CHIP_COLUMNS) * pitch) for i in idx),
+            channel_locations_um=tuple(
+                ((int(i) % CHIP_COLUMNS) * pitch, (int(i) // CHIP_COLUMNS) * pitch) for i in idx
+            ),
         )
 
     def read(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(stop, self.info.n_samples)
         return np.asarray(self._data[start * self._n : stop * self._n]).reshape(stop - start, self._n)
-

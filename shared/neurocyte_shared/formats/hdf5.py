@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO
 
-from . import InvalidRecording
+from neurocyte_shared.formats import InvalidRecording
 
 
 def open_file(f: BinaryIO, name: str) -> Any:

@@ -24,9 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from ..manifest import RecordingInfo
-from . import InvalidRecording
-from .hdf5 import Hdf5Reader, check_complete, check_readable, file_size, pick_stream
+from neurocyte_shared.formats import InvalidRecording
+from neurocyte_shared.formats.hdf5 import (
+    Hdf5Reader,
+    check_complete,
+    check_readable,
+    file_size,
+    pick_stream,
+)
+from neurocyte_shared.formats.info import RecordingInfo
 
 LEGACY_RATE_HZ = 20_000.0
 
@@ -64,7 +70,9 @@ class MaxwellReader(Hdf5Reader):
             sig, mapping, lsb_v, rate, rows_of, where = self._new_layout(name, stream, groups)
         else:
             if stream is not None:
-                raise InvalidRecording(f"{name} is a legacy MaxWell file with one recording; it has no stream {stream!r}")
+                raise InvalidRecording(
+                    f"{name} is a legacy MaxWell file with one recording; it has no stream {stream!r}"
+                )
             for path in ("sig", "mapping", "settings/lsb"):
                 if path not in h5:
                     raise InvalidRecording(
@@ -99,8 +107,13 @@ class MaxwellReader(Hdf5Reader):
         xy = np.stack([mapping["x"], mapping["y"]], axis=1).astype(np.float64)
         if not np.all(np.isfinite(xy)):
             raise InvalidRecording(f"{name}: the mapping has electrodes without a finite x/y position")
-        check_readable(sig, name, where, "MaxWell recordings compressed by MaxLab need MaxWell's HDF5 plugin; "
-                       "export the recording uncompressed or install the plugin (HDF5_PLUGIN_PATH).")
+        check_readable(
+            sig,
+            name,
+            where,
+            "MaxWell recordings compressed by MaxLab need MaxWell's HDF5 plugin; "
+            "export the recording uncompressed or install the plugin (HDF5_PLUGIN_PATH).",
+        )
         check_complete(sig, file_size(self._raw), name, where)
         self._sig, self._rows = sig, rows
         electrode = mapping["electrode"] if "electrode" in names else mapping["channel"]
@@ -142,4 +155,3 @@ class MaxwellReader(Hdf5Reader):
         start, stop = max(0, start), min(stop, self.info.n_samples)
         block = self._sig[:, start:stop]  # whole rows of the window: h5py reads chunk by chunk
         return np.ascontiguousarray(block[self._rows].T)
-

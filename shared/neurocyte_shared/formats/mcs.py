@@ -20,9 +20,9 @@ import math
 
 import numpy as np
 
-from ..manifest import RecordingInfo
-from . import InvalidRecording
-from .hdf5 import Hdf5Reader, check_complete, check_readable, file_size
+from neurocyte_shared.formats import InvalidRecording
+from neurocyte_shared.formats.hdf5 import Hdf5Reader, check_complete, check_readable, file_size
+from neurocyte_shared.formats.info import RecordingInfo
 
 PITCH_UM = 200.0
 

@@ -22,9 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from ..manifest import RecordingInfo
-from . import MIN_SPIKE_RATE_HZ, InvalidRecording
-from .hdf5 import Hdf5Reader, check_complete, check_readable, file_size, pick_stream
+from neurocyte_shared.formats import MIN_SPIKE_RATE_HZ, InvalidRecording
+from neurocyte_shared.formats.hdf5 import (
+    Hdf5Reader,
+    check_complete,
+    check_readable,
+    file_size,
+    pick_stream,
+)
+from neurocyte_shared.formats.info import RecordingInfo
 
 LINE_PITCH_UM = 200.0  # channels without positions: far enough apart never to be merged
 
@@ -91,7 +97,9 @@ class NwbReader(Hdf5Reader):
         if data.ndim == 1:
             raise InvalidRecording(f"{name}: {where} is 1-D; expected time x channels")
         if data.ndim != 2 or data.dtype.kind not in "iuf":
-            raise InvalidRecording(f"{name}: {where} should be 2-D numbers (time x channels), found {data.shape} {data.dtype}")
+            raise InvalidRecording(
+                f"{name}: {where} should be 2-D numbers (time x channels), found {data.shape} {data.dtype}"
+            )
         rate = _rate(s, name, stream)
         if not math.isfinite(rate) or rate <= 0 or rate > 1e6:
             raise InvalidRecording(f"{name}: {stream} has an implausible sampling rate ({rate} Hz)")
@@ -105,19 +113,28 @@ class NwbReader(Hdf5Reader):
             if np.ptp(cc) > 1e-9 * np.abs(cc).max():
                 raise InvalidRecording(
                     f"{name}: {stream} has a different gain per channel (channel_conversion from {cc.min():g} to "
-                    f"{cc.max():g}); Neurocyte needs one gain per recording")
+                    f"{cc.max():g}); Neurocyte needs one gain per recording"
+                )
             conversion *= float(cc[0])
         gain_uv, offset_uv = conversion * 1e6, offset_v * 1e6
         if not (math.isfinite(gain_uv) and gain_uv > 0 and math.isfinite(offset_uv)):
-            raise InvalidRecording(f"{name}: {stream} has conversion {conversion} and offset {offset_v}: not a usable gain")
+            raise InvalidRecording(
+                f"{name}: {stream} has conversion {conversion} and offset {offset_v}: not a usable gain"
+            )
         ids, xy = self._electrodes(s, name, stream, n_ch)
         check_readable(data, name, where)
         check_complete(data, file_size(self._raw), name, where)
         self._data = data
         self.info = RecordingInfo(
-            format="nwb", sampling_rate_hz=rate, n_channels=n_ch, n_samples=int(data.shape[0]),
-            dtype=str(data.dtype), gain_uv=gain_uv, offset_uv=offset_uv,
-            channel_ids=ids, channel_locations_um=xy,
+            format="nwb",
+            sampling_rate_hz=rate,
+            n_channels=n_ch,
+            n_samples=int(data.shape[0]),
+            dtype=str(data.dtype),
+            gain_uv=gain_uv,
+            offset_uv=offset_uv,
+            channel_ids=ids,
+            channel_locations_um=xy,
         )
 
     def _electrodes(self, s: Any, name: str, stream: str, n_ch: int):
@@ -125,17 +142,20 @@ class NwbReader(Hdf5Reader):
             raise InvalidRecording(f"{name}: {stream} has no electrodes reference; NWB requires one")
         rows = np.asarray(s["electrodes"][()], dtype=np.int64).ravel()
         if len(rows) != n_ch:
-            raise InvalidRecording(f"{name}: {stream} references {len(rows)} electrodes but its data has {n_ch} columns")
+            raise InvalidRecording(
+                f"{name}: {stream} references {len(rows)} electrodes but its data has {n_ch} columns"
+            )
         table = self._h5.get("general/extracellular_ephys/electrodes")
         if table is None:
             raise InvalidRecording(f"{name}: /general/extracellular_ephys/electrodes is missing")
         n_rows = len(table["id"]) if "id" in table else 0
         if rows.min() < 0 or rows.max() >= n_rows:
-            raise InvalidRecording(f"{name}: {stream} references electrode row {int(rows.max())} of a table of {n_rows}")
+            raise InvalidRecording(
+                f"{name}: {stream} references electrode row {int(rows.max())} of a table of {n_rows}"
+            )
         ids = np.asarray(table["id"][()]).ravel()[rows]
         label = next((c for c in ("channel_name", "label") if c in table), None)
-        names = ([_text(v) for v in np.asarray(table[label][()]).ravel()[rows]] if label
-                 else [f"e{int(i)}" for i in ids])
+        names = [_text(v) for v in np.asarray(table[label][()]).ravel()[rows]] if label else [f"e{int(i)}" for i in ids]
         for cx, cy in (("rel_x", "rel_y"), ("x", "y")):
             if cx in table and cy in table:
                 x = np.asarray(table[cx][()], dtype=np.float64).ravel()[rows]
@@ -147,4 +167,3 @@ class NwbReader(Hdf5Reader):
     def read(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(stop, self.info.n_samples)
         return np.ascontiguousarray(self._data[start:stop, :])
-

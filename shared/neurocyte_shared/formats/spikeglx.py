@@ -17,8 +17,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..manifest import RecordingInfo
-from . import InvalidRecording
+from neurocyte_shared.formats import InvalidRecording
+from neurocyte_shared.formats.info import RecordingInfo
 
 NP2_GAIN = 80.0
 
@@ -124,7 +124,7 @@ class SpikeGlxReader:
         return tuple((0.0, 20.0 * i) for i in range(n))  # no map: a single column, as the sites are numbered
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        from .binary import read_frames
+        from neurocyte_shared.formats.binary import read_frames
 
         start, stop = max(0, start), min(stop, self.info.n_samples)
         block = read_frames(self._f, np.dtype("<i2"), self._n_saved, start, stop)

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .detection import SpikeTable
+from neurocyte_shared.science.table import SpikeTable
 
 SCHEMA = pa.schema(
     [("sample_index", pa.int64()), ("channel_index", pa.int32()), ("amplitude_uv", pa.float32())]

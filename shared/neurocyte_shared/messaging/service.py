@@ -8,10 +8,10 @@ from typing import Any
 
 import structlog
 
-from . import aws
-from .bus import Consumer, EventPublisher, Handler
-from .config import ConfigurationError, Settings
-from .logs import configure_logging
+from neurocyte_shared.messaging import aws
+from neurocyte_shared.messaging.bus import Consumer, EventPublisher, Handler
+from neurocyte_shared.messaging.config import ConfigurationError, Settings
+from neurocyte_shared.messaging.logs import configure_logging
 
 
 def run_service(name: str, build_handlers: Callable[[Settings], Mapping[type, Handler]]) -> None:
@@ -47,9 +47,10 @@ def s3(settings: Settings) -> Any:
 def _failure_notice(settings: Settings, stage: str):
     """ProcessingFailed for a recording whose message is about to be dead-lettered: the
     uploader's address comes from the recording's recording.json."""
-    from .events import ProcessingFailed
-    from .manifest import RecordingDocument
-    from .s3io import get_bytes
+    from neurocyte_shared.messaging.events import ProcessingFailed
+    from neurocyte_shared.storage.documents import RecordingDocument
+    from neurocyte_shared.storage.layout import recording_document_key
+    from neurocyte_shared.storage.s3io import get_bytes
 
     client = s3(settings)
 
@@ -57,8 +58,18 @@ def _failure_notice(settings: Settings, stage: str):
         ref = getattr(event, "recording", None)
         if ref is None:
             return []
-        doc = RecordingDocument.model_validate_json(get_bytes(client, settings.data_bucket, ref.prefix + "recording.json"))
-        return [ProcessingFailed(correlation_id=event.correlation_id, recording=ref, recording_name=doc.recording_name,
-                                 uploader_email=doc.uploader_email, stage=stage, reason=reason)]
+        doc = RecordingDocument.model_validate_json(
+            get_bytes(client, settings.data_bucket, recording_document_key(ref.prefix))
+        )
+        return [
+            ProcessingFailed(
+                correlation_id=event.correlation_id,
+                recording=ref,
+                recording_name=doc.recording_name,
+                uploader_email=doc.uploader_email,
+                stage=stage,
+                reason=reason,
+            )
+        ]
 
     return notice

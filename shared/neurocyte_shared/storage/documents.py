@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from .layout import check_segment
+from neurocyte_shared.errors import explain  # noqa: F401 - documents' errors, said plainly
+from neurocyte_shared.formats.info import RecordingInfo
+from neurocyte_shared.storage.layout import check_segment
 
 
 class ManifestFile(BaseModel):
@@ -23,9 +25,7 @@ class ManifestFile(BaseModel):
 class UploadManifest(BaseModel):
     """`uploads/<tenant>/<recording_id>/manifest.json`, written after every data file."""
 
-    # Built at first use: an e-mail field imports email_validator (0.1 s with the schema),
-    # which `neurocyte detect`, importing this module for RecordingInfo, never needs.
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: Literal[1] = 1
     uploader_email: EmailStr
@@ -48,30 +48,10 @@ class UploadManifest(BaseModel):
             check_segment(f.name, "file name")
 
 
-class RecordingInfo(BaseModel):
-    """What a reader found in a recording: written as recording.json by ingest."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    format: str
-    sampling_rate_hz: float
-    n_channels: int
-    n_samples: int
-    dtype: str
-    gain_uv: float
-    offset_uv: float
-    channel_ids: tuple[str, ...]
-    channel_locations_um: tuple[tuple[float, float], ...]
-
-    @property
-    def duration_s(self) -> float:
-        return self.n_samples / self.sampling_rate_hz
-
-
 class RecordingDocument(BaseModel):
     """recording.json: the validated recording, its uploader and where its files are."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)  # as UploadManifest
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     recording_id: str
     recording_name: str
@@ -82,20 +62,3 @@ class RecordingDocument(BaseModel):
     info: RecordingInfo
     stream: str | None = None  # which recording of a multi-recording file (a MaxWell well, an NWB series)
     upload_id: str | None = None  # the upload it came from, when one upload made several recordings
-
-
-def explain(error: ValidationError, what: str) -> str:
-    """A pydantic error as one sentence per problem, for an email rather than a traceback."""
-    lines = []
-    for e in error.errors()[:5]:
-        where = ".".join(str(p) for p in e["loc"]) or "(the document)"
-        msg = e["msg"]
-        if e["type"] == "missing":
-            msg = "is missing"
-        elif e["type"] == "extra_forbidden":
-            msg = "is not a known field"
-        lines.append(f"{what}: field '{where}' {msg}")
-    more = len(error.errors()) - 5
-    if more > 0:
-        lines.append(f"... and {more} more problem(s)")
-    return "; ".join(lines)

@@ -17,8 +17,14 @@ import sys
 
 import numpy as np
 
-# The codes the kernels take, defined beside their compiled twin (which imports no numba).
-from .kernels_aot import REF_MEAN, REF_MEDIAN, REF_NONE, SIGN_BOTH, SIGN_NEG, SIGN_POS  # noqa: F401
+from neurocyte_shared.science.kernels.codes import (  # noqa: F401
+    REF_MEAN,
+    REF_MEDIAN,
+    REF_NONE,
+    SIGN_BOTH,
+    SIGN_NEG,
+    SIGN_POS,
+)
 
 
 def _skip_numba_blas_probe() -> None:

@@ -1,7 +1,7 @@
 """Container health check: the consumer loop touches NEUROCYTE_HEALTH_FILE after every poll;
 healthy means it did so recently (a stuck or crashed loop turns the task unhealthy).
 
-    python -m neurocyte_shared.health        exit 0 if healthy, 1 otherwise
+    python -m neurocyte_shared.messaging.health        exit 0 if healthy, 1 otherwise
 """
 
 from __future__ import annotations

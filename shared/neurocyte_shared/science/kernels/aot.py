@@ -1,14 +1,14 @@
-"""The detection kernels (`kernels.py`) compiled ahead of time, for start-up.
+"""The detection kernels (`jit.py`) compiled ahead of time, for start-up.
 
 Why: a one-shot command such as `neurocyte detect` pays numba's start-up before its first
 sample: importing numba (0.45 s) and loading the cached kernels through its dispatcher
 (0.35 s). That is a quarter of a minute-long recording's whole run. `make setup` compiles the
-same kernels into a plain extension module once (`python -m neurocyte_shared.kernels_aot`,
+same kernels into a plain extension module once (`python -m neurocyte_shared.science.kernels.aot`,
 about a minute, with numba's AOT compiler and the C compiler); importing it takes
 milliseconds and needs no numba.
 
 `load()` gives what the detection core calls: the compiled module when it was built from
-exactly this source on this kind of CPU (its name carries a hash of `kernels.py`, of this
+exactly this source on this kind of CPU (its name carries a hash of `jit.py`, `codes.py`, of this
 file and of the CPU's instruction sets), or else numba's just-in-time kernels, which give
 the same results (tested) and are what the long-running services use: there, start-up is
 paid once per container. NEUROCYTE_KERNELS=jit forces the JIT kernels, =aot the compiled ones.
@@ -27,8 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-REF_NONE, REF_MEDIAN, REF_MEAN = 0, 1, 2
-SIGN_NEG, SIGN_POS, SIGN_BOTH = 0, 1, 2
+from neurocyte_shared.science.kernels.codes import (
+    REF_MEAN,
+    REF_MEDIAN,
+    REF_NONE,
+    SIGN_BOTH,
+    SIGN_NEG,
+    SIGN_POS,
+)
 
 _HERE = Path(__file__).resolve().parent
 _PREFIX = "_kernels_"
@@ -69,7 +75,9 @@ def _cpu() -> bytes:
 
 def module_name() -> str:
     """The compiled module's name for the current sources and CPU."""
-    digest = hashlib.sha256((_HERE / "kernels.py").read_bytes() + Path(__file__).read_bytes() + _cpu()).hexdigest()
+    digest = hashlib.sha256(
+        (_HERE / "jit.py").read_bytes() + (_HERE / "codes.py").read_bytes() + Path(__file__).read_bytes() + _cpu()
+    ).hexdigest()
     return _PREFIX + digest[:16]
 
 
@@ -80,13 +88,15 @@ def _c(a: np.ndarray, dtype) -> np.ndarray:
 def _out(a: np.ndarray, dtype, ndim: int) -> np.ndarray:
     """An array the kernel writes into: it must already be what the signature says."""
     if a.dtype != dtype or a.ndim != ndim or not a.flags.c_contiguous or not a.flags.writeable:
-        raise TypeError(f"output must be a writeable C-contiguous {np.dtype(dtype).name} array of {ndim} dims, "
-                        f"got {a.dtype} {a.shape}")
+        raise TypeError(
+            f"output must be a writeable C-contiguous {np.dtype(dtype).name} array of {ndim} dims, "
+            f"got {a.dtype} {a.shape}"
+        )
     return a
 
 
 class _Compiled:
-    """The kernels' interface (as in `kernels.py`) over the compiled module."""
+    """The kernels' interface (as in `jit.py`) over the compiled module."""
 
     REF_NONE, REF_MEDIAN, REF_MEAN = REF_NONE, REF_MEDIAN, REF_MEAN
     SIGN_NEG, SIGN_POS, SIGN_BOTH = SIGN_NEG, SIGN_POS, SIGN_BOTH
@@ -100,32 +110,89 @@ class _Compiled:
         run = self._bandpass.get(raw.dtype)
         if run is None:
             raw, run = raw.astype(np.float32), self._bandpass[np.dtype(np.float32)]
-        run(_c(raw, raw.dtype), float(gain), float(offset), _c(sos, np.float32), int(reference),
-            _c(net, np.int64).reshape(-1, 2), _out(out, np.float32, 2))
+        run(
+            _c(raw, raw.dtype),
+            float(gain),
+            float(offset),
+            _c(sos, np.float32),
+            int(reference),
+            _c(net, np.int64).reshape(-1, 2),
+            _out(out, np.float32, 2),
+        )
 
     def median_abs_deviation(self, x, out):
         self.module.median_abs_deviation(_c(x, np.float32), _out(out, np.float32, 1))
 
-    def find_peaks(self, x, threshold, sign, half, spatial_half, echo, echo_ratio, start, stop, neighbours,
-                   n_neighbours):
-        return self.module.find_peaks(_c(x, np.float32), _c(threshold, np.float32), int(sign), int(half),
-                                      int(spatial_half), int(echo), float(echo_ratio), int(start), int(stop),
-                                      _c(neighbours, np.int32), _c(n_neighbours, np.int32))
+    def find_peaks(
+        self, x, threshold, sign, half, spatial_half, echo, echo_ratio, start, stop, neighbours, n_neighbours
+    ):
+        return self.module.find_peaks(
+            _c(x, np.float32),
+            _c(threshold, np.float32),
+            int(sign),
+            int(half),
+            int(spatial_half),
+            int(echo),
+            float(echo_ratio),
+            int(start),
+            int(stop),
+            _c(neighbours, np.int32),
+            _c(n_neighbours, np.int32),
+        )
 
-    def peel(self, x, times, channels, templates, support, n_support, first, cand, before, shift, a_min, a_max,
-             fit_before, fit_after, fit_channels, placed_start, placed_template, placed_amplitude):
-        self.module.peel(_out(x, np.float32, 2), _c(times, np.int64), _c(channels, np.int32),
-                         _c(templates, np.float32), _c(support, np.int32), _c(n_support, np.int32),
-                         _c(first, np.int64), _c(cand, np.int64), int(before), int(shift), float(a_min),
-                         float(a_max), int(fit_before), int(fit_after), int(fit_channels),
-                         _out(placed_start, np.int64, 1), _out(placed_template, np.int32, 1),
-                         _out(placed_amplitude, np.float32, 1))
+    def peel(
+        self,
+        x,
+        times,
+        channels,
+        templates,
+        support,
+        n_support,
+        first,
+        cand,
+        before,
+        shift,
+        a_min,
+        a_max,
+        fit_before,
+        fit_after,
+        fit_channels,
+        placed_start,
+        placed_template,
+        placed_amplitude,
+    ):
+        self.module.peel(
+            _out(x, np.float32, 2),
+            _c(times, np.int64),
+            _c(channels, np.int32),
+            _c(templates, np.float32),
+            _c(support, np.int32),
+            _c(n_support, np.int32),
+            _c(first, np.int64),
+            _c(cand, np.int64),
+            int(before),
+            int(shift),
+            float(a_min),
+            float(a_max),
+            int(fit_before),
+            int(fit_after),
+            int(fit_channels),
+            _out(placed_start, np.int64, 1),
+            _out(placed_template, np.int32, 1),
+            _out(placed_amplitude, np.float32, 1),
+        )
 
     def subtracted_at(self, t, c, starts, which, amplitudes, templates, support, n_support):
-        return self.module.subtracted_at(_c(t, np.int64), _c(c, np.int32), _c(starts, np.int64),
-                                         _c(which, np.int32), _c(amplitudes, np.float32),
-                                         _c(templates, np.float32), _c(support, np.int32),
-                                         _c(n_support, np.int32))
+        return self.module.subtracted_at(
+            _c(t, np.int64),
+            _c(c, np.int32),
+            _c(starts, np.int64),
+            _c(which, np.int32),
+            _c(amplitudes, np.float32),
+            _c(templates, np.float32),
+            _c(support, np.int32),
+            _c(n_support, np.int32),
+        )
 
 
 def compiled() -> _Compiled | None:
@@ -146,23 +213,26 @@ def load():
         if fast is not None:
             return fast
         if choice == "aot":
-            raise RuntimeError(f"NEUROCYTE_KERNELS=aot, but {module_name()} is not built for the current sources: "
-                               "run `make setup`")
-    from . import kernels as jit
+            raise RuntimeError(
+                f"NEUROCYTE_KERNELS=aot, but {module_name()} is not built for the current sources: run `make setup`"
+            )
+    from neurocyte_shared.science.kernels import jit
 
     return jit
 
 
 # --- Building (`make setup`): numba's AOT compiler, at build time only -----------------------
 
+
 def build(output_dir: Path = _HERE) -> Path:
     """Compile every kernel into output_dir/<module_name()>.so, for this machine's CPU, with
     the GIL released during each call (as the JIT kernels' nogil) so `--jobs N` threads run in
     parallel. Removes modules built from older sources."""
     import numba.pycc.compiler as pycc_compiler
+    from numba.core import codegen
     from numba.pycc import CC
 
-    from . import kernels as jit
+    from neurocyte_shared.science.kernels import jit
 
     class _ReleasingGil(pycc_compiler.Flags):  # pycc has no option for it; its Flags are built here
         def __init__(self, *args, **kwargs):
@@ -181,11 +251,16 @@ def build(output_dir: Path = _HERE) -> Path:
         namespace = {"kernel": getattr(jit, kernel)}
         exec(f"def {exported}({params}):\n    return kernel({params})\n", namespace)
         cc.export(exported, signature)(namespace[exported])
-    saved, pycc_compiler.Flags = pycc_compiler.Flags, _ReleasingGil
+    # pycc gives LLVM the host's CPU model but not its feature list, so LLVM assumes every
+    # feature of that model: a virtual machine reporting "znver4" without AVX-512 then gets
+    # AVX-512 code and dies with SIGILL. Pass the features the CPU does report, as numba's JIT does.
+    saved = pycc_compiler.Flags, codegen.AOTCPUCodegen._customize_tm_features
+    pycc_compiler.Flags = _ReleasingGil
+    codegen.AOTCPUCodegen._customize_tm_features = lambda self: self._get_host_cpu_features()
     try:
         cc.compile()
     finally:
-        pycc_compiler.Flags = saved
+        pycc_compiler.Flags, codegen.AOTCPUCodegen._customize_tm_features = saved
     built = next(output_dir.glob(f"{name}.*"))
     for old in output_dir.glob(f"{_PREFIX}*"):
         if old.name.split(".")[0] != name:
@@ -196,8 +271,10 @@ def build(output_dir: Path = _HERE) -> Path:
 def main() -> int:
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
-        print(f"kernels not compiled ahead of time: no C compiler ({compiler}) on PATH; neurocyte uses numba's "
-              "JIT kernels (same results, ~0.8 s more start-up per command)")
+        print(
+            f"kernels not compiled ahead of time: no C compiler ({compiler}) on PATH; neurocyte uses numba's "
+            "JIT kernels (same results, ~0.8 s more start-up per command)"
+        )
         return 0
     if compiled() is not None:
         print(f"kernels already compiled ahead of time: {module_name()}")
@@ -207,8 +284,10 @@ def main() -> int:
     try:
         path = build()
     except Exception as e:  # an accelerator: its failure must not stop the set-up
-        print(f"kernels not compiled ahead of time ({type(e).__name__}: {str(e)[-500:]}); neurocyte uses "
-              "numba's JIT kernels (same results, ~0.8 s more start-up per command)")
+        print(
+            f"kernels not compiled ahead of time ({type(e).__name__}: {str(e)[-500:]}); neurocyte uses "
+            "numba's JIT kernels (same results, ~0.8 s more start-up per command)"
+        )
         return 0
     print(f"compiled in {time.perf_counter() - t0:.0f} s: {path}")
     return 0

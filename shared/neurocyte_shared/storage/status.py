@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from neurocyte_shared import layout, s3io
+from neurocyte_shared.storage import layout, s3io
 
 
 @dataclass
@@ -20,9 +20,10 @@ class RecordingStatus:
     failed: bool = False
 
 
-def uploads(s3, upload_bucket: str) -> list[tuple[str, str]]:
+def uploads(s3, upload_bucket: str, prefix: str = "uploads/") -> list[tuple[str, str]]:
+    """(tenant, recording id) of every upload with a manifest under `prefix`."""
     out = []
-    for key in s3io.list_keys(s3, upload_bucket, "uploads/"):
+    for key in s3io.list_keys(s3, upload_bucket, prefix):
         try:
             parsed = layout.parse_manifest_key(key)
         except layout.UnsafeKey:
@@ -34,19 +35,19 @@ def uploads(s3, upload_bucket: str) -> list[tuple[str, str]]:
 
 def status_of(s3, outputs: dict[str, str], tenant: str, recording_id: str) -> RecordingStatus:
     data = outputs["DataBucketName"]
-    keys = [k for k in s3io.list_keys(s3, data, f"recordings/tenant={tenant}/") if f"/{recording_id}/" in k]
-    notified = s3io.list_keys(s3, data, f"notifications/{tenant}/{recording_id}/")
+    keys = [k for k in s3io.list_keys(s3, data, layout.tenant_recordings_prefix(tenant)) if f"/{recording_id}/" in k]
+    notified = s3io.list_keys(s3, data, layout.notification_prefix(tenant, recording_id))
     names = {k.split(f"/{recording_id}/", 1)[1] for k in keys}
     prefix = keys[0].split(f"/{recording_id}/", 1)[0] + f"/{recording_id}/" if keys else ""
     st = RecordingStatus(recording_id, tenant, "uploaded", "waiting for ingest")
-    sent = [k for k in notified if json.loads(s3io.get_bytes(s3, data, k)).get("sent")]
-    if "rejected.json" in names:
-        reason = s3io.get_json(s3, data, prefix + "rejected.json")["reason"]
+    sent = [k for k in notified if json.loads(s3io.get_bytes(s3, data, k)).get("state") == "done"]
+    if layout.REJECTED_NAME in names:
+        reason = s3io.get_json(s3, data, layout.rejected_key(prefix))["reason"]
         st = RecordingStatus(recording_id, tenant, "rejected", reason, failed=True)
         if sent:
             st.stage, st.done = "rejected, emailed", True
         return st
-    if "recording.json" in names:
+    if layout.RECORDING_NAME in names:
         st = RecordingStatus(recording_id, tenant, "validated", "waiting for the chunker")
     if "raw.zarr/zarr.json" in names:
         meta = json.loads(s3io.get_bytes(s3, data, prefix + "raw.zarr/zarr.json"))

@@ -11,9 +11,13 @@ data bucket:     recordings/tenant=<t>/date=<YYYY-MM-DD>/<recording_id>/
                          spikes.parquet, *.png, report.html     written first,
                          summary.json                           last, once (conditional write):
                                                                 its presence publishes the version
-                     notified/<kind>.json  the email went out (dedup marker)
+                     templates/<hash>.npz  spike templates for peeling, same key
                  fingerprints/tenant=<t>/<sha256>.json   the first upload of each content
                      (recognises the same files uploaded again)
+                 web/users/<hash of address>.json, web/labs/<lab>.json, web/sessions/<id>.json,
+                 web/used-links/<id>.json   the web front-end's users, labs, sessions
+                 notifications/<tenant>/<recording_id>/<kind>.json   one per email: claimed,
+                     then state "done" once SNS took it (a claim: storage/claims.py)
 Versions are named by the hashes of the parameters, so reprocessing with other parameters
 writes beside a published result, never over it or mixed with it. The tenant/date
 partitions let Athena query spike tables across recordings.
@@ -58,7 +62,7 @@ def recording_prefix(tenant: str, date: str, recording_id: str) -> str:
 
 
 def shard_spikes_key(prefix: str, shard_index: int, detection_version: str) -> str:
-    return f"{prefix}spikes/d={detection_version}/shard-{shard_index:05d}.parquet"
+    return f"{shard_spikes_prefix(prefix, detection_version)}shard-{shard_index:05d}.parquet"
 
 
 def detection_version_of(spikes_key: str) -> str:
@@ -86,3 +90,66 @@ def tenant_for_email(email: str) -> str:
     """Default tenant of an uploader: their address as a safe key segment."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", email.lower()).strip("-")
     return slug[:128] or "anonymous"
+
+
+def recording_document_key(prefix: str) -> str:
+    return f"{prefix}{RECORDING_NAME}"
+
+
+def rejected_key(prefix: str) -> str:
+    return f"{prefix}{REJECTED_NAME}"
+
+
+def store_key(prefix: str) -> str:
+    """The recording's sharded Zarr store (a folder of objects)."""
+    return f"{prefix}raw.zarr"
+
+
+def noise_key(prefix: str, detection_version: str) -> str:
+    return f"{prefix}noise/{detection_version}.json"
+
+
+def templates_key(prefix: str, detection_version: str) -> str:
+    return f"{prefix}templates/{detection_version}.npz"
+
+
+def shard_spikes_prefix(prefix: str, detection_version: str) -> str:
+    return f"{prefix}spikes/d={detection_version}/"
+
+
+def notification_prefix(tenant: str, recording_id: str) -> str:
+    return f"notifications/{tenant}/{recording_id}/"
+
+
+def notification_key(tenant: str, recording_id: str, kind: str) -> str:
+    return f"{notification_prefix(tenant, recording_id)}{kind}.json"
+
+
+def tenant_recordings_prefix(tenant: str) -> str:
+    return f"recordings/tenant={tenant}/"
+
+
+def web_user_key(email: str) -> str:
+    return f"web/users/{_digest(email)}.json"
+
+
+def web_lab_key(lab: str) -> str:
+    return f"web/labs/{check_segment(lab, 'lab')}.json"
+
+
+def web_session_key(session_id: str) -> str:
+    return f"web/sessions/{check_segment(session_id, 'session')}.json"
+
+
+def web_used_link_key(token_id: str) -> str:
+    return f"web/used-links/{check_segment(token_id, 'link')}.json"
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+RECORDING_NAME = "recording.json"
+REJECTED_NAME = "rejected.json"

@@ -18,8 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .detection import DetectionParams, SpikeTable, detect_spikes, learn_recording, neighbours, saturated_samples
-from .formats import RecordingReader, identify, open_reader
+from neurocyte_shared.formats import RecordingReader, identify, open_reader
+from neurocyte_shared.science.detection.detect import detect_spikes, learn_recording
+from neurocyte_shared.science.detection.filters import saturated_samples
+from neurocyte_shared.science.detection.params import DetectionParams
+from neurocyte_shared.science.detection.peaks import neighbours
+from neurocyte_shared.science.detection.templates import Templates
+from neurocyte_shared.science.table import SpikeTable
 
 # 8 M values: 32 MB of float32 per window (plus the raw), e.g. 0.4 s of 1024 channels at 20 kHz.
 # Smaller windows spend more on their margins (16.7 ms each side is 19 % of a 0.2 s window).
@@ -75,6 +80,25 @@ def window_samples(window_s: float, sampling_rate_hz: float, n_channels: int, ma
     return max(step, 8 * margin, 1)
 
 
+def detect_window(read: Callable[[int, int], np.ndarray], start: int, stop: int, n_samples: int,
+                  sampling_rate_hz: float, params: DetectionParams, *, gain_uv: float, offset_uv: float,
+                  noise_uv: np.ndarray, channel_locations_um: np.ndarray | None, templates: Templates | None,
+                  count_saturated: bool = True) -> tuple[SpikeTable, np.ndarray | None]:
+    """One window [start, stop) of a recording: read with margins (so its spikes equal the
+    whole recording's), detected with what was learned from the whole recording, sample
+    indices from the recording's start; and per channel, the window's clipped samples.
+    `read(a, b)` returns raw samples a..b x channels. The detector service runs it per shard,
+    `detect_recording` per window."""
+    margin = params.margin_samples(sampling_rate_hz)
+    lo, hi = max(0, start - margin), min(n_samples, stop + margin)
+    raw = read(lo, hi)
+    clipped = saturated_samples(raw[start - lo : stop - lo]) if count_saturated else None
+    table = detect_spikes(raw, sampling_rate_hz, params, gain_uv=gain_uv, offset_uv=offset_uv, noise_uv=noise_uv,
+                          channel_locations_um=channel_locations_um, valid=(start - lo, stop - lo),
+                          templates=templates, first_sample=lo)
+    return table.shifted(lo), clipped
+
+
 def detect_recording(recording: LocalRecording, params: DetectionParams = DetectionParams(), *,
                      window_s: float = 1.0, jobs: int = 1,
                      on_progress: Callable[[int, int], None] | None = None,
@@ -108,13 +132,10 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
     margin = params.margin_samples(fs)
 
     def window(start: int, stop: int) -> tuple[SpikeTable, np.ndarray | None]:
-        lo, hi = max(0, start - margin), min(info.n_samples, stop + margin)
-        raw = reader().read(lo, hi)
-        clipped = saturated_samples(raw[start - lo : stop - lo]) if on_saturation else None
-        table = detect_spikes(raw, fs, params, gain_uv=info.gain_uv, offset_uv=info.offset_uv,
-                              noise_uv=noise, channel_locations_um=locations, valid=(start - lo, stop - lo),
-                              templates=templates, first_sample=lo)
-        return table.shifted(lo), clipped
+        return detect_window(lambda a, b: reader().read(a, b), start, stop, info.n_samples, fs, params,
+                             gain_uv=info.gain_uv, offset_uv=info.offset_uv, noise_uv=noise,
+                             channel_locations_um=locations, templates=templates,
+                             count_saturated=on_saturation is not None)
 
     step = window_samples(window_s, fs, info.n_channels, margin)
     windows = [(s, min(s + step, info.n_samples)) for s in range(0, info.n_samples, step)]

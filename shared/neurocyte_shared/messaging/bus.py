@@ -22,8 +22,8 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from . import health
-from .events import EVENT_TYPES, Event, S3ObjectCreated
+from neurocyte_shared.messaging import health
+from neurocyte_shared.messaging.events import EVENT_TYPES, Event, S3ObjectCreated
 
 SOURCE = "neurocyte"
 log = structlog.get_logger()

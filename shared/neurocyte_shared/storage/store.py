@@ -15,7 +15,7 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 from zarr.storage import FsspecStore
 
-from .aws import s3fs_options
+from neurocyte_shared.messaging.aws import s3fs_options
 
 SHARD_TARGET_BYTES = 64 * 1024 * 1024
 

@@ -8,7 +8,7 @@ from typing import Any, BinaryIO
 
 from botocore.exceptions import ClientError
 
-from .aws import is_missing, s3fs_options
+from neurocyte_shared.messaging.aws import is_missing, s3fs_options
 
 
 def get_bytes(s3: Any, bucket: str, key: str, *, max_bytes: int | None = None) -> bytes:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .detection import SpikeTable
+from neurocyte_shared.science.table import SpikeTable
 
 
 class MetricsParams(BaseModel):

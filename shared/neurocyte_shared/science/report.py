@@ -12,8 +12,8 @@ import io
 
 import numpy as np
 
-from .detection import SpikeTable
-from .metrics import Summary
+from neurocyte_shared.science.metrics import Summary
+from neurocyte_shared.science.table import SpikeTable
 
 FIGURES = {
     "activity_map.png": "Firing rate at each electrode's position",

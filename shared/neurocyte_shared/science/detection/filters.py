@@ -1,0 +1,128 @@
+"""Raw samples to filtered, referenced microvolts; the noise level; clipped samples."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from . import _kernels
+from .params import MAD_TO_SIGMA, DetectionParams
+
+
+def butter_bandpass_sos(order: int, freq_min_hz: float, freq_max_hz: float, sampling_rate_hz: float) -> np.ndarray:
+    """Butterworth bandpass as second-order sections (b0 b1 b2 1 a1 a2), the design of
+    scipy.signal.butter(order, [lo, hi], 'bandpass', output='sos') written out with numpy:
+    importing scipy.signal costs over a second of start-up, more than detecting a minute of
+    64 channels. Each section holds a conjugate pole pair and one zero at z=1 and z=-1; the
+    gain is spread evenly across sections (kinder to float32 than all in the first)."""
+    fs2 = 4.0  # bilinear transform on frequencies normalised to Nyquist (scipy: fs=2)
+    lo, hi = (fs2 * np.tan(np.pi * f / sampling_rate_hz) for f in (freq_min_hz, freq_max_hz))
+    bw, wo = hi - lo, np.sqrt(lo * hi)
+    proto = -np.exp(1j * np.pi * np.arange(-order + 1, order, 2) / (2 * order))  # analog lowpass
+    p_lp = proto * bw / 2
+    root = np.sqrt(p_lp**2 - wo**2)
+    poles = np.concatenate([p_lp + root, p_lp - root])
+    gain = bw**order  # analog bandpass gain; zeros: `order` at s=0
+    z_poles = (fs2 + poles) / (fs2 - poles)
+    gain = gain * np.real(fs2**order / np.prod(fs2 - poles))
+    tol = 1e-9
+    pairs = [(p, p.conjugate()) for p in z_poles if p.imag > tol]
+    real = np.sort(z_poles[np.abs(z_poles.imag) <= tol].real)
+    pairs += [(complex(real[k]), complex(real[k + 1])) for k in range(0, real.size - 1, 2)]
+    if len(pairs) != order or not gain > 0:
+        raise ValueError(f"cannot design a bandpass {freq_min_hz}-{freq_max_hz} Hz of order {order}")
+    pairs.sort(key=lambda pq: max(abs(pq[0]), abs(pq[1])))  # poles nearest the unit circle last
+    sos = np.zeros((order, 6))
+    for row, (p, q) in zip(sos, pairs):
+        row[:] = 1.0, 0.0, -1.0, 1.0, -(p + q).real, (p * q).real
+    sos[:, :3] *= gain ** (1.0 / order)
+    return sos
+
+
+@lru_cache(maxsize=32)
+def _sos(sampling_rate_hz: float, freq_min_hz: float, freq_max_hz: float, order: int) -> np.ndarray:
+    nyquist = sampling_rate_hz / 2.0
+    high = min(freq_max_hz, 0.95 * nyquist)
+    if freq_min_hz >= high:
+        raise ValueError(
+            f"freq_min_hz {freq_min_hz} must be below freq_max_hz {high} (and below Nyquist {nyquist})"
+        )
+    return butter_bandpass_sos(order, freq_min_hz, high, sampling_rate_hz).astype(np.float32)
+
+
+_REFERENCE = {
+    "none": _kernels.kernels.REF_NONE,
+    "median": _kernels.kernels.REF_MEDIAN,
+    "mean": _kernels.kernels.REF_MEAN,
+}
+
+
+def preprocess(
+    traces: np.ndarray, sampling_rate_hz: float, params: DetectionParams, gain_uv: float = 1.0, offset_uv: float = 0.0
+) -> np.ndarray:
+    """Raw traces (samples x channels, any numeric dtype) -> float32 microvolts, bandpassed
+    forward and backward, then common-referenced; same layout."""
+    raw = np.ascontiguousarray(traces)
+    if raw.ndim != 2:
+        raise ValueError(f"traces must be samples x channels, got shape {raw.shape}")
+    sos = _sos(float(sampling_rate_hz), params.freq_min_hz, params.freq_max_hz, params.filter_order)
+    out = np.empty(raw.shape, np.float32)
+    if raw.shape[0]:
+        _kernels.kernels.bandpass_reference(
+            raw, float(gain_uv), float(offset_uv), sos, _REFERENCE[params.reference], median_network(raw.shape[1]), out
+        )
+    return out
+
+
+NETWORK_MAX_CHANNELS = 64  # beyond, the network grows as n log^2 n and the bracketed select wins
+
+
+@lru_cache(maxsize=16)
+def median_network(n_channels: int) -> np.ndarray:
+    """Compare-exchange pairs (i < j: wire i gets the smaller) that bring the median of
+    n_channels values to wires (n-1)//2 and n//2: Batcher's odd-even merge sort over the next
+    power of two (the extra wires hold +inf), keeping only the pairs those two outputs depend
+    on (445 of 543 for 64). Empty beyond NETWORK_MAX_CHANNELS: the kernel then selects."""
+    if n_channels > NETWORK_MAX_CHANNELS or n_channels < 2:
+        return np.zeros((0, 2), np.int64)
+    size = 1 << (n_channels - 1).bit_length()
+    pairs = []
+    p = 1
+    while p < size:  # Knuth's formulation (TAOCP 5.3.4, algorithm M)
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    needed = {(n_channels - 1) // 2, n_channels // 2}
+    kept = []
+    for i, j in reversed(pairs):
+        if i in needed or j in needed:
+            kept.append((i, j))
+            needed.update((i, j))
+    net = np.array(kept[::-1], np.int64).reshape(-1, 2)
+    net.flags.writeable = False  # shared by every call
+    return net
+
+
+def noise_levels(preprocessed: np.ndarray) -> np.ndarray:
+    """Per-channel noise (uV): MAD / 0.6745 of preprocessed traces (samples x channels)."""
+    x = np.ascontiguousarray(preprocessed, dtype=np.float32)
+    mad = np.empty(x.shape[1], np.float32)
+    if x.shape[0] == 0:
+        raise ValueError("no samples to measure the noise on")
+    _kernels.kernels.median_abs_deviation(x, mad)
+    return (mad / np.float32(MAD_TO_SIGMA)).astype(np.float32)
+
+
+def saturated_samples(raw: np.ndarray) -> np.ndarray:
+    """Per channel, how many samples sit at the integer type's limits (the amplifier or the
+    converter clipped). Float data cannot tell: zeros."""
+    if not np.issubdtype(raw.dtype, np.integer):
+        return np.zeros(raw.shape[1], np.int64)
+    info = np.iinfo(raw.dtype)
+    return ((raw == info.min) | (raw == info.max)).sum(axis=0).astype(np.int64)

@@ -1,0 +1,91 @@
+"""Detection parameters: every one with its unit in its name and its default stated once,
+and the fixed constants of peeling."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+MAD_TO_SIGMA = 0.6744897501960817  # MAD of a standard normal
+F16_MAX = float(np.finfo(np.float16).max)
+
+# Peeling (see `Templates`). Fixed rather than parameters: measured on the bench recordings,
+# and none trades recall for precision the way peel_threshold_mad does.
+TEMPLATE_BEFORE_MS, TEMPLATE_AFTER_MS = 1.5, 3.0  # the filtered spike's extent around its peak
+TEMPLATE_MAX_CHANNELS = 40  # nearest channels within peel_radius_um a template spans
+TEMPLATE_MIN_SPIKES = 10  # isolated spikes a peak channel needs for templates of its own
+TEMPLATE_MAX_CLUSTERS = 4  # templates per peak channel (units that peak on the same electrode)
+TEMPLATE_MIN_SHARE = 0.1  # a template needs this share of its channel's spikes: fewer are coincidences
+TEMPLATE_SNIPPET_BUDGET = 16_384  # isolated spikes kept for learning, over all channels
+SNIPPET_BATCH = 2_048  # spikes gathered at once (float32: 44 MB at 30 kHz)
+ISOLATION_UM = 100.0  # a learning spike has no other spike this close within its window
+CANDIDATE_UM = 30.0  # a spike is fitted with the templates of peak channels this close (nearest neighbours)
+PEEL_SHIFT = 1  # samples a template may move to fit
+PEEL_FIT_MS = (0.3, 0.7)  # the fit looks this far before and after the peak,
+PEEL_FIT_CHANNELS = 40  # on this many channels nearest the template's peak channel
+PEEL_SCALE = (0.5, 2.0)  # the fitted amplitude's range, in units of the template
+# Spikes are subtracted largest first within blocks of recording time this long, the blocks in
+# time order, so the traces a block touches stay in cache (30 % less time on 384 channels, the
+# same spikes but a few); blocks start at multiples of it from the recording's start.
+PEEL_BLOCK_MS = 20.0
+PEEL_RATIO = 0.8  # a peak in what remains must be this large against what was subtracted there
+
+
+class DetectionParams(BaseModel):
+    """Every detection parameter, with its unit in its name and its default stated once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    freq_min_hz: float = Field(300.0, gt=0, description="bandpass low corner")
+    freq_max_hz: float = Field(6000.0, gt=0, description="bandpass high corner (clipped below Nyquist)")
+    filter_order: int = Field(5, ge=1, le=10, description="Butterworth order")
+    reference: Literal["median", "mean", "none"] = Field("median", description="common reference")
+    threshold_mad: float = Field(5.0, gt=0, description="threshold in multiples of MAD/0.6745 noise")
+    peak_sign: Literal["neg", "pos", "both"] = "neg"
+    dead_time_ms: float = Field(0.5, ge=0, description="a peak is the extreme within +- this window")
+    radius_um: float = Field(50.0, ge=0, description="spatial de-duplication radius (0: per channel)")
+    spatial_dead_time_ms: float = Field(
+        0.2, ge=0, description="a peak must beat its neighbours within radius_um over +- this window")
+    echo_window_ms: float = Field(
+        3.0, ge=0, description="after-wave suppression: look back this far for a larger spike (0: off)")
+    echo_ratio: float = Field(
+        8.0, gt=1, description="a peak this many times smaller than a spike just before it is its after-wave")
+    peel: bool = Field(True, description="learn spike templates from the recording, subtract the spikes found and "
+                       "detect again on what remains: finds spikes hidden under a larger one nearby")
+    peel_threshold_mad: float = Field(
+        4.75, gt=0, description="threshold on what remains after subtraction, in multiples of the noise")
+    peel_radius_um: float = Field(200.0, gt=0, description="a template spans the channels within this radius")
+    noise_chunks: int = Field(20, ge=1, description="random chunks used to estimate the noise (and learn templates)")
+    noise_chunk_s: float = Field(0.5, gt=0, description="length of each noise chunk")
+
+    def dead_time_samples(self, sampling_rate_hz: float) -> int:
+        return int(round(self.dead_time_ms * 1e-3 * sampling_rate_hz))
+
+    def margin_samples(self, sampling_rate_hz: float) -> int:
+        """Samples to read on each side of a window so its result equals the whole recording's:
+        five time constants of the lowest filter frequency, plus the longest look-around."""
+        filter_margin = int(math.ceil(5.0 / self.freq_min_hz * sampling_rate_hz))
+        look = max(self.dead_time_ms, self.spatial_dead_time_ms, self.echo_window_ms)
+        peel = peel_reach(sampling_rate_hz) if self.peel else 0
+        return filter_margin + int(math.ceil(look * 1e-3 * sampling_rate_hz)) + peel + 1
+
+    def cache_key(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def peel_reach(sampling_rate_hz: float) -> int:
+    """Samples a spike's subtraction reaches: a template's width plus its shift each way."""
+    return _template_before(sampling_rate_hz) + _template_after(sampling_rate_hz) + 1 + 2 * PEEL_SHIFT
+
+
+def _template_before(fs: float) -> int:
+    return int(round(TEMPLATE_BEFORE_MS * 1e-3 * fs))
+
+
+def _template_after(fs: float) -> int:
+    return int(round(TEMPLATE_AFTER_MS * 1e-3 * fs))

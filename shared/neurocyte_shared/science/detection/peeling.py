@@ -1,0 +1,97 @@
+"""Peeling: subtract every spike found as its best-fitting template, detect again on what
+remains."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..table import SpikeTable
+from . import _kernels
+from .params import (
+    CANDIDATE_UM,
+    PEEL_BLOCK_MS,
+    PEEL_FIT_CHANNELS,
+    PEEL_FIT_MS,
+    PEEL_RATIO,
+    PEEL_SCALE,
+    PEEL_SHIFT,
+    DetectionParams,
+    peel_reach,
+)
+from .peaks import find_peaks
+from .templates import Templates, _Layout, _layout
+
+# --- Peeling: spikes hidden under a larger one nearby -------------------------------------
+#
+# Two neurons that fire within a fraction of a millisecond on nearby electrodes make one
+# peak: spatial de-duplication keeps the larger spike and loses the other (about 2.5 % of the
+# spikes on the bench recordings). Peeling learns each peak channel's spike waveforms from
+# the recording (templates: means of k-means clusters of isolated spikes), subtracts every
+# spike found, largest first, as its best-fitting template, and detects again on what
+# remains. A peak in what remains is kept unless it is the same spike's leftover: on the
+# channel of a spike found within the dead time, or small against what was subtracted there.
+
+
+def _candidates(templates: Templates, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+    """CSR lists: the templates to try for a spike peaking on channel c are
+    cand[first[c]:first[c + 1]], those whose peak channel lies within CANDIDATE_UM."""
+    near = layout.distances[:, templates.anchor] <= CANDIDATE_UM  # channels x templates
+    first = np.zeros(near.shape[0] + 1, np.int64)
+    first[1:] = np.cumsum(near.sum(1))
+    return first, np.nonzero(near)[1].astype(np.int64)
+
+
+def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: DetectionParams, *,
+                    noise_uv: np.ndarray, channel_locations_um: np.ndarray | None, templates: Templates,
+                    valid: tuple[int, int] | None = None, first_sample: int = 0) -> SpikeTable:
+    """Detection with peeling on preprocessed traces (modified in place: what remains);
+    first_sample as for `detect_spikes`.
+    Spikes found beyond `valid` by up to `peel_reach` are subtracted too, so a window with
+    margins gives what the whole recording gives; that holds unless a chain of overlapping
+    spikes longer than the margin decides which is subtracted first."""
+    x = np.ascontiguousarray(preprocessed, dtype=np.float32)
+    n_samples, n_channels = x.shape
+    start, stop = valid if valid is not None else (0, n_samples)
+    reach = peel_reach(sampling_rate_hz)
+    found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise_uv, channel_locations_um=channel_locations_um,
+                       valid=(max(0, start - reach), min(n_samples, stop + reach)))
+    inside = (found.sample_index >= start) & (found.sample_index < stop)
+    if len(templates) == 0 or len(found) == 0:
+        return SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside])
+    block = max(1, int(round(PEEL_BLOCK_MS * 1e-3 * sampling_rate_hz)))
+    order = np.lexsort((found.channel_index, found.sample_index, -np.abs(found.amplitude_uv),
+                        (found.sample_index + first_sample) // block))
+    first, cand = _candidates(templates, _layout(channel_locations_um, n_channels, params.peel_radius_um))
+    to_samples = lambda ms: int(round(ms * 1e-3 * sampling_rate_hz))  # noqa: E731
+    n = len(found)
+    placed = np.zeros(n, np.int64), np.full(n, -1, np.int32), np.zeros(n, np.float32)
+    _kernels.kernels.peel(x, found.sample_index[order], found.channel_index[order], templates.waveforms,
+                 templates.support, templates.n_support, first, cand, templates.before, PEEL_SHIFT,
+                 PEEL_SCALE[0], PEEL_SCALE[1], to_samples(PEEL_FIT_MS[0]), to_samples(PEEL_FIT_MS[1]),
+                 PEEL_FIT_CHANNELS, *placed)
+    hidden = find_peaks(x, sampling_rate_hz, params.model_copy(update={"threshold_mad": params.peel_threshold_mad}),
+                        noise_uv=noise_uv, channel_locations_um=channel_locations_um, valid=(start, stop))
+    t, c = hidden.sample_index, hidden.channel_index
+    used = placed[1] >= 0
+    by_start = np.argsort(placed[0][used], kind="stable")
+    removed = _kernels.kernels.subtracted_at(t, c, *(p[used][by_start] for p in placed), templates.waveforms,
+                                    templates.support, templates.n_support)
+    keep = np.abs(hidden.amplitude_uv) >= PEEL_RATIO * np.abs(removed)
+    keep &= ~_near_on_channel(t, c, found.sample_index, found.channel_index, params.dead_time_samples(sampling_rate_hz))
+    return SpikeTable.concat([
+        SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside]),
+        SpikeTable(t[keep], c[keep], hidden.amplitude_uv[keep])])
+
+
+def _near_on_channel(t: np.ndarray, c: np.ndarray, t_found: np.ndarray, c_found: np.ndarray, dead: int) -> np.ndarray:
+    """For each (t, c): a found spike on channel c within +-dead samples (the found spikes of a
+    channel are more than `dead` apart, so the two nearest in time decide)."""
+    span = np.int64(max(int(t.max(initial=0)), int(t_found.max(initial=0))) + dead + 2)
+    keys = np.sort(c_found.astype(np.int64) * span + t_found)
+    k = c.astype(np.int64) * span + t
+    i = np.searchsorted(keys, k)
+    near = np.zeros(k.size, bool)
+    for j in (i - 1, i):
+        ok = (j >= 0) & (j < keys.size)
+        near[ok] |= np.abs(keys[j[ok]] - k[ok]) <= dead
+    return near

@@ -1,0 +1,214 @@
+"""Spike templates learned from a recording's isolated spikes, for peeling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .params import (
+    F16_MAX,
+    ISOLATION_UM,
+    SNIPPET_BATCH,
+    TEMPLATE_MAX_CHANNELS,
+    TEMPLATE_MAX_CLUSTERS,
+    TEMPLATE_MIN_SHARE,
+    TEMPLATE_MIN_SPIKES,
+    TEMPLATE_SNIPPET_BUDGET,
+    DetectionParams,
+    _template_after,
+    _template_before,
+)
+from .peaks import _rank_in_row, _squared_distances, find_peaks
+
+
+@dataclass(frozen=True)
+class Templates:
+    """Spike templates of a recording: waveforms[j] (width x TEMPLATE_MAX_CHANNELS, float32 uV,
+    preprocessed) over channels support[j, :n_support[j]], sample `before` on the peak of
+    peak channel anchor[j]."""
+
+    waveforms: np.ndarray
+    support: np.ndarray
+    n_support: np.ndarray
+    anchor: np.ndarray
+    before: int
+
+    def __len__(self) -> int:
+        return int(self.anchor.size)
+
+    @staticmethod
+    def empty(width: int = 1, before: int = 0) -> Templates:
+        return Templates(np.zeros((0, width, TEMPLATE_MAX_CHANNELS), np.float32),
+                         np.zeros((0, TEMPLATE_MAX_CHANNELS), np.int32), np.zeros(0, np.int32),
+                         np.zeros(0, np.int32), before)
+
+    def to_bytes(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, waveforms=self.waveforms, support=self.support, n_support=self.n_support,
+                 anchor=self.anchor, before=np.int64(self.before))
+        return buf.getvalue()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Templates:
+        import io
+
+        z = np.load(io.BytesIO(data))
+        return Templates(z["waveforms"].astype(np.float32), z["support"].astype(np.int32),
+                         z["n_support"].astype(np.int32), z["anchor"].astype(np.int32), int(z["before"]))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    distances: np.ndarray  # channels x channels, um
+    support: np.ndarray  # channels x TEMPLATE_MAX_CHANNELS: nearest channels within the radius, nearest first
+    n_support: np.ndarray
+
+
+def _layout(channel_locations_um: np.ndarray | None, n_channels: int, radius_um: float) -> _Layout:
+    if channel_locations_um is None:  # no geometry: every channel alone
+        loc = np.stack([np.arange(n_channels) * 1e6, np.zeros(n_channels)], axis=1)
+    else:
+        loc = np.ascontiguousarray(channel_locations_um, dtype=np.float64).reshape(n_channels, -1)
+    return _layout_of(loc.tobytes(), n_channels, float(radius_um))
+
+
+@lru_cache(maxsize=8)
+def _layout_of(locations: bytes, n_channels: int, radius_um: float) -> _Layout:
+    loc = np.frombuffer(locations, dtype=np.float64).reshape(n_channels, -1)
+    distances = np.sqrt(_squared_distances(loc))
+    rows, cols = np.nonzero(distances <= radius_um)
+    order = np.lexsort((cols, distances[rows, cols], rows))  # per channel: nearest first, ties by index
+    rows, cols = rows[order], cols[order]
+    rank = _rank_in_row(rows)
+    kept = rank < TEMPLATE_MAX_CHANNELS
+    support = np.zeros((n_channels, TEMPLATE_MAX_CHANNELS), np.int32)
+    support[rows[kept], rank[kept]] = cols[kept]
+    n_support = np.bincount(rows[kept], minlength=n_channels).astype(np.int32)
+    return _Layout(distances, support, n_support)
+
+
+def learn_templates(chunks, sampling_rate_hz: float, params: DetectionParams, noise_uv: np.ndarray,
+                    channel_locations_um: np.ndarray | None) -> Templates:
+    """Templates from preprocessed chunks (samples x channels arrays) of one recording."""
+    per_chunk = [_snippets(x, sampling_rate_hz, params, noise_uv, channel_locations_um) for x in chunks]
+    n_channels = chunks[0].shape[1] if per_chunk else 1
+    return _templates(per_chunk, sampling_rate_hz, params, channel_locations_um, n_channels)
+
+
+def _snippets(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, noise_uv: np.ndarray,
+              channel_locations_um: np.ndarray | None) -> dict[int, np.ndarray]:
+    """Isolated spikes of one preprocessed chunk, per peak channel: the first few (in time) as
+    an array spikes x width x support. Gathered at once, not spike by spike in Python: that
+    held the GIL for 1 s of 7 on 1024 channels, time no other thread could use."""
+    before, after = _template_before(sampling_rate_hz), _template_after(sampling_rate_hz)
+    n_samples, n_channels = x.shape
+    layout = _layout(channel_locations_um, n_channels, params.peel_radius_um)
+    found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise_uv, channel_locations_um=channel_locations_um,
+                       valid=(before, n_samples - after))
+    alone = _isolated(found.sample_index, found.channel_index, layout.distances, before + after)
+    t, c = found.sample_index[alone], found.channel_index[alone]
+    by_channel = np.argsort(c, kind="stable")  # time order kept within a channel
+    t, c = t[by_channel], c[by_channel]
+    first = np.searchsorted(c, c, "left")
+    kept = np.arange(c.size) - first < _snippet_cap(n_channels)
+    t, c = t[kept], c[kept]
+    if not t.size:
+        return {}
+    # spikes x width x TEMPLATE_MAX_CHANNELS, then each channel's own support. float16: a
+    # template is a mean of these, and half the memory (the budget of snippets is 16 K x 40
+    # channels x the width: 178 MB at 30 kHz, not 356); clipped: an artefact, not inf.
+    # In batches: float32 gathers of a few thousand spikes at most, whatever the chunk holds.
+    offsets = np.arange(-before, after + 1)[None, :, None]
+    snippets = np.empty((t.size, before + after + 1, TEMPLATE_MAX_CHANNELS), np.float16)
+    for a in range(0, t.size, SNIPPET_BATCH):
+        b = min(a + SNIPPET_BATCH, t.size)
+        batch = x[t[a:b, None, None] + offsets, layout.support[c[a:b]][:, None, :]]
+        snippets[a:b] = np.clip(batch, -F16_MAX, F16_MAX, out=batch)
+    channels, starts = np.unique(c, return_index=True)
+    stops = np.append(starts[1:], c.size)
+    return {int(ch): snippets[a:b, :, : layout.n_support[ch]] for ch, a, b in zip(channels, starts, stops)}
+
+
+def _snippet_cap(n_channels: int) -> int:
+    return max(TEMPLATE_MIN_SPIKES, TEMPLATE_SNIPPET_BUDGET // n_channels)
+
+
+def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
+               channel_locations_um: np.ndarray | None, n_channels: int) -> Templates:
+    """Per peak channel, the means of up to TEMPLATE_MAX_CLUSTERS k-means clusters of its
+    isolated spikes (the first ones in chunk order, up to a memory budget). Deterministic:
+    every worker learns the same templates."""
+    before, after = _template_before(sampling_rate_hz), _template_after(sampling_rate_hz)
+    width = before + after + 1
+    layout = _layout(channel_locations_um, n_channels, params.peel_radius_um)
+    cap = _snippet_cap(n_channels)
+    snippets: dict[int, list[np.ndarray]] = {}
+    for chunk in per_chunk:
+        for c, found in chunk.items():
+            kept = snippets.setdefault(c, [])
+            kept.append(found[: max(0, cap - sum(map(len, kept)))])
+    waveforms, anchors = [], []
+    rng = np.random.default_rng(0)
+    for c in sorted(snippets):
+        flat = np.concatenate(snippets[c])
+        if flat.shape[0] < TEMPLATE_MIN_SPIKES:
+            continue
+        flat = flat.reshape(flat.shape[0], -1).astype(np.float64)
+        k = max(1, min(TEMPLATE_MAX_CLUSTERS, flat.shape[0] // (2 * TEMPLATE_MIN_SPIKES)))
+        labels = _kmeans(flat, k, rng) if k > 1 else np.zeros(flat.shape[0], np.int64)
+        for j in range(k):
+            members = flat[labels == j]
+            if members.shape[0] >= max(TEMPLATE_MIN_SPIKES // 2, TEMPLATE_MIN_SHARE * flat.shape[0]):
+                w = np.zeros((width, TEMPLATE_MAX_CHANNELS), np.float32)
+                w[:, : layout.n_support[c]] = members.mean(0).reshape(width, -1)
+                waveforms.append(w)
+                anchors.append(c)
+    if not waveforms:
+        return Templates.empty(width, before)
+    anchor = np.array(anchors, np.int32)
+    return Templates(np.stack(waveforms), layout.support[anchor].copy(), layout.n_support[anchor].copy(), anchor,
+                     before)
+
+
+def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:
+    """Cluster labels of points (n x d) by k-means with k-means++ seeding. Written out rather
+    than scipy.cluster.vq.kmeans2: importing scipy.cluster costs 0.34 s of every command's
+    start-up, for a few dozen points per channel."""
+    norms = (points**2).sum(1)
+
+    def sq_distances(centres: np.ndarray) -> np.ndarray:  # n x len(centres), by one product
+        return norms[:, None] - 2.0 * points @ centres.T + (centres**2).sum(1)[None, :]
+
+    centres = points[[rng.integers(points.shape[0])]]
+    for _ in range(1, k):
+        d2 = np.maximum(sq_distances(centres).min(1), 0.0)
+        pick = rng.choice(points.shape[0], p=d2 / d2.sum()) if d2.sum() > 0 else 0
+        centres = np.vstack([centres, points[pick]])
+    labels = np.full(points.shape[0], -1)
+    for _ in range(rounds):
+        new = sq_distances(centres).argmin(1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for j in range(k):
+            if (labels == j).any():
+                centres[j] = points[labels == j].mean(0)
+    return labels
+
+
+def _isolated(t: np.ndarray, c: np.ndarray, distances: np.ndarray, window: int) -> np.ndarray:
+    """Which spikes (t, c) (sorted by time) have no other spike within ISOLATION_UM and
+    +-window samples."""
+    lo = np.searchsorted(t, t - window, "left")
+    hi = np.searchsorted(t, t + window, "right")
+    n = hi - lo
+    first = np.repeat(np.arange(t.size), n)  # (spike, other spike) pairs close in time
+    second = np.arange(first.size) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+    crowded = (first != second) & (distances[c[first], c[second]] <= ISOLATION_UM)
+    alone = np.ones(t.size, bool)
+    alone[first[crowded]] = False
+    return alone

@@ -1,0 +1,50 @@
+"""The aggregator's handler against in-memory S3: nothing until every shard is in, then one
+version published with summary.json last, and the same answer for a duplicate."""
+
+import numpy as np
+
+from neurocyte_aggregator.handlers import Deps, on_shard_detected
+from neurocyte_shared.formats.info import RecordingInfo
+from neurocyte_shared.messaging.events import RecordingRef, RecordingSummarized, ShardDetected
+from neurocyte_shared.science.table import SpikeTable
+from neurocyte_shared.storage import layout, spikes
+from neurocyte_shared.storage.documents import RecordingDocument
+
+from .conftest import DATA, UPLOADS
+
+PREFIX = "recordings/tenant=lab/date=2026-12-03/r1/"
+
+
+def setup_recording(s3) -> None:
+    info = RecordingInfo(format="binary", sampling_rate_hz=1000.0, n_channels=2, n_samples=20_000, dtype="int16",
+                         gain_uv=1.0, offset_uv=0.0, channel_ids=("a", "b"),
+                         channel_locations_um=((0.0, 0.0), (0.0, 20.0)))
+    doc = RecordingDocument(recording_id="r1", recording_name="slice", tenant="lab", uploader_email="ana@lab.org",
+                            upload_bucket=UPLOADS, upload_keys=("uploads/lab/r1/rec.bin",), info=info)
+    s3.put(DATA, layout.recording_document_key(PREFIX), doc.model_dump_json())
+    s3.put(UPLOADS, "uploads/lab/r1/rec.bin", b"x")
+
+
+def shard(s3, i: int) -> ShardDetected:
+    t = np.arange(i * 10_000, (i + 1) * 10_000, 50, dtype=np.int64)
+    table = SpikeTable(t, (t // 50 % 2).astype(np.int32), np.full(t.size, -60.0, np.float32))
+    key = layout.shard_spikes_key(PREFIX, i, "abc")
+    s3.put(DATA, key, spikes.to_parquet_bytes(table))
+    return ShardDetected(correlation_id="r1", recording=RecordingRef(tenant="lab", prefix=PREFIX), shard_index=i,
+                         n_shards=2, spikes_key=key, n_spikes=len(table), n_samples=10_000, seconds=0.1)
+
+
+def test_waits_for_every_shard_then_publishes_one_version_with_the_summary_last(s3):
+    setup_recording(s3)
+    deps = Deps(s3=s3, data_bucket=DATA)
+    assert on_shard_detected(shard(s3, 0), deps) == []
+    assert not any(k.endswith("summary.json") for k in s3.keys(DATA))
+    (done,) = on_shard_detected(shard(s3, 1), deps)
+    assert isinstance(done, RecordingSummarized) and done.total_spikes == 400
+    results = [k for k in s3.keys(DATA, PREFIX + "results/")]
+    assert {k.rsplit("/", 1)[1] for k in results} >= {"summary.json", "report.html", "spikes.parquet"}
+    written = [k for b, k in s3.objects if k.startswith(PREFIX + "results/")]  # in the order first written
+    assert written[-1].endswith("summary.json")
+    assert s3.objects[(UPLOADS, "uploads/lab/r1/rec.bin")].tags == {"neurocyte-processed": "true"}
+    again = on_shard_detected(shard(s3, 1), deps)  # a duplicate: the same answer, nothing rewritten
+    assert again[0].summary_key == done.summary_key and again[0].total_spikes == 400
