@@ -215,7 +215,8 @@ def deploy_stack(local: Local, say=print) -> dict[str, str]:
         exists = False
     if not exists:
         say(f"Provisioning stack {local.stack} from {TEMPLATE.relative_to(REPO)} ...")
-        cfn.create_stack(StackName=local.stack, TemplateBody=body)
+        cfn.create_stack(StackName=local.stack, TemplateBody=body,
+                         Parameters=[{"ParameterKey": "WebOrigin", "ParameterValue": web_url()}])
         cfn.get_waiter("stack_create_complete").wait(StackName=local.stack,
                                                      WaiterConfig={"Delay": 1, "MaxAttempts": 300})
     return stack_outputs(local)
@@ -244,6 +245,30 @@ def service_env(local: Local, outputs: dict[str, str], service: str) -> dict[str
     }
 
 
+def web_port() -> int:
+    return int(os.environ.get("NEUROCYTE_WEB_PORT", "8080"))
+
+
+def web_url() -> str:
+    return f"http://127.0.0.1:{web_port()}"
+
+
+def web_env(local: Local, outputs: dict[str, str]) -> dict[str, str]:
+    """The web front-end's environment. Its signing key is made once per NEUROCYTE_HOME and
+    kept there (mode 600), so sessions survive a restart of the local stack."""
+    key = local.home / "web-secret"
+    if not key.exists():
+        import secrets
+
+        local.home.mkdir(parents=True, exist_ok=True)
+        key.touch(mode=0o600)
+        key.write_text(secrets.token_urlsafe(48))
+    return {**os.environ, **local.aws_env(), "NEUROCYTE_UPLOAD_BUCKET": outputs["UploadBucketName"],
+            "NEUROCYTE_DATA_BUCKET": outputs["DataBucketName"], "NEUROCYTE_WEB_SECRET": key.read_text().strip(),
+            "NEUROCYTE_WEB_PORT": str(web_port()), "NEUROCYTE_WEB_BASE_URL": web_url(),
+            "NEUROCYTE_LOG_FORMAT": "json"}
+
+
 def start_services(local: Local, outputs: dict[str, str], detectors: int = 2, say=print) -> None:
     local.logs.mkdir(parents=True, exist_ok=True)
     for service in SERVICES:
@@ -256,7 +281,23 @@ def start_services(local: Local, outputs: dict[str, str], detectors: int = 2, sa
                                         env=service_env(local, outputs, service), stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
             _write_pid(local, name, proc.pid)
-    say(f"Services running: {', '.join(SERVICES)} ({detectors} detector workers); logs in {local.logs}")
+    if not _alive(_read_pid(local, "web-0")):
+        with open(local.logs / "web-0.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "neurocyte_web"], env=web_env(local, outputs), stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        _write_pid(local, "web-0", proc.pid)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(web_url() + "/signin", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if proc.poll() is not None:
+                raise LocalStackError(f"the web front-end stopped at start (see {local.logs / 'web-0.log'})")
+            time.sleep(0.2)
+    say(f"Services running: {', '.join(SERVICES)} ({detectors} detector workers), web; logs in {local.logs}")
+    say(f"Web: {web_url()}")
 
 
 def stop_all(local: Local, say=print, timeout_s: float = 30) -> None:

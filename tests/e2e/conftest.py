@@ -95,6 +95,7 @@ def stack(tmp_path_factory) -> Stack:
     # An upload whose manifest came before its files: checked every 2 s, refused after 15 s.
     os.environ["NEUROCYTE_UPLOAD_DEADLINE_S"] = "15"
     os.environ["NEUROCYTE_UPLOAD_RECHECK_S"] = "2"
+    os.environ.setdefault("NEUROCYTE_WEB_PORT", "8099")  # beside a developer's own stack on 8080
     try:
         L.start_localstack(local)
         outputs = L.deploy_stack(local)

@@ -11,8 +11,10 @@ from neurocyte_detector.handlers import DetectorSettings
 from neurocyte_ingest.handlers import IngestSettings
 from neurocyte_notifier.handlers import NotifierSettings
 from neurocyte_shared.messaging.config import ConfigurationError, Settings
+from neurocyte_web.settings import WebSettings
 
-MODELS = (Settings, IngestSettings, ChunkerSettings, DetectorSettings, AggregatorSettings, NotifierSettings)
+MODELS = (Settings, IngestSettings, ChunkerSettings, DetectorSettings, AggregatorSettings, NotifierSettings,
+          WebSettings)
 REPO = Path(__file__).resolve().parents[2]
 
 

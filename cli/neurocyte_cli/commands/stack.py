@@ -59,6 +59,7 @@ def demo(email: str, channels: int, duration_s: float, keep_running: bool) -> No
         message = wait_for_email(rid, email, timeout=900)
         console.print()
         print_mail(message)
+        console.print(f"Web: {L.web_url()} (sign in with your address; the local inbox: `neurocyte inbox`)")
     finally:
         if not keep_running and not was_up:
             ctx.invoke(down)

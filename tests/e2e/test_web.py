@@ -1,0 +1,174 @@
+"""The web front-end in a real browser (Debian's chromium, driven by Playwright) against the
+local stack: sign in with the emailed link, drop a recording, watch it reach "emailed", open
+its report; a second user sees none of it. Then the security checks, over plain HTTP."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from neurocyte_cli import local as L
+from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
+
+CHROMIUM = Path("/usr/bin/chromium")
+IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+pytestmark = pytest.mark.e2e
+
+
+def _link(stack, email: str, after: int = 0, timeout_s: float = 30) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        mails = stack.mail_to(email)
+        if len(mails) > after:
+            body = mails[-1].get("Body", {}).get("text_part") or str(mails[-1])
+            return re.search(r"(http://\S+/signin/[A-Za-z0-9_.=-]+)", body).group(1)
+        time.sleep(0.3)
+    raise AssertionError(f"no sign-in email for {email} within {timeout_s} s")
+
+
+def _session(stack, email: str) -> tuple[requests.Session, str]:
+    """A signed-in HTTP client and its CSRF token."""
+    web, s = L.web_url(), requests.Session()
+    before = len(stack.mail_to(email))
+    assert s.post(f"{web}/signin", data={"email": email}).ok
+    link = _link(stack, email, before)
+    token = link.rsplit("/", 1)[1]
+    r = s.post(f"{web}/signin/complete", data={"token": token}, allow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/recordings"
+    page = s.get(f"{web}/recordings").text
+    return s, re.search(r'data-csrf="([0-9a-f]+)"', page).group(1)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail("the browser test needs Debian's chromium: apt-get install chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+def _drop(page, files: dict[str, bytes]) -> None:
+    """Drag files onto the page's drop zone, as a user would from their file manager."""
+    payload = {name: base64.b64encode(data).decode() for name, data in files.items()}
+    page.evaluate("""(files) => {
+        const dt = new DataTransfer();
+        for (const [name, b64] of Object.entries(files)) {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            dt.items.add(new File([bytes], name, { type: "application/octet-stream" }));
+        }
+        const zone = document.querySelector(".uppy-Dashboard-inner");
+        for (const type of ["dragenter", "dragover", "drop"])
+            zone.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }""", payload)
+
+
+def test_a_lab_signs_in_drops_a_recording_and_reads_its_report(stack, browser, tmp_path):
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    web, alice = L.web_url(), f"alice-{uuid.uuid4().hex[:6]}@lab.org"
+    bin_path, json_path, _ = write_recording(tmp_path, "slice7", SyntheticSpec(n_channels=16, duration_s=12.0,
+                                                                               n_units=10, seed=7))
+    page = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
+    page.goto(f"{web}/")
+    page.fill("#email", alice)
+    page.screenshot(path=str(IMAGES / "web-signin.png"))
+    page.click("text=Email me a sign-in link")
+    page.wait_for_selector("text=Check your email")
+    page.goto(_link(stack, alice))
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(f"{web}/recordings")
+
+    # A .bin without its sidecar is refused before a byte is sent, in plain words.
+    _drop(page, {"slice7.bin": bin_path.read_bytes()})
+    page.wait_for_selector("#check:has-text('needs its companion')")
+    _drop(page, {"slice7.json": json_path.read_bytes()})
+    page.wait_for_function("document.querySelector('#check').hidden")
+    page.click(".uppy-StatusBar-actionBtn--upload")
+    page.screenshot(path=str(IMAGES / "web-upload.png"))
+    row = page.locator("#recordings tbody tr", has_text="slice7")
+    row.locator("td.stage", has_text="emailed").wait_for(timeout=240_000)
+    page.screenshot(path=str(IMAGES / "web-recordings.png"))
+    assert any("slice7" in str(m) for m in stack.mail_to(alice)), "the result email"
+
+    row.locator("a").click()
+    page.wait_for_selector("text=Open the report")
+    spikes = int(page.locator("dt:has-text('Spikes') + dd").inner_text().replace(",", ""))
+    assert spikes > 100
+    page.screenshot(path=str(IMAGES / "web-report.png"), full_page=True)
+    recording_url = page.url
+    page.click("text=Open the report")
+    page.wait_for_load_state()
+    assert "spikes" in page.content().lower()
+
+    # Another lab's user sees none of it.
+    bob = browser.new_context().new_page()
+    bob.goto(f"{web}/signin")
+    bob_email = f"bob-{uuid.uuid4().hex[:6]}@other.org"
+    bob.fill("#email", bob_email)
+    bob.click("text=Email me a sign-in link")
+    bob.wait_for_selector("text=Check your email")
+    bob.goto(_link(stack, bob_email))
+    bob.click("button:has-text('Sign in')")
+    bob.wait_for_url(f"{web}/recordings")
+    assert bob.locator("#recordings tbody", has_text="slice7").count() == 0
+    assert bob.goto(recording_url).status == 404
+    assert bob.goto(recording_url + "/files/summary.json").status == 404
+
+
+def test_links_sessions_and_uploads_are_guarded(stack):
+    web = L.web_url()
+    alice, alice_csrf = _session(stack, f"alice2-{uuid.uuid4().hex[:6]}@lab.org")
+    bob, bob_csrf = _session(stack, f"bob2-{uuid.uuid4().hex[:6]}@other.org")
+
+    # A link works once; a forged or altered token is refused.
+    email = f"carol-{uuid.uuid4().hex[:6]}@lab.org"
+    requests.post(f"{web}/signin", data={"email": email})
+    token = _link(stack, email).rsplit("/", 1)[1]
+    assert requests.post(f"{web}/signin/complete", data={"token": token}, allow_redirects=False).status_code == 303
+    again = requests.post(f"{web}/signin/complete", data={"token": token}, allow_redirects=False)
+    assert again.status_code == 400 and "already been used" in again.text
+    body, mac = token.split(".")
+    forged = base64.urlsafe_b64encode(base64.urlsafe_b64decode(body + "==").replace(b"carol", b"mallo")).decode()
+    assert requests.post(f"{web}/signin/complete", data={"token": f"{forged.rstrip('=')}.{mac}"}).status_code == 400
+
+    # Sign-in emails are rate-limited per address.
+    spam = f"spam-{uuid.uuid4().hex[:6]}@lab.org"
+    codes = [requests.post(f"{web}/signin", data={"email": spam}).status_code for _ in range(4)]
+    assert codes[:3] == [200, 200, 200] and codes[3] == 429
+
+    # State changes need the CSRF token; a page allows no inline script.
+    started = alice.post(f"{web}/api/uploads", json={"files": [{"name": "a.nwb", "size": 10}]})
+    assert started.status_code == 403
+    headers = {"x-csrf-token": alice_csrf}
+    started = alice.post(f"{web}/api/uploads", json={"files": [{"name": "a.nwb", "size": 10}]}, headers=headers)
+    assert started.ok
+    csp = alice.get(f"{web}/recordings").headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+
+    # Bob cannot get upload URLs for Alice's prefix, nor see her upload.
+    rid, prefix = started.json()["recording_id"], started.json()["prefix"]
+    bob_headers = {"x-csrf-token": bob_csrf}
+    created = bob.post(f"{web}/api/uploads/{rid}/multipart", json={"filename": "a.nwb"}, headers=bob_headers)
+    assert not created.json()["key"].startswith(prefix)  # the same id names Bob's own prefix, never Alice's
+    signed = bob.get(f"{web}/api/uploads/{rid}/multipart/sign",
+                     params={"key": prefix + "a.nwb", "uploadId": "x", "partNumber": 1, "size": 10})
+    assert signed.status_code == 403
+    too_big = alice.get(f"{web}/api/uploads/{rid}/multipart/sign",
+                        params={"key": prefix + "a.nwb", "uploadId": "x", "partNumber": 1, "size": 1 << 30})
+    assert too_big.status_code == 400
+    assert bob.get(f"{web}/recordings/{rid}").status_code == 404
+
+    # Signing out revokes the session.
+    assert alice.post(f"{web}/signout", data={"csrf": alice_csrf}, allow_redirects=False).status_code == 303
+    assert alice.get(f"{web}/api/recordings").status_code == 401
