@@ -1,14 +1,13 @@
 """The web front-end as an ASGI app (Starlette, Jinja2 pages, a little plain JavaScript).
 
-The bytes of an upload never pass through here: the page asks for presigned multipart URLs
-for keys under its lab's own prefix and sends the file straight to S3 (Uppy), then asks for
-the manifest, which this service writes with the signed-in user's address and lab; from
-there the pipeline takes over as for any upload. Status is read from what the pipeline
-writes (storage/status.py): this service keeps no second copy of it.
+The bytes of an upload never pass through here (uploads.py: presigned multipart URLs under
+the lab's own prefix, then the manifest); from there the pipeline takes over as for any upload.
+Status is read from what the pipeline writes (storage/status.py): this service keeps no copy.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
@@ -27,21 +26,18 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from neurocyte_shared.formats import InvalidRecording, identify
 from neurocyte_shared.storage import layout, s3io, status
-from neurocyte_shared.storage.documents import ManifestFile, UploadManifest
+from neurocyte_shared.storage.documents import UploadManifest
 
 from .identity import Directory, InvalidToken, User, canonical_email
 from .settings import WebSettings
+from .uploads import upload_routes
 
 log = structlog.get_logger()
 HERE = Path(__file__).parent
 SESSION_COOKIE = "neurocyte_session"
-MAX_PART_BYTES = 64 * 1024 * 1024  # Uppy's parts are 5-64 MB; a bigger one is not ours
 KNOWN_SUFFIXES = (".bin", ".json", ".meta", ".raw.h5", ".h5", ".brw", ".nwb")
 DOWNLOADS = ("summary.json", "spikes.parquet", "report.html")
-# Each part's Content-Length is signed: S3 refuses a part of another size than was checked.
-SIGN_PART_SIZE = True
 
 
 class RateLimit:
@@ -143,22 +139,24 @@ def create_app(settings: WebSettings, s3: Any, ses: Any) -> Starlette:
         return response
 
     # --- recordings -------------------------------------------------------------------------
+    def lab_keys(user: User) -> list[str]:
+        """Every key of the lab's recordings, listed once per request (status and results both read it)."""
+        return s3io.list_keys(s3, settings.data_bucket, layout.tenant_recordings_prefix(user.lab))
+
     def lab_recordings(user: User) -> list[dict]:
-        rows = []
-        for tenant, rid in status.uploads(s3, settings.upload_bucket, prefix=f"uploads/{user.lab}/"):
-            if tenant != user.lab:
-                continue
-            rows.append(recording_row(user, rid))
+        keys = lab_keys(user)
+        rows = [recording_row(user, rid, keys)
+                for tenant, rid in status.uploads(s3, settings.upload_bucket, prefix=f"uploads/{user.lab}/")
+                if tenant == user.lab]
         return sorted(rows, key=lambda r: r["uploaded_at"], reverse=True)
 
-    def recording_row(user: User, rid: str) -> dict:
-        outputs = {"DataBucketName": settings.data_bucket}
-        st = status.status_of(s3, outputs, user.lab, rid)
-        head = s3io.head(s3, settings.upload_bucket, layout.upload_prefix(user.lab, rid) + layout.MANIFEST_NAME)
-        manifest = s3io.get_json(s3, settings.upload_bucket, layout.upload_prefix(user.lab, rid) + layout.MANIFEST_NAME)
+    def recording_row(user: User, rid: str, keys: list[str]) -> dict:
+        st = status.status_of(s3, {"DataBucketName": settings.data_bucket}, user.lab, rid, tenant_keys=keys)
+        manifest_key = layout.upload_prefix(user.lab, rid) + layout.MANIFEST_NAME
+        obj = s3.get_object(Bucket=settings.upload_bucket, Key=manifest_key)
+        manifest = json.loads(obj["Body"].read())
         return {"id": rid, "name": manifest.get("recording_name") or rid, "stage": st.stage, "detail": st.detail,
-                "done": st.done, "failed": st.failed,
-                "uploaded_at": head["LastModified"].isoformat() if head else ""}
+                "done": st.done, "failed": st.failed, "uploaded_at": obj["LastModified"].isoformat()}
 
     async def recordings_page(request: Request) -> Response:
         user = signed_in(request)
@@ -186,8 +184,7 @@ def create_app(settings: WebSettings, s3: Any, ses: Any) -> Starlette:
             return Response("No such recording in your lab.", 404)
         return user, rid
 
-    def result_folder(user: User, rid: str) -> str | None:
-        keys = s3io.list_keys(s3, settings.data_bucket, layout.tenant_recordings_prefix(user.lab))
+    def result_folder(rid: str, keys: list[str]) -> str | None:
         summaries = sorted(k for k in keys if f"/{rid}/results/" in k and k.endswith("/" + layout.SUMMARY_NAME))
         return summaries[-1].rsplit("/", 1)[0] + "/" if summaries else None
 
@@ -196,11 +193,11 @@ def create_app(settings: WebSettings, s3: Any, ses: Any) -> Starlette:
         if isinstance(found, Response):
             return found
         user, rid = found
-        folder = result_folder(user, rid)
+        keys = lab_keys(user)
+        folder = result_folder(rid, keys)
         summary = s3io.get_json(s3, settings.data_bucket, folder + layout.SUMMARY_NAME) if folder else None
-        pictures = [k.rsplit("/", 1)[1] for k in s3io.list_keys(s3, settings.data_bucket, folder)
-                    if k.endswith(".png")] if folder else []
-        return page(request, "recording.html", row=recording_row(user, rid), summary=summary,
+        pictures = [k.rsplit("/", 1)[1] for k in keys if folder and k.startswith(folder) and k.endswith(".png")]
+        return page(request, "recording.html", row=recording_row(user, rid, keys), summary=summary,
                     downloads=[*DOWNLOADS, *pictures] if folder else [])
 
     async def recording_file(request: Request) -> Response:
@@ -209,7 +206,7 @@ def create_app(settings: WebSettings, s3: Any, ses: Any) -> Starlette:
             return found
         user, rid = found
         name = request.path_params["name"]
-        folder = result_folder(user, rid)
+        folder = result_folder(rid, lab_keys(user))
         if folder is None or not re.fullmatch(r"[a-z0-9_]+\.(json|parquet|html|png)", name):
             return Response("No such file (the result may not be ready yet).", 404)
         url = s3.generate_presigned_url("get_object", ExpiresIn=300, Params={
@@ -226,135 +223,6 @@ def create_app(settings: WebSettings, s3: Any, ses: Any) -> Starlette:
         if request.method != "GET" and not check_csrf(request, request.headers.get("x-csrf-token")):
             return JSONResponse({"error": "the page is out of date: reload it"}, 403)
         return user
-
-    def upload_key(user: User, rid: str, key: str) -> str | None:
-        """`key` if it is a file of this lab's upload `rid`, else None."""
-        try:
-            prefix = layout.upload_prefix(user.lab, rid)
-            name = key[len(prefix):] if key.startswith(prefix) else ""
-            layout.check_segment(name, "file name")
-        except layout.UnsafeKey:
-            return None
-        return None if name == layout.MANIFEST_NAME else key
-
-    async def start_upload(request: Request) -> Response:
-        user = await api_guard(request)
-        if isinstance(user, Response):
-            return user
-        body = await request.json()
-        files = body.get("files") or []
-        problem = check_files(files)
-        if problem:
-            return JSONResponse({"error": problem}, 400)
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", files[0]["name"].split(".")[0]).strip("-.")[:60] or "recording"
-        rid = f"{time.strftime('%Y%m%d-%H%M%S')}-{stem}-{secrets.token_hex(3)}"
-        return JSONResponse({"recording_id": rid, "prefix": layout.upload_prefix(user.lab, rid)})
-
-    def check_files(files: list[dict]) -> str | None:
-        names = [str(f.get("name", "")) for f in files]
-        if not names:
-            return "Choose at least one file."
-        for f in files:
-            if int(f.get("size", 0)) > settings.max_upload_bytes:
-                return f"{f['name']} is larger than your lab's limit of {settings.max_upload_bytes / 1e9:.0f} GB."
-        try:
-            for n in names:
-                layout.check_segment(n, "file name")
-            identify(names)
-        except (layout.UnsafeKey, InvalidRecording) as exc:
-            return str(exc)
-        return None
-
-    async def create_multipart(request: Request) -> Response:
-        user = await api_guard(request)
-        if isinstance(user, Response):
-            return user
-        body = await request.json()
-        rid = request.path_params["rid"]
-        key = upload_key(user, rid, layout.upload_prefix(user.lab, rid) + str(body.get("filename", ""))) \
-            if _safe(rid) else None
-        if key is None:
-            return JSONResponse({"error": "not a file name this upload can have"}, 403)
-        created = s3.create_multipart_upload(Bucket=settings.upload_bucket, Key=key)
-        return JSONResponse({"uploadId": created["UploadId"], "key": key})
-
-    async def sign_part(request: Request) -> Response:
-        user = await api_guard(request)
-        if isinstance(user, Response):
-            return user
-        q = request.query_params
-        key = upload_key(user, request.path_params["rid"], q.get("key", "")) if _safe(request.path_params["rid"]) \
-            else None
-        part, size = int(q.get("partNumber", "0")), int(q.get("size", "-1"))
-        if key is None:
-            return JSONResponse({"error": "that key is not in your lab's upload"}, 403)
-        if not (1 <= part <= 10_000 and 0 < size <= MAX_PART_BYTES):
-            return JSONResponse({"error": f"parts are 1..10000 of at most {MAX_PART_BYTES} bytes"}, 400)
-        url = s3.generate_presigned_url("upload_part", ExpiresIn=3600, Params={
-            "Bucket": settings.upload_bucket, "Key": key, "UploadId": q.get("uploadId", ""), "PartNumber": part,
-            **({"ContentLength": size} if SIGN_PART_SIZE else {})})
-        return JSONResponse({"url": url, "method": "PUT"})
-
-    async def list_parts(request: Request) -> Response:
-        user = await api_guard(request)
-        if isinstance(user, Response):
-            return user
-        q = request.query_params
-        key = upload_key(user, request.path_params["rid"], q.get("key", ""))
-        if key is None:
-            return JSONResponse({"error": "that key is not in your lab's upload"}, 403)
-        parts = s3.list_parts(Bucket=settings.upload_bucket, Key=key, UploadId=q.get("uploadId", "")).get("Parts", [])
-        return JSONResponse([{"PartNumber": p["PartNumber"], "Size": p["Size"], "ETag": p["ETag"]} for p in parts])
-
-    async def complete_multipart(request: Request) -> Response:
-        user = await api_guard(request)
-        if isinstance(user, Response):
-            return user
-        q, body = request.query_params, await request.json()
-        key = upload_key(user, request.path_params["rid"], q.get("key", ""))
-        if key is None:
-            return JSONResponse({"error": "that key is not in your lab's upload"}, 403)
-        parts = sorted(({"PartNumber": int(p["PartNumber"]), "ETag": str(p["ETag"])} for p in body.get("parts", [])),
-                       key=lambda p: p["PartNumber"])
-        s3.complete_multipart_upload(Bucket=settings.upload_bucket, Key=key, UploadId=q.get("uploadId", ""),
-                                     MultipartUpload={"Parts": parts})
-        return JSONResponse({"location": key})
-
-    async def abort_multipart(request: Request) -> Response:
-        user = await api_guard(request)
-        if isinstance(user, Response):
-            return user
-        q = request.query_params
-        key = upload_key(user, request.path_params["rid"], q.get("key", ""))
-        if key is None:
-            return JSONResponse({"error": "that key is not in your lab's upload"}, 403)
-        s3.abort_multipart_upload(Bucket=settings.upload_bucket, Key=key, UploadId=q.get("uploadId", ""))
-        return JSONResponse({})
-
-    async def write_manifest(request: Request) -> Response:
-        user = await api_guard(request)
-        if isinstance(user, Response):
-            return user
-        rid, body = request.path_params["rid"], await request.json()
-        if not _safe(rid):
-            return JSONResponse({"error": "not an upload of yours"}, 403)
-        prefix = layout.upload_prefix(user.lab, rid)
-        files = []
-        for name in body.get("files", []):
-            meta = s3io.head(s3, settings.upload_bucket, prefix + str(name)) if upload_key(
-                user, rid, prefix + str(name)) else None
-            if meta is None:
-                return JSONResponse({"error": f"{name} has not arrived whole yet: upload it again"}, 400)
-            files.append(ManifestFile(name=str(name), size_bytes=meta["ContentLength"]))
-        name = str(body.get("name") or "").strip()[:120] or None
-        try:
-            # The address and the lab come from the session, never from the request.
-            manifest = UploadManifest(uploader_email=user.email, recording_name=name, files=tuple(files))
-        except Exception as exc:  # noqa: BLE001 - shown to the user as it is
-            return JSONResponse({"error": str(exc)}, 400)
-        s3io.put_json(s3, settings.upload_bucket, prefix + layout.MANIFEST_NAME, manifest.model_dump_json())
-        log.info("manifest_written", recording_id=rid, lab=user.lab)
-        return JSONResponse({"recording_id": rid, "url": f"/recordings/{rid}"})
 
     async def invite(request: Request) -> Response:
         user = signed_in(request)
@@ -379,13 +247,7 @@ def create_app(settings: WebSettings, s3: Any, ses: Any) -> Starlette:
         Route("/recordings/{rid}/files/{name}", recording_file),
         Route("/lab/invite", invite, methods=["POST"]),
         Route("/api/recordings", recordings_api),
-        Route("/api/uploads", start_upload, methods=["POST"]),
-        Route("/api/uploads/{rid}/multipart", create_multipart, methods=["POST"]),
-        Route("/api/uploads/{rid}/multipart/sign", sign_part),
-        Route("/api/uploads/{rid}/multipart/parts", list_parts),
-        Route("/api/uploads/{rid}/multipart/complete", complete_multipart, methods=["POST"]),
-        Route("/api/uploads/{rid}/multipart/abort", abort_multipart, methods=["POST"]),
-        Route("/api/uploads/{rid}/manifest", write_manifest, methods=["POST"]),
+        *upload_routes(settings, s3, api_guard),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     async def headers(request: Request, call_next):
@@ -399,13 +261,6 @@ def create_app(settings: WebSettings, s3: Any, ses: Any) -> Starlette:
 
     return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=headers)])
 
-
-def _safe(rid: str) -> bool:
-    try:
-        layout.check_segment(rid, "recording id")
-        return True
-    except layout.UnsafeKey:
-        return False
 
 
 def _origin(url: str) -> str:

@@ -33,9 +33,14 @@ def uploads(s3, upload_bucket: str, prefix: str = "uploads/") -> list[tuple[str,
     return out
 
 
-def status_of(s3, outputs: dict[str, str], tenant: str, recording_id: str) -> RecordingStatus:
+def status_of(s3, outputs: dict[str, str], tenant: str, recording_id: str,
+              tenant_keys: list[str] | None = None) -> RecordingStatus:
+    """The stage of one recording. `tenant_keys`: the tenant's keys if the caller has listed
+    them already (the web lists them once for a whole page of recordings)."""
     data = outputs["DataBucketName"]
-    keys = [k for k in s3io.list_keys(s3, data, layout.tenant_recordings_prefix(tenant)) if f"/{recording_id}/" in k]
+    if tenant_keys is None:
+        tenant_keys = s3io.list_keys(s3, data, layout.tenant_recordings_prefix(tenant))
+    keys = [k for k in tenant_keys if f"/{recording_id}/" in k]
     notified = s3io.list_keys(s3, data, layout.notification_prefix(tenant, recording_id))
     names = {k.split(f"/{recording_id}/", 1)[1] for k in keys}
     prefix = keys[0].split(f"/{recording_id}/", 1)[0] + f"/{recording_id}/" if keys else ""
