@@ -4,7 +4,7 @@
 def run() -> None:
     """The `neurocyte` command. The garbage collector is off while the command's modules load:
     importing numpy, pydantic, click and rich makes some 100 K objects, and the collector walked
-    the young ones about 90 times (20-30 ms of a 0.3 s start-up, paid by every command). They
+    the young ones about 90 times, a tenth of the start-up every command pays. They
     live as long as the process, so they are then frozen out of its collections for good."""
     import gc
     import os

@@ -9,8 +9,8 @@ import click
 
 from neurocyte_cli.commands import offline, operate, stack, submit
 
-# The interpreter's last garbage collection walks every object numba's compiler made (about
-# 0.4 s after `neurocyte detect` has finished its work). Freezing them at exit skips that walk;
+# The interpreter's last garbage collection walks every object numba's compiler made, after
+# `neurocyte detect` has finished its work. Freezing them at exit skips that walk;
 # the commands close their own files, so no finaliser is owed anything.
 atexit.register(gc.freeze)
 

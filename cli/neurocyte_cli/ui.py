@@ -33,7 +33,7 @@ def uploads(*args, **kwargs):
 
 
 # emoji=False: a file name such as `rat:cat:1.bin` is printed as it is, and rich's table of
-# emoji codes (3 ms) is never loaded.
+# emoji codes is never loaded.
 console = Console(stderr=True, emoji=False)
 out = Console(emoji=False)
 

@@ -139,7 +139,7 @@ class _SpikeFile:
 
             from neurocyte_shared.storage.spikes import SCHEMA
 
-            # A file object, not a path: with a path pyarrow resolves a filesystem (0.5 s of imports).
+            # A file object, not a path: with a path pyarrow resolves a filesystem (slow imports).
             self._file = open(path, "wb")
             self._writer = pq.ParquetWriter(self._file, SCHEMA, compression="zstd")
         else:
@@ -217,7 +217,7 @@ def detect(
     tmp = out_path.with_name(out_path.name + ".partial")  # never a half-written result
     parquet = out_path.suffix.lower() == ".parquet"
     # Opened before the work: a --out that cannot be written fails at once, and pyarrow's
-    # import (0.1 s, holding the GIL) does not stall the --jobs workers mid-run.
+    # import (holding the GIL) does not stall the --jobs workers mid-run.
     try:
         out = _SpikeFile(tmp, parquet)
     except OSError as exc:

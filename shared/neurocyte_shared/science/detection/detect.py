@@ -124,7 +124,7 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
 
     results = [r for r in map_(chunk, noise_chunk_starts(n_samples, sampling_rate_hz, params)) if r is not None]
     # The median of a sorted stack, as np.median computes it (the mean of the middle two), without
-    # np.median's import of numpy.ma (6-10 ms of a one-shot command, holding the GIL).
+    # np.median's import of numpy.ma (a one-shot command's time, holding the GIL).
     levels = np.sort(np.stack([levels for levels, _ in results]), axis=0)
     noise = ((levels[(len(levels) - 1) // 2] + levels[len(levels) // 2]) / np.float32(2)).astype(np.float32)
     if not params.peel:

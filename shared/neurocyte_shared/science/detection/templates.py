@@ -103,7 +103,7 @@ def _snippets(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, n
               channel_locations_um: np.ndarray | None) -> dict[int, np.ndarray]:
     """Isolated spikes of one preprocessed chunk, per peak channel: the first few (in time) as
     an array spikes x width x support. Gathered at once, not spike by spike in Python: that
-    held the GIL for 1 s of 7 on 1024 channels, time no other thread could use."""
+    held the GIL for a seventh of the time on 1024 channels, time no other thread could use."""
     before, after = _template_before(sampling_rate_hz), _template_after(sampling_rate_hz)
     n_samples, n_channels = x.shape
     layout = _layout(channel_locations_um, n_channels, params.peel_radius_um)
@@ -176,7 +176,7 @@ def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
 
 def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:
     """Cluster labels of points (n x d) by k-means with k-means++ seeding. Written out rather
-    than scipy.cluster.vq.kmeans2: importing scipy.cluster costs 0.34 s of every command's
+    than scipy.cluster.vq.kmeans2: importing scipy.cluster costs a large share of every command's
     start-up, for a few dozen points per channel."""
     norms = (points**2).sum(1)
 

@@ -40,9 +40,8 @@ def keep_freed_memory() -> bool:
     kernel, for a process that allocates the same large arrays window after window.
     Why: by default a block above an adaptive threshold (128 KB at first) is mapped afresh and
     unmapped when freed, and free memory at the top of the heap is trimmed; each window's
-    arrays were then faulted in page by page again: 51 K page faults and 0.25 s of kernel time
-    in a 2.5 s run on 64 channels x 240 s, 32 K of them in the noise estimate's 20 chunks alone
-    (one fault per 4 KB, slower still with two threads faulting into one address space).
+    arrays were then faulted in page by page again, one fault per 4 KB, three times as many
+    faults in all (slower still with two threads faulting into one address space).
     Peak memory is what the windows in flight need either way; it is simply not returned
     until the process exits. Process-wide, so called by the commands, not by the library.
     False where the C library has no mallopt (macOS, musl's stub): nothing to tune there."""
