@@ -264,6 +264,7 @@ def web_env(local: Local, outputs: dict[str, str]) -> dict[str, str]:
         key.touch(mode=0o600)
         key.write_text(secrets.token_urlsafe(48))
     return {**os.environ, **local.aws_env(), "NEUROCYTE_UPLOAD_BUCKET": outputs["UploadBucketName"],
+            "NEUROCYTE_EVENT_BUS": outputs["EventBusName"],
             "NEUROCYTE_DATA_BUCKET": outputs["DataBucketName"], "NEUROCYTE_WEB_SECRET": key.read_text().strip(),
             "NEUROCYTE_WEB_PORT": str(web_port()), "NEUROCYTE_WEB_BASE_URL": web_url(),
             "NEUROCYTE_LOG_FORMAT": "json"}

@@ -61,6 +61,15 @@ def test_poison_message_is_dead_lettered_and_the_uploader_told_once(stack, poiso
     assert len(failures) == 3
 
 
+def test_a_dead_lettered_recording_says_in_which_stage_and_why_it_failed(stack, poisoned):
+    from neurocyte_shared.storage.status import status_of
+
+    found = wait_for(lambda: [st for st in [status_of(stack.s3, stack.outputs, "carol", poisoned["rid"])] if st.failed],
+                     180, "the recording's status to say it failed")
+    assert found[0].stage == "failed in detector" and "kept for a retry" in found[0].detail
+    assert "ArrayNotFoundError" in found[0].detail  # the reason itself, not only the promise
+
+
 def test_operator_lists_and_redrives_dead_letters(stack, poisoned, monkeypatch):
     wait_for(lambda: stack.dead_letters("Detector") == poisoned["dlq_before"] + 1, 180, "the poison message")
     monkeypatch.setenv("NEUROCYTE_HOME", str(stack.local.home))

@@ -111,6 +111,21 @@ def test_a_lab_signs_in_drops_a_recording_and_reads_its_report(stack, browser, t
     page.wait_for_load_state()
     assert "spikes" in page.content().lower()
 
+    # Rerun with a higher threshold: a second version beside the first, with fewer spikes.
+    page.goto(recording_url)
+    page.fill("[name='detection.threshold_mad']", "6")
+    page.click("#rerun button[type=submit]")
+    page.wait_for_selector("text=Rerun requested")
+    column = page.locator("#versions thead th", has_text="threshold_mad 6")
+    column.wait_for(timeout=240_000)  # the page refreshes itself while the rerun is under way
+    page.screenshot(path=str(IMAGES / "web-versions.png"), full_page=True)
+    cells = page.locator("#versions tbody tr").first.locator("td").all_inner_texts()
+    first, second = (int(c.replace(",", "")) for c in cells)
+    assert first == spikes and 0 < second < first
+    assert any("threshold_mad 6" in str(m) or "has been analysed" in str(m) for m in stack.mail_to(alice))
+    bad = page.request.post(f"{recording_url}/rerun", form={"detection.threshold_mad": "-1"})
+    assert bad.status == 403  # no CSRF token
+
     # Another lab's user sees none of it.
     bob = browser.new_context().new_page()
     bob.goto(f"{web}/signin")
@@ -124,6 +139,7 @@ def test_a_lab_signs_in_drops_a_recording_and_reads_its_report(stack, browser, t
     assert bob.locator("#recordings tbody", has_text="slice7").count() == 0
     assert bob.goto(recording_url).status == 404
     assert bob.goto(recording_url + "/files/summary.json").status == 404
+    assert bob.request.post(recording_url + "/rerun", form={"detection.threshold_mad": "7"}).status == 404
 
 
 def test_links_sessions_and_uploads_are_guarded(stack):

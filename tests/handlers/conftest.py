@@ -31,7 +31,15 @@ def recording(tmp_path_factory):
 
 
 def opener_for(s3):
-    return lambda bucket, prefix: (lambda name: io.BytesIO(s3.objects[(bucket, prefix + name)].body))
+    """(bucket, prefix, versions) -> name -> the pinned version's bytes, as S3Opener does."""
+    def opener(bucket, prefix, versions=None):
+        def open_(name):
+            key = prefix + name
+            version = (versions or {}).get(key)
+            obj = s3.versions[(bucket, key, version)] if version else s3.objects[(bucket, key)]
+            return io.BytesIO(obj.body)
+        return open_
+    return opener
 
 
 def upload(s3, tenant, rid, files: dict[str, bytes], email="ana@lab.org", **manifest) -> S3ObjectCreated:
@@ -41,4 +49,6 @@ def upload(s3, tenant, rid, files: dict[str, bytes], email="ana@lab.org", **mani
     doc = {"uploader_email": email, "files": [{"name": n, "size_bytes": len(d)} for n, d in files.items()],
            **manifest}
     s3.put(UPLOADS, prefix + "manifest.json", json.dumps(doc))
-    return S3ObjectCreated(bucket={"name": UPLOADS}, object={"key": prefix + "manifest.json", "size": 1})
+    version = s3.objects[(UPLOADS, prefix + "manifest.json")].version  # as EventBridge names it
+    return S3ObjectCreated(bucket={"name": UPLOADS},
+                           object={"key": prefix + "manifest.json", "size": 1, "version-id": version})

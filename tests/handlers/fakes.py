@@ -22,11 +22,16 @@ class _Object:
     body: bytes
     modified: datetime
     tags: dict[str, str] = field(default_factory=dict)
+    version: str = ""
 
 
 class FakeS3:
+    """A versioned bucket: `objects` holds each key's newest version, `versions` all of them."""
+
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], _Object] = {}
+        self.versions: dict[tuple[str, str, str], _Object] = {}
+        self._n = 0
 
     def put(self, bucket: str, key: str, body: bytes | str) -> None:
         self.put_object(Bucket=bucket, Key=key, Body=body)
@@ -35,36 +40,49 @@ class FakeS3:
         data = Body.encode() if isinstance(Body, str) else bytes(Body)
         if IfNoneMatch == "*" and (Bucket, Key) in self.objects:
             raise _error("PreconditionFailed", "PutObject")
-        self.objects[(Bucket, Key)] = _Object(data, datetime.now(UTC))
-        return {"ETag": f'"{hashlib.md5(data).hexdigest()}"'}
+        self._n += 1
+        obj = _Object(data, datetime.now(UTC), version=f"v{self._n}")
+        self.objects[(Bucket, Key)] = self.versions[(Bucket, Key, obj.version)] = obj
+        return {"ETag": f'"{hashlib.md5(data).hexdigest()}"', "VersionId": obj.version}
 
-    def _get(self, bucket: str, key: str, op: str) -> _Object:
-        obj = self.objects.get((bucket, key))
+    def delete_object(self, *, Bucket: str, Key: str, **_: Any) -> dict:
+        self.objects.pop((Bucket, Key), None)
+        return {}
+
+    def _get(self, bucket: str, key: str, op: str, version: str | None = None) -> _Object:
+        obj = self.versions.get((bucket, key, version)) if version else self.objects.get((bucket, key))
         if obj is None:
             raise _error("NoSuchKey" if op == "GetObject" else "404", op)
         return obj
 
-    def get_object(self, *, Bucket: str, Key: str, Range: str | None = None, **_: Any) -> dict:
-        obj = self._get(Bucket, Key, "GetObject")
+    def get_object(self, *, Bucket: str, Key: str, Range: str | None = None, VersionId: str | None = None,
+                   **_: Any) -> dict:
+        obj = self._get(Bucket, Key, "GetObject", VersionId)
         data = obj.body
         if Range:
-            lo, hi = (int(x) for x in Range.removeprefix("bytes=").split("-"))
-            data = data[lo : hi + 1]
-        return {"Body": io.BytesIO(data), "LastModified": obj.modified, "ContentLength": len(data)}
+            lo, hi = Range.removeprefix("bytes=").split("-")
+            data = data[int(lo) : int(hi) + 1 if hi else None]
+        return {"Body": io.BytesIO(data), "LastModified": obj.modified, "ContentLength": len(data),
+                "VersionId": obj.version, "ETag": f'"{hashlib.md5(obj.body).hexdigest()}"'}
 
-    def head_object(self, *, Bucket: str, Key: str, **_: Any) -> dict:
-        obj = self._get(Bucket, Key, "HeadObject")
+    def head_object(self, *, Bucket: str, Key: str, VersionId: str | None = None, **_: Any) -> dict:
+        obj = self._get(Bucket, Key, "HeadObject", VersionId)
         return {"ContentLength": len(obj.body), "ETag": f'"{hashlib.md5(obj.body).hexdigest()}"',
-                "LastModified": obj.modified}
+                "LastModified": obj.modified, "VersionId": obj.version}
 
     def get_paginator(self, name: str) -> Any:
-        assert name == "list_objects_v2"
+        assert name in ("list_objects_v2", "list_object_versions")
         fake = self
 
         class _Pages:
             def paginate(self, *, Bucket: str, Prefix: str = "") -> list[dict]:
                 keys = sorted(k for b, k in fake.objects if b == Bucket and k.startswith(Prefix))
-                return [{"Contents": [{"Key": k, "Size": len(fake.objects[(Bucket, k)].body)} for k in keys]}]
+                if name == "list_objects_v2":
+                    return [{"Contents": [{"Key": k, "Size": len(fake.objects[(Bucket, k)].body)} for k in keys]}]
+                return [{"Versions": [
+                    {"Key": k, "VersionId": o.version, "IsLatest": fake.objects.get((b, k)) is o, "Size": len(o.body),
+                     "ETag": f'"{hashlib.md5(o.body).hexdigest()}"'}
+                    for (b, k, _), o in fake.versions.items() if b == Bucket and k.startswith(Prefix)]}]
 
         return _Pages()
 

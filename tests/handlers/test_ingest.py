@@ -57,3 +57,39 @@ def test_the_same_content_again_is_a_duplicate_and_a_redelivery_is_not(s3, recor
     assert isinstance(on_object_created(first, deps(s3))[0], RecordingValidated)  # redelivery: its own claim
     (dup,) = on_object_created(upload(s3, "lab", "r2", files), deps(s3))
     assert isinstance(dup, DuplicateUploadSkipped) and dup.original_recording_id == "r1"
+
+
+def test_one_recording_id_one_upload_and_a_second_manifest_hears_why(s3, recording):
+    files = {"rec.bin": recording[0], "rec.json": recording[1]}
+    first = upload(s3, "lab", "r1", files, email="ana@lab.org")
+    assert isinstance(on_object_created(first, deps(s3))[0], RecordingValidated)
+    document = s3.objects[(DATA, next(k for k in s3.keys(DATA) if k.endswith("/r1/recording.json")))].body
+    second = upload(s3, "lab", "r1", files, email="bo@lab.org", reprocess=True)
+    (refused,) = on_object_created(second, deps(s3))
+    assert isinstance(refused, RecordingRejected) and refused.uploader_email == "bo@lab.org"
+    assert "already belongs to an upload" in refused.reason and refused.attempt
+    assert not any(k.endswith("/r1/rejected.json") for k in s3.keys(DATA))  # the first upload's folder untouched
+    assert s3.objects[(DATA, next(k for k in s3.keys(DATA) if k.endswith("/r1/recording.json")))].body == document
+    assert isinstance(on_object_created(first, deps(s3))[0], RecordingValidated)  # the first one's redelivery
+
+
+def test_the_manifest_version_the_event_names_is_the_one_read(s3, recording):
+    files = {"rec.bin": recording[0], "rec.json": recording[1]}
+    first = upload(s3, "lab", "r1", files, email="ana@lab.org")
+    upload(s3, "lab", "r1", files, email="bo@lab.org")  # written over before ingest read it
+    (validated,) = on_object_created(first, deps(s3))
+    assert validated.uploader_email == "ana@lab.org"
+
+
+def test_keys_that_cannot_be_used_are_recorded_and_their_uploader_told(s3):
+    import json
+
+    from neurocyte_shared.messaging.events import S3ObjectCreated
+
+    s3.put(UPLOADS, "uploads/lab/rec one/manifest.json", json.dumps({"uploader_email": "ana@lab.org"}))
+    event = S3ObjectCreated(bucket={"name": UPLOADS}, object={"key": "uploads/lab/rec+one/manifest.json"})
+    (refused,) = on_object_created(event, deps(s3))  # the key arrives URL-encoded and is decoded first
+    assert refused.uploader_email == "ana@lab.org" and "rec one" in refused.reason
+    for key in ("uploads/lab/r1/MANIFEST.json", "uploads/lab/r1/sub/x.bin", "uploads/" + "x" * 900 + "/r/x.bin"):
+        assert on_object_created(S3ObjectCreated(bucket={"name": UPLOADS}, object={"key": key}), deps(s3)) == []
+    assert len(s3.keys(DATA, "refused-uploads/")) == 4

@@ -57,19 +57,34 @@ def test_recording_name_cannot_inject_lines_into_an_email():
     assert UploadManifest(uploader_email="a@example.org", recording_name="slice 3, DIV 21", files=files)
 
 
-def test_upload_fingerprint_is_the_content_not_the_names():
+def test_upload_fingerprint_is_what_s3_holds_never_what_the_manifest_claims():
     from neurocyte_ingest.handlers import _fingerprint
     from neurocyte_shared.storage.documents import UploadManifest
-
-    sha = "ab" * 32
 
     def manifest(*files):
         return UploadManifest(uploader_email="a@b.org", files=files)
 
-    one = manifest({"name": "a.bin", "size_bytes": 10, "sha256": sha}, {"name": "a.json", "size_bytes": 3})
-    renamed = manifest({"name": "b.json", "size_bytes": 3}, {"name": "b.bin", "size_bytes": 10, "sha256": sha})
-    other = manifest({"name": "a.bin", "size_bytes": 10, "sha256": "cd" * 32}, {"name": "a.json", "size_bytes": 3})
+    one = manifest({"name": "a.bin", "size_bytes": 10, "sha256": "ab" * 32}, {"name": "a.json", "size_bytes": 3})
+    renamed = manifest({"name": "b.json", "size_bytes": 3}, {"name": "b.bin", "size_bytes": 10})
+    claims_other = manifest({"name": "a.bin", "size_bytes": 10, "sha256": "cd" * 32},
+                            {"name": "a.json", "size_bytes": 3})
     fp = _fingerprint(one, {"a.bin": "x", "a.json": "e1"})
-    assert fp == _fingerprint(renamed, {"b.bin": "y", "b.json": "e1"})  # sha256 wins over the ETag; names ignored
-    assert fp != _fingerprint(other, {"a.bin": "x", "a.json": "e1"})
+    assert fp == _fingerprint(renamed, {"b.bin": "x", "b.json": "e1"})  # names ignored
+    assert fp == _fingerprint(claims_other, {"a.bin": "x", "a.json": "e1"})  # a claimed hash is not evidence
+    assert fp != _fingerprint(one, {"a.bin": "y", "a.json": "e1"})  # other bytes in S3
     assert fp != _fingerprint(one, {"a.bin": "x", "a.json": "e2"})  # the sidecar's ETag differs
+
+
+def test_names_refuse_invisible_and_line_breaking_characters_and_addresses_have_one_form():
+    from pydantic import ValidationError
+
+    from neurocyte_shared.storage.documents import UploadManifest
+
+    files = [{"name": "a.nwb", "size_bytes": 1}]
+    for bad in ("slice\u2028three", "slice\u0085three", "evil\u202etxt.exe", "zero\u200bwidth"):
+        with pytest.raises(ValidationError):
+            UploadManifest(uploader_email="a@b.org", recording_name=bad, files=files)
+    m = UploadManifest(uploader_email="CaseTest@Lab.ORG", recording_name="Ünïcode names are fine", files=files)
+    assert m.uploader_email == "CaseTest@lab.org"  # the domain lower-cased, the local part as given
+    with pytest.raises(ValidationError, match="at most 64"):
+        UploadManifest(uploader_email="a@b.org", files=[{"name": f"f{i}.bin", "size_bytes": 1} for i in range(65)])

@@ -147,3 +147,21 @@ def test_clipped_electrodes_are_reported():
                   channel_locations_um=((0, 0), (1, 0), (2, 0)), detection_parameters={}, saturated_samples=counts)
     assert s.quality.saturated_electrodes == [1]
     assert any("clipped" in n for n in s.quality.notes)
+
+
+def test_a_flat_recording_and_flat_electrodes_are_named_in_the_quality_notes():
+    from neurocyte_shared.science.metrics import summarize
+    from neurocyte_shared.science.table import SpikeTable
+
+    def notes(noise):
+        s = summarize(SpikeTable.empty(), recording_id="r", recording_name="r", format="binary", n_channels=3,
+                      sampling_rate_hz=1000.0, n_samples=10_000, channel_ids=("a", "b", "c"),
+                      channel_locations_um=((0, 0), (0, 20), (0, 40)), detection_parameters={},
+                      noise_uv=np.asarray(noise, np.float32))
+        return s.quality
+
+    flat = notes([0.0, 0.0, 0.0])
+    assert flat.flat_electrodes == [0, 1, 2] and flat.notes[0].startswith("The signal is flat")
+    some = notes([0.0, 5.0, 6.0])
+    assert some.flat_electrodes == [0] and any("1 electrodes never leave" in n for n in some.notes)
+    assert notes([4.0, 5.0, 6.0]).flat_electrodes == []

@@ -95,6 +95,7 @@ def dlq_redrive(service: str | None) -> None:
 def status(recording: str | None) -> None:
     """Which stage each recording (or one) is in."""
     from neurocyte_shared.messaging import aws
+    from neurocyte_shared.storage.status import refused_keys
 
     local = L.Local.from_env()
     outputs = _outputs(local)
@@ -107,6 +108,9 @@ def status(recording: str | None) -> None:
         st = status_of(s3, outputs, tenant, rid)
         colour = "red" if st.failed else "green" if st.done else "yellow"
         table.add_row(rid, tenant, f"[{colour}]{st.stage}[/{colour}]", st.detail)
+    if recording is None:  # keys ingest could not even parse: no recording id to list them under
+        for refused in refused_keys(s3, outputs["DataBucketName"]):
+            table.add_row(refused["upload_key"], "-", "[red]refused[/red]", refused["reason"])
     out.print(table)
 
 

@@ -25,7 +25,7 @@ from neurocyte_shared.messaging.events import Event, RecordingSummarized, ShardD
 from neurocyte_shared.science import results
 from neurocyte_shared.science.metrics import MetricsParams, Summary, summarize
 from neurocyte_shared.science.table import SpikeTable
-from neurocyte_shared.storage import claims, layout, s3io, spikes
+from neurocyte_shared.storage import claims, layout, pins, s3io, spikes
 from neurocyte_shared.storage.documents import RecordingDocument
 from neurocyte_shared.storage.layout import (
     REPORT_NAME,
@@ -59,13 +59,22 @@ def on_shard_detected(event: ShardDetected, deps: Deps) -> list[Event]:
     if len(present) < event.n_shards:
         log.info("waiting_for_shards", present=len(present), n_shards=event.n_shards)
         return []
-    out = results_prefix(prefix, detection, deps.metrics.cache_key())
+    # A rerun names its own metrics parameters; otherwise this service's (NEUROCYTE_METRICS_PARAMS).
+    rerun = event.metrics_params is not None
+    metrics = MetricsParams(**event.metrics_params) if rerun else deps.metrics
+    out = results_prefix(prefix, detection, metrics.cache_key())
     summary_key, spikes_key, report_key = out + SUMMARY_NAME, out + SPIKES_NAME, out + REPORT_NAME
     doc = RecordingDocument.model_validate_json(
         s3io.get_bytes(deps.s3, deps.data_bucket, layout.recording_document_key(prefix)))
 
     if s3io.head(deps.s3, deps.data_bucket, summary_key) is None:
-        _publish(deps, doc, prefix, detection, sorted(wanted), out)
+        # A rerun reads the store chunked from the validated upload, whatever became of the upload since.
+        changed = [] if rerun else pins.changed_files(deps.s3, doc.upload_bucket, doc.upload_versions)
+        if changed:  # written over while it was detected: analysed as validated, but not published
+            log.warning("upload_changed", files=changed)
+            return [pins.refusal(deps.s3, deps.data_bucket, doc, prefix,
+                                 pins.CHANGED.format(what=f"{', '.join(changed)} was written over"))]
+        _publish(deps, doc, prefix, detection, sorted(wanted), out, metrics)
     summary = Summary.model_validate_json(s3io.get_bytes(deps.s3, deps.data_bucket, summary_key))
     expires = datetime.now(UTC) + timedelta(seconds=deps.link_expiry_s)
     url = deps.s3.generate_presigned_url(
@@ -80,6 +89,8 @@ def on_shard_detected(event: ShardDetected, deps: Deps) -> list[Event]:
         network_bursts=summary.network.count if summary.network else 0,
         sttc_mean=summary.synchrony.sttc_mean if summary.synchrony else None,
         report_key=report_key, report_url=url, report_url_expires_at=expires,
+        quality_notes=tuple(summary.quality.notes) if summary.quality else (),
+        version=out.rstrip("/").rsplit("/", 1)[1], rerun=rerun,
     )]
 
 
@@ -97,7 +108,7 @@ class _S3Sink:
 
 
 def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, shard_keys: list[str],
-             out: str) -> None:
+             out: str, metrics: MetricsParams) -> None:
     import numpy as np
 
     blobs = [s3io.get_bytes(deps.s3, deps.data_bucket, k) for k in shard_keys]
@@ -113,7 +124,7 @@ def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, sh
         channel_ids=info.channel_ids, channel_locations_um=info.channel_locations_um,
         detection_parameters=noise_doc.get("params", {}),
         noise_uv=np.asarray(noise_doc["noise_uv"], np.float32) if "noise_uv" in noise_doc else None,
-        saturated_samples=saturated, params=deps.metrics,
+        saturated_samples=saturated, params=metrics,
     )
     if results.publish(summary, merged, _S3Sink(deps, out)):
         log.info("summary_published", version=out.rsplit("/", 2)[-2], total_spikes=summary.total_spikes,

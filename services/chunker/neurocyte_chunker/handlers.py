@@ -14,8 +14,8 @@ from pydantic import Field
 
 from neurocyte_shared.formats import Opener, identify, open_reader
 from neurocyte_shared.messaging.config import EnvSettings, Settings
-from neurocyte_shared.messaging.events import Event, RecordingValidated, ShardReady
-from neurocyte_shared.storage import layout, s3io, store
+from neurocyte_shared.messaging.events import Event, RecordingValidated, RerunRequested, ShardReady
+from neurocyte_shared.storage import layout, pins, s3io, store
 from neurocyte_shared.storage.documents import RecordingDocument
 
 log = structlog.get_logger()
@@ -25,7 +25,7 @@ log = structlog.get_logger()
 class Deps:
     s3: Any
     data_bucket: str
-    opener_for: Callable[[str, str], Opener]
+    opener_for: Callable[..., Opener]  # (bucket, prefix, versions) -> opener of the pinned versions
     window_s: float = 10.0
 
 
@@ -37,8 +37,12 @@ def on_recording_validated(event: RecordingValidated, deps: Deps) -> list[Event]
     upload_prefix = doc.upload_keys[0].rsplit("/", 1)[0] + "/"
     names = [k.rsplit("/", 1)[1] for k in doc.upload_keys]
     fmt, roles = identify(names)
-    sizes = {n: s3io.head(deps.s3, doc.upload_bucket, upload_prefix + n)["ContentLength"] for n in names}
-    reader = open_reader(fmt, roles, deps.opener_for(doc.upload_bucket, upload_prefix), sizes, doc.stream)
+    versions = doc.upload_versions
+    sizes = {n: _size(deps, doc.upload_bucket, upload_prefix + n, versions.get(upload_prefix + n)) for n in names}
+    # Every file at the version ingest validated, hashed as it is read.
+    opener = pins.HashingOpener(deps.opener_for(doc.upload_bucket, upload_prefix, versions), deps.s3,
+                                doc.upload_bucket, upload_prefix, versions)
+    reader = open_reader(fmt, roles, opener, sizes, doc.stream)
     store_key = layout.store_key(ref.prefix)
     url = store.store_url(deps.data_bucket, store_key)
     array = _resumable(deps, url, store_key, info)
@@ -67,12 +71,46 @@ def on_recording_validated(event: RecordingValidated, deps: Deps) -> list[Event]
                                     / (time.perf_counter() - started), 1))
     finally:
         reader.close()
+    wrong = opener.mismatches(doc.claimed_sha256)
+    if wrong:
+        log.warning("upload_checksum_mismatch", files=wrong)
+        return [pins.refusal(deps.s3, deps.data_bucket, doc, ref.prefix, pins.CHANGED.format(
+            what=f"{', '.join(wrong)}: the bytes are not those the manifest's SHA-256 describes"))]
+    changed = pins.changed_files(deps.s3, doc.upload_bucket, versions)
+    if changed:
+        log.warning("upload_changed", files=changed)
+        return [pins.refusal(deps.s3, deps.data_bucket, doc, ref.prefix,
+                             pins.CHANGED.format(what=f"{', '.join(changed)} was written over"))]
     return [
         ShardReady(correlation_id=event.correlation_id, recording=ref, store_key=store_key,
                    shard_index=i, n_shards=n_shards, start_sample=i * window,
                    stop_sample=min((i + 1) * window, info.n_samples))
         for i in range(n_shards)
     ]
+
+
+def on_rerun_requested(event: RerunRequested, deps: Deps) -> list[Event]:
+    """Announce a chunked recording's shards again, with the rerun's parameters: the detector
+    and aggregator write a new version beside the others (finished shards of it are reused)."""
+    ref = event.recording
+    store_key = layout.store_key(ref.prefix)
+    if s3io.head(deps.s3, deps.data_bucket, layout.rejected_key(ref.prefix)) is not None:
+        log.info("rerun_of_refused_recording_ignored")
+        return []
+    array = store.open_array(store.store_url(deps.data_bucket, store_key))
+    n_samples, window = array.shape[0], array.shards[0]
+    n_shards = -(-n_samples // window)
+    log.info("rerun_requested", n_shards=n_shards, detection_params=event.detection_params,
+             metrics_params=event.metrics_params)
+    return [ShardReady(correlation_id=event.correlation_id, recording=ref, store_key=store_key, shard_index=i,
+                       n_shards=n_shards, start_sample=i * window, stop_sample=min((i + 1) * window, n_samples),
+                       detection_params=event.detection_params, metrics_params=event.metrics_params)
+            for i in range(n_shards)]
+
+
+def _size(deps: Deps, bucket: str, key: str, version: str | None) -> int:
+    extra = {"VersionId": version} if version not in (None, "null") else {}
+    return int(deps.s3.head_object(Bucket=bucket, Key=key, **extra)["ContentLength"])
 
 
 def _resumable(deps: Deps, url: str, store_key: str, info) -> Any:
@@ -96,6 +134,8 @@ def build(settings: Settings) -> dict:
     from neurocyte_shared.messaging.service import s3
     from neurocyte_shared.storage.s3io import S3Opener
 
-    deps = Deps(s3=s3(settings), data_bucket=settings.data_bucket, opener_for=S3Opener,
+    deps = Deps(s3=s3(settings), data_bucket=settings.data_bucket,
+                opener_for=lambda bucket, prefix, versions=None: S3Opener(bucket, prefix, versions=versions),
                 window_s=ChunkerSettings.from_env().shard_s)
-    return {RecordingValidated: partial(on_recording_validated, deps=deps)}
+    return {RecordingValidated: partial(on_recording_validated, deps=deps),
+            RerunRequested: partial(on_rerun_requested, deps=deps)}

@@ -34,52 +34,56 @@ class Deps:
     params: DetectionParams = field(default_factory=DetectionParams)
 
 
-def recording_model(array: Any, deps: Deps, prefix: str, locations: np.ndarray) -> tuple[np.ndarray, Templates | None]:
+def recording_model(array: Any, deps: Deps, params: DetectionParams, prefix: str, locations: np.ndarray
+                    ) -> tuple[np.ndarray, Templates | None]:
     """Per-channel noise and spike templates of the whole recording, computed once and kept at
     noise/<params>.json and templates/<params>.npz. Deterministic, so two workers racing to
     compute them write the same values; the templates are written first, so a worker that
     finds the noise finds them too."""
-    key = deps.params.cache_key()
+    key = params.cache_key()
     noise_key, templates_key = layout.noise_key(prefix, key), layout.templates_key(prefix, key)
     cached = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, noise_key)
     if cached is not None:
         noise = np.asarray(json.loads(cached)["noise_uv"], dtype=np.float32)
-        if not deps.params.peel:
+        if not params.peel:
             return noise, None
         data = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, templates_key)
         if data is not None:
             return noise, Templates.from_bytes(data)
     attrs = array.attrs
     fs, gain, offset = attrs["sampling_rate_hz"], attrs["gain_uv"], attrs["offset_uv"]
-    noise, templates = learn_recording(lambda a, b: array[a:b], array.shape[0], fs, deps.params, gain, offset,
+    noise, templates = learn_recording(lambda a, b: array[a:b], array.shape[0], fs, params, gain, offset,
                                        channel_locations_um=locations)
     if templates is not None:
         deps.s3.put_object(Bucket=deps.data_bucket, Key=templates_key, Body=templates.to_bytes())
         log.info("templates_learned", n_templates=len(templates))
     s3io.put_json(deps.s3, deps.data_bucket, noise_key,
-                  {"params": deps.params.model_dump(), "noise_uv": noise.tolist()})
+                  {"params": params.model_dump(), "noise_uv": noise.tolist()})
     return noise, templates
 
 
 def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     started = time.perf_counter()
     prefix = event.recording.prefix
-    key = layout.shard_spikes_key(prefix, event.shard_index, deps.params.cache_key())
+    # A rerun names its own parameters; otherwise this service's (NEUROCYTE_DETECTION_PARAMS).
+    params = deps.params if event.detection_params is None else DetectionParams(**event.detection_params)
+    key = layout.shard_spikes_key(prefix, event.shard_index, params.cache_key())
     done = _already_detected(deps, key)
     if done is not None:  # the output-exists gate: a redelivery or a resumed run reuses the work
         log.info("shard_already_detected", shard=event.shard_index, n_spikes=done)
         return [ShardDetected(correlation_id=event.correlation_id, recording=event.recording,
                               shard_index=event.shard_index, n_shards=event.n_shards, spikes_key=key,
-                              n_spikes=done, n_samples=event.stop_sample - event.start_sample, seconds=0.0)]
+                              n_spikes=done, n_samples=event.stop_sample - event.start_sample, seconds=0.0,
+                              metrics_params=event.metrics_params)]
     array = store.open_array(store.store_url(deps.data_bucket, event.store_key))
     attrs = array.attrs
     fs = float(attrs["sampling_rate_hz"])
     doc = s3io.get_json(deps.s3, deps.data_bucket, layout.recording_document_key(prefix))
     locations = np.asarray(doc["info"]["channel_locations_um"], dtype=np.float64)
-    noise, templates = recording_model(array, deps, prefix, locations)
+    noise, templates = recording_model(array, deps, params, prefix, locations)
 
     table, saturated = detect_window(lambda a, b: array[a:b], event.start_sample, event.stop_sample, array.shape[0],
-                                     fs, deps.params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
+                                     fs, params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
                                      noise_uv=noise, channel_locations_um=locations, templates=templates)
     # Same key on redelivery: a second run overwrites with identical content.
     deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table, saturated))
@@ -89,7 +93,8 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
              samples_per_s=round(n * array.shape[1] / seconds))
     return [ShardDetected(correlation_id=event.correlation_id, recording=event.recording,
                           shard_index=event.shard_index, n_shards=event.n_shards, spikes_key=key,
-                          n_spikes=len(table), n_samples=n, seconds=seconds)]
+                          n_spikes=len(table), n_samples=n, seconds=seconds,
+                          metrics_params=event.metrics_params)]
 
 
 def _already_detected(deps: Deps, key: str) -> int | None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from botocore.exceptions import ClientError
 from pydantic import Field, ValidationError
 
 from neurocyte_shared.formats import InvalidRecording, Opener, check_all, identify
@@ -27,8 +28,8 @@ from neurocyte_shared.messaging.events import (
     S3ObjectCreated,
 )
 from neurocyte_shared.messaging.logs import redact_email
-from neurocyte_shared.storage import claims, layout, s3io
-from neurocyte_shared.storage.documents import RecordingDocument, UploadManifest, explain
+from neurocyte_shared.storage import claims, layout, pins, s3io
+from neurocyte_shared.storage.documents import MAX_FILES, RecordingDocument, UploadManifest, explain
 
 log = structlog.get_logger()
 MAX_MANIFEST_BYTES = 256 * 1024
@@ -39,83 +40,100 @@ class Deps:
     s3: Any
     upload_bucket: str
     data_bucket: str
-    opener_for: Callable[[str, str], Opener]  # (bucket, prefix) -> opener
+    opener_for: Callable[..., Opener]  # (bucket, prefix, versions) -> opener of the pinned versions
     upload_deadline_s: float = 1800.0  # how long files listed in a manifest may keep arriving
     recheck_s: int = 30
 
 
 def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
     try:
-        parsed = layout.parse_manifest_key(event.key)
+        parsed = layout.parse_upload_key(event.key)
     except layout.UnsafeKey as exc:
-        log.warning("upload_key_refused", error=str(exc))
-        return []
+        return _refuse_key(event, deps, str(exc))
     if parsed is None:
+        return []  # not an upload
+    tenant, recording_id, name = parsed
+    if name != layout.MANIFEST_NAME:
         log.info("waiting_for_manifest", size=event.size)  # a data file; the manifest comes last
         return []
-    tenant, recording_id = parsed
     structlog.contextvars.bind_contextvars(recording_id=recording_id, tenant=tenant)
     upload_prefix = layout.upload_prefix(tenant, recording_id)
 
-    obj = deps.s3.get_object(Bucket=deps.upload_bucket, Key=event.key)
+    # The manifest version this event announced (another may have been written since).
+    version = {"VersionId": event.version_id} if event.version_id else {}
+    obj = deps.s3.get_object(Bucket=deps.upload_bucket, Key=event.key, **version)
+    this_manifest = str(obj.get("VersionId") or obj.get("ETag", "")).strip('"')
     raw = obj["Body"].read(MAX_MANIFEST_BYTES + 1)
     date = obj["LastModified"].astimezone(UTC).strftime("%Y-%m-%d")
     prefix = layout.recording_prefix(tenant, date, recording_id)
+    claim_key = layout.upload_claim_key(tenant, recording_id)
 
-    def reject(reason: str, email: str | None, name: str | None = None) -> list[Event]:
+    def refuse(reason: str, email: str | None, name: str | None = None, *, attempt: str | None = None) -> list[Event]:
         log.info("upload_rejected", reason=reason, uploader=redact_email(email))
-        s3io.put_json(deps.s3, deps.data_bucket, layout.rejected_key(prefix),
-                      {"recording_id": recording_id, "reason": reason, "upload_key": event.key})
+        if attempt is None:  # a refusal of this id's own upload; a taken id's folder is not ours to write
+            s3io.put_json(deps.s3, deps.data_bucket, layout.rejected_key(prefix),
+                          {"recording_id": recording_id, "reason": reason, "upload_key": event.key})
         return [RecordingRejected(correlation_id=recording_id, tenant=tenant, upload_key=event.key,
-                                  reason=reason, uploader_email=email, recording_name=name)]
+                                  reason=reason, uploader_email=email, recording_name=name, attempt=attempt)]
 
     manifest, problem = _parse_manifest(raw)
+    email = str(manifest.uploader_email) if manifest else _email_if_valid(raw)
+    name = (manifest.recording_name if manifest else None) or recording_id
+    taken = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, claim_key)
+    if taken is not None and json.loads(taken).get("manifest") != this_manifest:
+        return _id_taken(json.loads(taken), recording_id, email, name, this_manifest, refuse)
     if manifest is None:
-        return reject(problem, _email_if_valid(raw))
-    email = str(manifest.uploader_email)
-    name = manifest.recording_name or recording_id
+        return refuse(problem, email)
     try:
         manifest.check_names()
     except layout.UnsafeKey as exc:
-        return reject(str(exc), email, name)
+        return refuse(str(exc), email, name)
 
-    # The manifest is written last, so every file it lists should be there, whole. If not (a
-    # tool that writes the manifest first, or files still copying), wait for them until the
-    # deadline, checking again every few seconds; then refuse, naming what is missing.
-    sizes: dict[str, int] = {}
-    etags: dict[str, str] = {}
+    # The manifest is written last, so every file it lists should be there, whole: checked with
+    # one listing. If not (a tool that writes the manifest first, or files still copying), wait
+    # for them until the deadline, checking again less often the longer it takes.
+    present = pins.latest_versions(deps.s3, deps.upload_bucket, upload_prefix)
     problems: list[str] = []
     for f in manifest.files:
-        meta = s3io.head(deps.s3, deps.upload_bucket, upload_prefix + f.name)
+        meta = present.get(upload_prefix + f.name)
         if meta is None:
             problems.append(f"{f.name} was not uploaded")
-        elif meta["ContentLength"] != f.size_bytes:
-            problems.append(f"{f.name} is {meta['ContentLength']:,} bytes in storage but the manifest says "
+        elif meta["size"] != f.size_bytes:
+            problems.append(f"{f.name} is {meta['size']:,} bytes in storage but the manifest says "
                             f"{f.size_bytes:,} (interrupted, or the file changed)")
-        else:
-            sizes[f.name] = f.size_bytes
-            etags[f.name] = str(meta.get("ETag", "")).strip('"')
     if problems:
         waited = (datetime.now(UTC) - obj["LastModified"]).total_seconds()
         if waited < deps.upload_deadline_s:
-            log.info("upload_incomplete_waiting", problems=problems, waited_s=round(waited),
+            log.info("upload_incomplete_waiting", problems=problems[:5], missing=len(problems), waited_s=round(waited),
                      deadline_s=deps.upload_deadline_s)
-            raise Deferred("; ".join(problems), max(1, min(deps.recheck_s, int(deps.upload_deadline_s - waited) + 1)))
-        return reject(f"the upload was still incomplete {_duration(deps.upload_deadline_s)} after its manifest: "
-                      + "; ".join(problems) + ". Upload the missing file(s) completely, then the manifest again "
+            again = min(max(deps.recheck_s, waited / 4), 300, deps.upload_deadline_s - waited + 1)
+            raise Deferred(_some(problems), max(1, int(again)))
+        return refuse(f"the upload was still incomplete {_duration(deps.upload_deadline_s)} after its manifest: "
+                      + _some(problems) + ". Upload the missing file(s) completely, then the manifest again "
                       "(neurocyte submit does both).", email, name)
 
+    sizes = {f.name: f.size_bytes for f in manifest.files}
+    versions = {upload_prefix + f.name: present[upload_prefix + f.name]["version"] for f in manifest.files}
     try:
         fmt, roles = identify([f.name for f in manifest.files])
-        found = check_all(fmt, roles, deps.opener_for(deps.upload_bucket, upload_prefix), sizes)
+        found = check_all(fmt, roles, deps.opener_for(deps.upload_bucket, upload_prefix, versions), sizes)
     except InvalidRecording as exc:
-        return reject(str(exc), email, name)
+        return refuse(str(exc), email, name)
+
+    # One recording id, one upload: the first valid manifest takes the id (a redelivery of the
+    # same manifest finds its own claim); another, even at the same moment, is refused.
+    earlier = claims.claim(deps.s3, deps.data_bucket, claim_key,
+                           {"manifest": this_manifest, "uploader_email": email, "claimed_at": datetime.now(UTC)},
+                           is_mine=lambda existing: existing.get("manifest") == this_manifest)
+    if earlier is not None:
+        return _id_taken(earlier, recording_id, email, name, this_manifest, refuse)
 
     parts = _recordings_in(recording_id, name, tuple(stream for stream, _ in found if stream))
     infos = [info for _, info in found]
     uploaded_at = obj["LastModified"].astimezone(UTC)
     record = {"upload_id": recording_id, "recording_name": name, "uploaded_at": uploaded_at.isoformat(),
               "recordings": [layout.recording_prefix(tenant, date, rid) for rid, _, _ in parts]}
+    etags = {f.name: present[upload_prefix + f.name]["etag"] for f in manifest.files}
     original = None if manifest.reprocess else _claim_content(deps, tenant, _fingerprint(manifest, etags), record)
     if original is not None:
         finished = any(k.endswith("/" + layout.SUMMARY_NAME) for p in original.get("recordings", [])
@@ -128,6 +146,7 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
             original_uploaded_at=original.get("uploaded_at"), original_finished=finished)]
 
     upload_keys = tuple(upload_prefix + roles[r] for r in sorted(roles))
+    claimed = {upload_prefix + f.name: f.sha256 for f in manifest.files if f.sha256}
     events: list[Event] = []
     for (rid, rname, stream), info in zip(parts, infos):
         rprefix = layout.recording_prefix(tenant, date, rid)
@@ -135,7 +154,9 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
             recording_id=rid, recording_name=rname, tenant=tenant, uploader_email=email,
             upload_bucket=deps.upload_bucket, upload_keys=upload_keys, info=info,
             stream=stream, upload_id=recording_id if rid != recording_id else None,
+            upload_versions={k: versions[k] for k in upload_keys}, claimed_sha256=claimed,
         )
+        deps.s3.delete_object(Bucket=deps.data_bucket, Key=layout.rejected_key(rprefix))  # an earlier refusal
         s3io.put_json(deps.s3, deps.data_bucket, layout.recording_document_key(rprefix), doc.model_dump_json(indent=1))
         log.info("recording_validated", format=fmt, stream=stream, recording=rid, n_channels=info.n_channels,
                  duration_s=round(info.duration_s, 3), sampling_rate_hz=info.sampling_rate_hz)
@@ -148,15 +169,52 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
     return events
 
 
+def _id_taken(taken: dict, recording_id: str, email: str | None, name: str, this_manifest: str,
+              refuse: Callable[..., list[Event]]) -> list[Event]:
+    when = str(taken.get("claimed_at", ""))[:16].replace("T", " ")
+    return refuse(f"the recording id {recording_id!r} already belongs to an upload (taken {when} UTC); this manifest "
+                  "was not used and nothing of that upload was changed. Upload the recording again under a new "
+                  "name (neurocyte submit chooses one).", email, name, attempt=_short(this_manifest))
+
+
+def _short(version: str) -> str:
+    return hashlib.sha256(version.encode()).hexdigest()[:12]
+
+
+def _some(problems: list[str]) -> str:
+    more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+    return "; ".join(problems[:5]) + more
+
+
+def _refuse_key(event: S3ObjectCreated, deps: Deps, reason: str) -> list[Event]:
+    """A key ingest cannot use: kept for `status`, and its uploader told when a manifest names one."""
+    key = event.key
+    log.warning("upload_key_refused", error=reason)
+    s3io.put_json(deps.s3, deps.data_bucket, layout.refused_upload_key(key),
+                  {"upload_key": key, "reason": reason, "refused_at": datetime.now(UTC)})
+    if not key.lower().endswith("/" + layout.MANIFEST_NAME):
+        return []
+    try:
+        raw = deps.s3.get_object(Bucket=deps.upload_bucket, Key=key)["Body"].read(MAX_MANIFEST_BYTES + 1)
+    except ClientError:
+        return []
+    email = _email_if_valid(raw)
+    if email is None:
+        return []
+    return [RecordingRejected(correlation_id="refused-" + layout.refused_upload_key(key).rsplit("/", 1)[1][:12],
+                              tenant="refused", upload_key=key, reason=f"the upload's path cannot be used: {reason}",
+                              uploader_email=email)]
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds / 60:g} min" if seconds >= 120 else f"{seconds:g} s"
 
 
 def _fingerprint(manifest: UploadManifest, etags: dict[str, str]) -> str:
-    """The identity of an upload's content: each file's SHA-256 (from the manifest) or else
-    its S3 ETag (the same for the same bytes uploaded the same way), names ignored."""
-    parts = sorted(f"sha256:{f.sha256}:{f.size_bytes}" if f.sha256 else f"etag:{etags[f.name]}:{f.size_bytes}"
-                   for f in manifest.files)
+    """The identity of an upload's content, from what S3 computed over the bytes it holds (each
+    file's ETag: the same for the same bytes uploaded the same way) and never from what the
+    manifest claims (a claimed SHA-256 is checked by the chunker instead). Names ignored."""
+    parts = sorted(f"etag:{etags[f.name]}:{f.size_bytes}" for f in manifest.files)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -182,7 +240,7 @@ def _recordings_in(recording_id: str, name: str, streams: tuple[str, ...]) -> li
 
 def _parse_manifest(raw: bytes) -> tuple[UploadManifest | None, str]:
     if len(raw) > MAX_MANIFEST_BYTES:
-        return None, "manifest.json is larger than 256 KiB; it should list a few files"
+        return None, f"manifest.json is larger than 256 KiB: it lists the files of one upload, at most {MAX_FILES}"
     try:
         return UploadManifest.model_validate_json(raw), ""
     except ValidationError as exc:
@@ -190,11 +248,17 @@ def _parse_manifest(raw: bytes) -> tuple[UploadManifest | None, str]:
 
 
 def _email_if_valid(raw: bytes) -> str | None:
-    """The address from a manifest that is otherwise broken, so the uploader still hears why."""
+    """The address from a manifest that is otherwise broken (even cut short at the size limit),
+    so the uploader still hears why."""
     try:
-        candidate = json.loads(raw).get("uploader_email")
-        UploadManifest.model_validate({"uploader_email": candidate, "files": [{"name": "x", "size_bytes": 0}]})
-        return candidate
+        try:
+            candidate = json.loads(raw).get("uploader_email")
+        except ValueError:  # not JSON as a whole (too long, or broken further on): the field alone
+            found = re.search(rb'"uploader_email"\s*:\s*"([^"\\]{1,254})"', raw)
+            candidate = found.group(1).decode() if found else None
+        checked = UploadManifest.model_validate({"uploader_email": candidate,
+                                                 "files": [{"name": "x", "size_bytes": 0}]})
+        return str(checked.uploader_email)
     except Exception:  # noqa: BLE001 - no usable address: the rejection is logged only
         return None
 
@@ -214,5 +278,6 @@ def build(settings: Settings) -> dict:
 
     own = IngestSettings.from_env()
     deps = Deps(s3=s3(settings), upload_bucket=settings.upload_bucket, data_bucket=settings.data_bucket,
-                opener_for=S3Opener, upload_deadline_s=own.upload_deadline_s, recheck_s=own.recheck_s)
+                opener_for=lambda bucket, prefix, versions=None: S3Opener(bucket, prefix, versions=versions),
+                upload_deadline_s=own.upload_deadline_s, recheck_s=own.recheck_s)
     return {S3ObjectCreated: partial(on_object_created, deps=deps)}

@@ -32,6 +32,7 @@ from neurocyte_shared.messaging.events import (
 )
 from neurocyte_shared.messaging.logs import redact_email
 from neurocyte_shared.storage import claims, layout
+from neurocyte_shared.storage.documents import canonical_email
 
 from .messages import duplicate_email, failure_email, rejection_email, summary_email
 
@@ -53,6 +54,7 @@ class Deps:
 
 def ensure_subscribed(deps: Deps, email: str) -> bool:
     """Subscribe `email` (filtered to its own mail) if needed; True once it can receive."""
+    email = canonical_email(email)
     if email in deps._confirmed:
         return True
     arn = _subscription_arn(deps, email)
@@ -75,12 +77,15 @@ def ensure_subscribed(deps: Deps, email: str) -> bool:
 def _subscription_arn(deps: Deps, email: str) -> str | None:
     for page in deps.sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=deps.topic_arn):
         for sub in page.get("Subscriptions", []):
-            if sub["Protocol"] == "email" and sub["Endpoint"].lower() == email.lower():
+            # The canonical form on both sides (domain lower-cased, local part as given): a
+            # subscription found for another spelling would filter on that spelling, not this.
+            if sub["Protocol"] == "email" and canonical_email(sub["Endpoint"]) == email:
                 return sub["SubscriptionArn"]
     return None
 
 
 def _send(deps: Deps, event: Event, *, kind: str, tenant: str, email: str, subject: str, body: str) -> list[Event]:
+    email = canonical_email(email)  # compared, filtered and sent in one form
     marker = layout.notification_key(tenant, event.correlation_id, kind)
     record = {"event_id": event.event_id, "state": "claimed"}
     # A redelivery of this very event after a crash may send again (SNS took it, the marker
@@ -104,7 +109,8 @@ def _send(deps: Deps, event: Event, *, kind: str, tenant: str, email: str, subje
 
 def on_recording_summarized(event: RecordingSummarized, deps: Deps) -> list[Event]:
     subject, body = summary_email(event)
-    return _send(deps, event, kind="summary", tenant=event.recording.tenant, email=str(event.uploader_email),
+    kind = f"summary-{event.version}" if event.rerun and event.version else "summary"  # one email per version
+    return _send(deps, event, kind=kind, tenant=event.recording.tenant, email=str(event.uploader_email),
                  subject=subject, body=body)
 
 
@@ -114,7 +120,8 @@ def on_recording_rejected(event: RecordingRejected, deps: Deps) -> list[Event]:
         log.warning("rejection_without_address", reason=event.reason, upload_key=event.upload_key)
         return []
     subject, body = rejection_email(event)
-    return _send(deps, event, kind="rejection", tenant=event.tenant, email=str(event.uploader_email),
+    kind = f"rejection-{event.attempt}" if event.attempt else "rejection"  # each refused attempt hears back
+    return _send(deps, event, kind=kind, tenant=event.tenant, email=str(event.uploader_email),
                  subject=subject, body=body)
 
 

@@ -25,7 +25,7 @@ def summary_email(e: RecordingSummarized) -> tuple[str, str]:
         f"  Duration:            {e.duration_s:.1f} s",
         f"  Channels:            {e.n_channels}",
         "",
-    ] + ([
+    ] + (["Quality notes:", *(f"  - {n}" for n in e.quality_notes), ""] if e.quality_notes else []) + ([
         "The full report (pictures, per-electrode metrics, parameters used):",
         f"  {e.report_url}",
         f"  This link works until {e.report_url_expires_at:%Y-%m-%d %H:%M} UTC."

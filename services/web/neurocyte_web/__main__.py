@@ -6,6 +6,7 @@ import structlog
 import uvicorn
 
 from neurocyte_shared.messaging import aws
+from neurocyte_shared.messaging.bus import EventPublisher
 from neurocyte_shared.messaging.config import ConfigurationError
 from neurocyte_shared.messaging.logs import configure_logging
 
@@ -24,8 +25,9 @@ def main() -> None:
     ses = aws.client("ses", settings.endpoint_url)
     if settings.endpoint_url:  # LocalStack's SES sends only from a verified identity, as AWS does
         ses.verify_email_identity(EmailAddress=settings.mail_from)
-    uvicorn.run(create_app(settings, s3, ses), host=settings.host, port=settings.port, log_level="warning",
-                proxy_headers=True)
+    publisher = EventPublisher(aws.client("events", settings.endpoint_url), settings.event_bus)
+    app = create_app(settings, s3, ses, publisher.publish)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=True)
 
 
 if __name__ == "__main__":

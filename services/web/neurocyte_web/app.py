@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,10 +27,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from neurocyte_shared.messaging.events import Event, RecordingRef, RerunRequested
 from neurocyte_shared.storage import layout, s3io, status
-from neurocyte_shared.storage.documents import UploadManifest
+from neurocyte_shared.storage.documents import UploadManifest, canonical_email
 
-from .identity import Directory, InvalidToken, User, canonical_email
+from . import rerun
+from .identity import Directory, InvalidToken, User
 from .settings import WebSettings
 from .uploads import upload_routes
 
@@ -58,7 +61,7 @@ class RateLimit:
         return True
 
 
-def create_app(settings: WebSettings, s3: Any, ses: Any) -> Starlette:
+def create_app(settings: WebSettings, s3: Any, ses: Any, publish: Callable[[list[Event]], None]) -> Starlette:
     directory = Directory(s3, settings.data_bucket, settings.secret.encode())
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     per_address, per_client = RateLimit(3, 15 * 60), RateLimit(20, 15 * 60)
@@ -184,21 +187,63 @@ def create_app(settings: WebSettings, s3: Any, ses: Any) -> Starlette:
             return Response("No such recording in your lab.", 404)
         return user, rid
 
-    def result_folder(rid: str, keys: list[str]) -> str | None:
-        summaries = sorted(k for k in keys if f"/{rid}/results/" in k and k.endswith("/" + layout.SUMMARY_NAME))
-        return summaries[-1].rsplit("/", 1)[0] + "/" if summaries else None
+    def versions(rid: str, keys: list[str]) -> list[dict]:
+        """The recording's published result versions (one per parameter set), the defaults first."""
+        out = []
+        for key in sorted(k for k in keys if f"/{rid}/results/" in k and k.endswith("/" + layout.SUMMARY_NAME)):
+            folder = key.rsplit("/", 1)[0] + "/"
+            summary = s3io.get_json(s3, settings.data_bucket, key)
+            out.append({"version": folder.rstrip("/").rsplit("/", 1)[1], "folder": folder, "summary": summary,
+                        "label": rerun.differences(summary.get("parameters", {})),
+                        "pictures": [k.rsplit("/", 1)[1] for k in keys if k.startswith(folder) and k.endswith(".png")]})
+        return sorted(out, key=lambda v: v["label"] != "defaults")
 
-    async def recording_page(request: Request) -> Response:
+    def pending_reruns(rid: str, keys: list[str], done: list[dict]) -> int:
+        """Detection versions with shards but no published result yet: reruns under way."""
+        detected = {k.split("/spikes/d=", 1)[1].split("/", 1)[0] for k in keys if f"/{rid}/spikes/d=" in k}
+        published = {v["version"].removeprefix("v=").split("-", 1)[0] for v in done}
+        return len(detected - published)
+
+    async def recording_page(request: Request, error: str | None = None, status_code: int = 200) -> Response:
         found = own_recording(request)
         if isinstance(found, Response):
             return found
         user, rid = found
         keys = lab_keys(user)
-        folder = result_folder(rid, keys)
-        summary = s3io.get_json(s3, settings.data_bucket, folder + layout.SUMMARY_NAME) if folder else None
-        pictures = [k.rsplit("/", 1)[1] for k in keys if folder and k.startswith(folder) and k.endswith(".png")]
-        return page(request, "recording.html", row=recording_row(user, rid, keys), summary=summary,
-                    downloads=[*DOWNLOADS, *pictures] if folder else [])
+        done = versions(rid, keys)
+        primary = done[0] if done else None
+        return page(request, "recording.html", status_code, error=error, row=recording_row(user, rid, keys),
+                    summary=primary["summary"] if primary else None, versions=done,
+                    downloads=[*DOWNLOADS, *primary["pictures"]] if primary else [], fields=rerun.FIELDS,
+                    pending=pending_reruns(rid, keys, done), requested=waiting_for_rerun(request, done))
+
+    def waiting_for_rerun(request: Request, done: list[dict]) -> bool:
+        """After a rerun was asked for (`?versions=N`: how many there were), until one more is published."""
+        before = request.query_params.get("versions", "")
+        return before.isdigit() and len(done) <= int(before)
+
+    async def request_rerun(request: Request) -> Response:
+        found = own_recording(request)
+        if isinstance(found, Response):
+            return found
+        user, rid = found
+        form = await request.form()
+        if not check_csrf(request, form.get("csrf")):
+            return Response("The form was out of date: reload the page and try again.", 403)
+        parsed = rerun.parse(form)
+        if isinstance(parsed, str):
+            return await recording_page(request, error=f"Not rerun: {parsed}. Correct it and submit again.",
+                                        status_code=400)
+        documents = [k for k in lab_keys(user) if k.endswith(f"/{rid}/{layout.RECORDING_NAME}")]
+        if not documents:
+            return await recording_page(request, status_code=409,
+                                        error="This recording has not been validated yet: rerun it once it is done.")
+        detection, metrics = parsed
+        publish([RerunRequested(correlation_id=rid, recording=RecordingRef(
+            tenant=user.lab, prefix=documents[0][: -len(layout.RECORDING_NAME)]),
+            detection_params=detection.model_dump(), metrics_params=metrics.model_dump(), requested_by=user.email)])
+        log.info("rerun_requested", recording_id=rid, lab=user.lab)
+        return RedirectResponse(f"/recordings/{rid}?versions={len(versions(rid, lab_keys(user)))}", 303)
 
     async def recording_file(request: Request) -> Response:
         found = own_recording(request)
@@ -206,7 +251,9 @@ def create_app(settings: WebSettings, s3: Any, ses: Any) -> Starlette:
             return found
         user, rid = found
         name = request.path_params["name"]
-        folder = result_folder(rid, lab_keys(user))
+        done = versions(rid, lab_keys(user))
+        wanted = request.query_params.get("v")
+        folder = next((v["folder"] for v in done if v["version"] == wanted or wanted is None), None)
         if folder is None or not re.fullmatch(r"[a-z0-9_]+\.(json|parquet|html|png)", name):
             return Response("No such file (the result may not be ready yet).", 404)
         url = s3.generate_presigned_url("get_object", ExpiresIn=300, Params={
@@ -245,6 +292,7 @@ def create_app(settings: WebSettings, s3: Any, ses: Any) -> Starlette:
         Route("/signin/{token}", signin_confirm), Route("/signout", signout, methods=["POST"]),
         Route("/recordings", recordings_page), Route("/recordings/{rid}", recording_page),
         Route("/recordings/{rid}/files/{name}", recording_file),
+        Route("/recordings/{rid}/rerun", request_rerun, methods=["POST"]),
         Route("/lab/invite", invite, methods=["POST"]),
         Route("/api/recordings", recordings_api),
         *upload_routes(settings, s3, api_guard),

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from neurocyte_shared.messaging.aws import is_precondition_failed
 from neurocyte_shared.storage import claims, layout, s3io
+from neurocyte_shared.storage.documents import canonical_email
 
 LINK_TTL_S = 15 * 60
 SESSION_TTL_S = 7 * 24 * 3600
@@ -31,13 +32,6 @@ SESSION_TTL_S = 7 * 24 * 3600
 
 class InvalidToken(ValueError):
     """A link or cookie that is forged, altered, expired or already used."""
-
-
-def canonical_email(email: str) -> str:
-    """One form for comparing addresses: the domain lower-cased (it is case-insensitive), the
-    local part as given (RFC 5321 lets a server tell `Ana` from `ana`)."""
-    local, _, domain = email.strip().rpartition("@")
-    return f"{local}@{domain.lower()}"
 
 
 def _b64(data: bytes) -> str:

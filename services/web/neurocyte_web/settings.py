@@ -10,6 +10,7 @@ from neurocyte_shared.messaging.config import EnvSettings
 class WebSettings(EnvSettings):
     upload_bucket: str = Field(alias="NEUROCYTE_UPLOAD_BUCKET", description="where uploads arrive")
     data_bucket: str = Field(alias="NEUROCYTE_DATA_BUCKET", description="stores, spike tables, results")
+    event_bus: str = Field(alias="NEUROCYTE_EVENT_BUS", description="the EventBridge bus events are put on")
     endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL", description="AWS endpoint (LocalStack)")
     secret: str = Field(alias="NEUROCYTE_WEB_SECRET", min_length=32,
                         description="web: the key that signs sign-in links and session cookies (32+ characters)")

@@ -70,6 +70,9 @@ class RecordingRejected(Event):
     reason: str
     uploader_email: EmailStr | None = None
     recording_name: str | None = None
+    # Which attempt at this recording id was refused, when it is not the first: a second
+    # manifest under a taken id gets its own email, not the first refusal's.
+    attempt: str | None = None
 
 
 class DuplicateUploadSkipped(Event):
@@ -86,6 +89,16 @@ class DuplicateUploadSkipped(Event):
     original_finished: bool = Field(description="the original has a published summary")
 
 
+class RerunRequested(Event):
+    """A lab member asked for a recording to be analysed again with other parameters: a new
+    result version beside the others (the chunker announces its shards again)."""
+
+    recording: RecordingRef
+    detection_params: dict[str, Any] = Field(default_factory=dict)
+    metrics_params: dict[str, Any] = Field(default_factory=dict)
+    requested_by: EmailStr
+
+
 class ShardReady(Event):
     """One time window of the recording is in the Zarr store and can be detected."""
 
@@ -95,6 +108,9 @@ class ShardReady(Event):
     n_shards: int
     start_sample: int
     stop_sample: int
+    # A rerun's parameters (None: the services' own defaults); passed on to the aggregator.
+    detection_params: dict[str, Any] | None = None
+    metrics_params: dict[str, Any] | None = None
 
 
 class ShardDetected(Event):
@@ -107,6 +123,7 @@ class ShardDetected(Event):
     n_spikes: int
     n_samples: int
     seconds: float
+    metrics_params: dict[str, Any] | None = None  # a rerun's, else the aggregator's own
 
 
 class RecordingSummarized(Event):
@@ -128,6 +145,9 @@ class RecordingSummarized(Event):
     report_key: str | None = None
     report_url: str | None = Field(None, repr=False)  # a pre-signed link: never logged
     report_url_expires_at: datetime | None = None
+    quality_notes: tuple[str, ...] = ()  # what the summary found wrong with the signal, if anything
+    version: str | None = None  # the result version (`v=<detection>-<metrics>`)
+    rerun: bool = False  # a rerun with other parameters: emailed once per version, not once per recording
 
 
 class ProcessingFailed(Event):
@@ -145,6 +165,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         RecordingValidated,
+        RerunRequested,
         RecordingRejected,
         DuplicateUploadSkipped,
         ShardReady,
@@ -174,7 +195,16 @@ class S3ObjectCreated(BaseModel):
 
     @property
     def key(self) -> str:
-        return str(self.object["key"])
+        """The object key, URL-decoded: EventBridge sends it encoded (`rec%20one`)."""
+        from urllib.parse import unquote_plus
+
+        return unquote_plus(str(self.object["key"]))
+
+    @property
+    def version_id(self) -> str | None:
+        """The version this event is about (the upload bucket is versioned), else None."""
+        v = self.object.get("version-id")
+        return str(v) if v else None
 
     @property
     def size(self) -> int:

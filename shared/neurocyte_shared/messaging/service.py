@@ -49,8 +49,8 @@ def _failure_notice(settings: Settings, stage: str):
     uploader's address comes from the recording's recording.json."""
     from neurocyte_shared.messaging.events import ProcessingFailed
     from neurocyte_shared.storage.documents import RecordingDocument
-    from neurocyte_shared.storage.layout import recording_document_key
-    from neurocyte_shared.storage.s3io import get_bytes
+    from neurocyte_shared.storage.layout import failed_key, recording_document_key
+    from neurocyte_shared.storage.s3io import get_bytes, put_json
 
     client = s3(settings)
 
@@ -61,6 +61,8 @@ def _failure_notice(settings: Settings, stage: str):
         doc = RecordingDocument.model_validate_json(
             get_bytes(client, settings.data_bucket, recording_document_key(ref.prefix))
         )
+        # For `status` and the web: "failed in <stage>: <reason>" until a retry publishes a result.
+        put_json(client, settings.data_bucket, failed_key(ref.prefix), {"stage": stage, "reason": reason})
         return [
             ProcessingFailed(
                 correlation_id=event.correlation_id,

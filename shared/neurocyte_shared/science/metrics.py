@@ -34,20 +34,21 @@ from neurocyte_shared.science.table import SpikeTable
 
 class MetricsParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    active_min_spikes_per_min: float = Field(5.0, ge=0)
-    burst_max_isi_start_s: float = Field(0.1, gt=0)
-    burst_max_isi_end_s: float = Field(0.25, gt=0)
-    burst_min_ibi_s: float = Field(0.8, ge=0)
-    burst_min_spikes: int = Field(5, ge=2)
-    burst_min_duration_s: float = Field(0.05, ge=0)
-    network_bin_s: float = Field(0.05, gt=0)
-    network_min_electrodes: int = Field(5, ge=1)
-    network_min_fraction: float = Field(0.25, ge=0, le=1)
-    network_min_sd: float = Field(3.0, ge=0)
-    sttc_lag_s: float = Field(0.025, gt=0)
-    sttc_max_electrodes: int = Field(64, ge=2)
-    noisy_rate_hz: float = Field(100.0, gt=0)
-    saturated_max_fraction: float = Field(0.001, ge=0, le=1)
+    active_min_spikes_per_min: float = Field(5.0, ge=0, description="an electrode is active with at least this rate")
+    burst_max_isi_start_s: float = Field(0.1, gt=0, description="a burst starts with spikes this close together")
+    burst_max_isi_end_s: float = Field(0.25, gt=0, description="a burst ends at a gap longer than this")
+    burst_min_ibi_s: float = Field(0.8, ge=0, description="bursts closer than this are merged")
+    burst_min_spikes: int = Field(5, ge=2, description="a burst has at least this many spikes")
+    burst_min_duration_s: float = Field(0.05, ge=0, description="a burst lasts at least this long")
+    network_bin_s: float = Field(0.05, gt=0, description="network bursts are counted in bins this long")
+    network_min_electrodes: int = Field(5, ge=1, description="a network burst involves at least this many electrodes")
+    network_min_fraction: float = Field(0.25, ge=0, le=1, description="... and at least this share of active ones")
+    network_min_sd: float = Field(3.0, ge=0, description="a network burst rises this many SD above the mean")
+    sttc_lag_s: float = Field(0.025, gt=0, description="synchrony (STTC) counts spikes within +- this lag")
+    sttc_max_electrodes: int = Field(64, ge=2, description="synchrony over pairs of this many most active electrodes")
+    noisy_rate_hz: float = Field(100.0, gt=0, description="an electrode firing above this is flagged as noisy")
+    saturated_max_fraction: float = Field(0.001, ge=0, le=1,
+                                          description="an electrode clipped for more than this share is flagged")
 
     def cache_key(self) -> str:
         import hashlib
@@ -101,11 +102,15 @@ class Synchrony(BaseModel):
     sttc_mean: float | None = Field(description="mean STTC over pairs; None with fewer than 2 active electrodes")
 
 
+FLAT_NOISE_UV = 0.01  # below this noise level a channel is constant: real electrodes have microvolts
+
+
 class Quality(BaseModel):
     model_config = ConfigDict(frozen=True)
     silent_electrodes: int
     noisy_electrodes: list[int] = Field(description="channel indices firing above noisy_rate_hz")
     saturated_electrodes: list[int] = Field([], description="channel indices clipped more than allowed")
+    flat_electrodes: list[int] = Field([], description="channel indices whose signal never leaves its baseline")
     median_noise_uv: float | None = None
     notes: list[str]
 
@@ -332,6 +337,13 @@ def summarize(
         high = int((noise_uv > 3 * med).sum())
         if high:
             notes.append(f"{high} electrodes have over 3x the median noise ({med:.1f} uV)")
+    flat = [int(i) for i in np.flatnonzero(noise_uv < FLAT_NOISE_UV)] if noise_uv is not None else []
+    if flat and len(flat) == n_channels:
+        notes.insert(0, "The signal is flat: no electrode ever leaves its baseline (a file of zeros, or nothing was "
+                        "connected). There is nothing to analyse: check the recording.")
+    elif flat:
+        notes.append(f"{len(flat)} electrodes never leave the converter's baseline (a constant signal: "
+                     "disconnected or switched off)")
     saturated: list[int] = []
     if saturated_samples is not None and n_samples > 0:
         saturated = [int(i) for i in np.flatnonzero(
@@ -340,6 +352,7 @@ def summarize(
             notes.append(f"{len(saturated)} electrodes are clipped (> {100 * params.saturated_max_fraction:g} % of "
                          "samples at the converter's limits): check the gain or the reference")
     quality = Quality(silent_electrodes=silent, noisy_electrodes=noisy, saturated_electrodes=saturated,
+                      flat_electrodes=flat,
                       median_noise_uv=float(np.median(noise_uv)) if noise_uv is not None and noise_uv.size else None,
                       notes=notes)
     return Summary(

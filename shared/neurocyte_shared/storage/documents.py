@@ -22,6 +22,24 @@ class ManifestFile(BaseModel):
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
+MAX_FILES = 64  # a recording is a few files; thousands would cost ingest a request each
+
+
+def canonical_email(email: str) -> str:
+    """The one form an address is compared, filtered and sent in: the domain lower-cased (it
+    is case-insensitive), the local part as given (a mail server may tell `Ana` from `ana`)."""
+    local, _, domain = email.strip().rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def printable_line(value: str) -> bool:
+    """One line of visible text: no control, format (bidi overrides, zero-width), line or
+    paragraph separator characters, which would break or disguise an email subject."""
+    import unicodedata
+
+    return bool(value.strip()) and not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value)
+
+
 class UploadManifest(BaseModel):
     """`uploads/<tenant>/<recording_id>/manifest.json`, written after every data file."""
 
@@ -30,7 +48,7 @@ class UploadManifest(BaseModel):
     schema_version: Literal[1] = 1
     uploader_email: EmailStr
     recording_name: str | None = Field(None, max_length=120)
-    files: tuple[ManifestFile, ...] = Field(min_length=1)
+    files: tuple[ManifestFile, ...] = Field(min_length=1, max_length=MAX_FILES)
     created_at: datetime | None = None
     # Process even if the tenant uploaded the same content before (e.g. after a failure).
     reprocess: bool = False
@@ -38,10 +56,15 @@ class UploadManifest(BaseModel):
     @field_validator("recording_name")
     @classmethod
     def _printable(cls, v: str | None) -> str | None:
-        # It ends up in an email subject and a web page: no line breaks or control characters.
-        if v is not None and (not v.strip() or any(ord(c) < 32 or ord(c) == 127 for c in v)):
-            raise ValueError("recording_name must be printable text on one line")
+        # It ends up in an email subject and a web page.
+        if v is not None and not printable_line(v):
+            raise ValueError("recording_name must be printable text on one line (no control or format characters)")
         return v
+
+    @field_validator("uploader_email")
+    @classmethod
+    def _canonical(cls, v: str) -> str:
+        return canonical_email(str(v))
 
     def check_names(self) -> None:
         for f in self.files:
@@ -62,3 +85,8 @@ class RecordingDocument(BaseModel):
     info: RecordingInfo
     stream: str | None = None  # which recording of a multi-recording file (a MaxWell well, an NWB series)
     upload_id: str | None = None  # the upload it came from, when one upload made several recordings
+    # The versions ingest validated, by key: every later read names them, so what is analysed
+    # is what was validated, whatever is written over the upload meanwhile.
+    upload_versions: dict[str, str] = Field(default_factory=dict)
+    # The SHA-256 the manifest claimed, by key: the chunker compares it with what it read.
+    claimed_sha256: dict[str, str] = Field(default_factory=dict)

@@ -3,7 +3,8 @@
 uploads bucket:  uploads/<tenant>/<recording_id>/<file>...   and  .../manifest.json (last)
 data bucket:     recordings/tenant=<t>/date=<YYYY-MM-DD>/<recording_id>/
                      recording.json        what ingest validated (metadata, uploader)
-                     rejected.json         why ingest refused (instead of everything below)
+                     rejected.json         why it was refused (ingest, or a changed upload later)
+                     failed.json           a stage gave up on it (dead-lettered), and why
                      raw.zarr/             the recording, sharded Zarr v3
                      noise/<hash>.json     per-channel noise for one set of detection params
                      spikes/d=<detection>/shard-NNNNN.parquet   per detection parameter set
@@ -12,6 +13,8 @@ data bucket:     recordings/tenant=<t>/date=<YYYY-MM-DD>/<recording_id>/
                          summary.json                           last, once (conditional write):
                                                                 its presence publishes the version
                      templates/<hash>.npz  spike templates for peeling, same key
+                 upload-claims/tenant=<t>/<recording_id>.json   the manifest that took the id
+                 refused-uploads/<hash>.json   a key ingest could not parse, and why
                  fingerprints/tenant=<t>/<sha256>.json   the first upload of each content
                      (recognises the same files uploaded again)
                  web/users/<hash of address>.json, web/labs/<lab>.json, web/sessions/<id>.json,
@@ -57,6 +60,24 @@ def parse_manifest_key(key: str) -> tuple[str, str] | None:
     return check_segment(parts[1], "tenant"), check_segment(parts[2], "recording id")
 
 
+def parse_upload_key(key: str) -> tuple[str, str, str] | None:
+    """'uploads/<tenant>/<recording_id>/<file>' -> (tenant, recording_id, file); None for keys
+    outside uploads/. UnsafeKey, with a sentence a person can act on, for any other shape."""
+    if not key.startswith("uploads/"):
+        return None
+    parts = key.split("/")
+    if len(parts) != 4:
+        raise UnsafeKey(f"{key!r} is not uploads/<tenant>/<recording id>/<file>: put each file directly in its "
+                        "recording's folder")
+    _, tenant, recording_id, name = parts
+    check_segment(tenant, "tenant")
+    check_segment(recording_id, "recording id")
+    check_segment(name, "file name")
+    if name.lower() == MANIFEST_NAME and name != MANIFEST_NAME:
+        raise UnsafeKey(f"{name!r}: the manifest must be named {MANIFEST_NAME} (lower case)")
+    return tenant, recording_id, name
+
+
 def recording_prefix(tenant: str, date: str, recording_id: str) -> str:
     return f"recordings/tenant={tenant}/date={date}/{recording_id}/"
 
@@ -90,6 +111,29 @@ def tenant_for_email(email: str) -> str:
     """Default tenant of an uploader: their address as a safe key segment."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", email.lower()).strip("-")
     return slug[:128] or "anonymous"
+
+
+def upload_claim_key(tenant: str, recording_id: str) -> str:
+    """Which manifest took a recording id: one recording id, one upload."""
+    return f"upload-claims/tenant={check_segment(tenant, 'tenant')}/{check_segment(recording_id, 'recording id')}.json"
+
+
+def refused_upload_key(upload_key: str) -> str:
+    """Why ingest refused a key it cannot even parse (kept for `status`)."""
+    import hashlib
+
+    return f"{REFUSED_UPLOADS}{hashlib.sha256(upload_key.encode()).hexdigest()[:24]}.json"
+
+
+REFUSED_UPLOADS = "refused-uploads/"
+
+
+def failed_key(prefix: str) -> str:
+    """Why a stage gave up on the recording (its message was dead-lettered)."""
+    return f"{prefix}{FAILED_NAME}"
+
+
+FAILED_NAME = "failed.json"
 
 
 def recording_document_key(prefix: str) -> str:

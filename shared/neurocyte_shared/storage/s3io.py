@@ -57,13 +57,18 @@ def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
 
 
 class S3Opener:
-    """opener(name) -> a seekable file-like object over s3://bucket/prefix+name (ranged reads)."""
+    """opener(name) -> a seekable file-like object over s3://bucket/prefix+name (ranged reads).
+    With `versions` (key -> version id), each file is read at its pinned version (storage/pins.py)."""
 
-    def __init__(self, bucket: str, prefix: str, block_size: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, bucket: str, prefix: str, block_size: int = 8 * 1024 * 1024,
+                 versions: dict[str, str] | None = None) -> None:
         import s3fs
 
-        self._fs = s3fs.S3FileSystem(**s3fs_options())
+        self._versions = {k: v for k, v in (versions or {}).items() if v and v != "null"}
+        self._fs = s3fs.S3FileSystem(version_aware=bool(self._versions), **s3fs_options())
         self._bucket, self._prefix, self._block = bucket, prefix, block_size
 
     def __call__(self, name: str) -> BinaryIO:
-        return self._fs.open(f"{self._bucket}/{self._prefix}{name}", "rb", block_size=self._block)
+        key = self._prefix + name
+        version = {"version_id": self._versions[key]} if key in self._versions else {}
+        return self._fs.open(f"{self._bucket}/{key}", "rb", block_size=self._block, **version)

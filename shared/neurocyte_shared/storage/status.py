@@ -60,13 +60,29 @@ def status_of(s3, outputs: dict[str, str], tenant: str, recording_id: str,
         shard = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
         n_shards = math.ceil(n_samples / shard)
         written = sum(1 for n in names if n.startswith("raw.zarr/c/"))
-        detected = sum(1 for n in names if n.startswith("spikes/d=") and "/shard-" in n)
+        per_version: dict[str, int] = {}  # a rerun detects the same shards again, as another version
+        for n in names:
+            if n.startswith("spikes/d=") and "/shard-" in n:
+                per_version[n.split("/", 2)[1]] = per_version.get(n.split("/", 2)[1], 0) + 1
+        detected = max(per_version.values(), default=0)
         if detected:
             st = RecordingStatus(recording_id, tenant, "detecting", f"{detected}/{n_shards} shards")
         else:
             st = RecordingStatus(recording_id, tenant, "chunking", f"{written}/{n_shards} shards written")
-    if any(n.startswith("results/") and n.endswith("/summary.json") for n in names):
+    summarized = any(n.startswith("results/") and n.endswith("/summary.json") for n in names)
+    if summarized:
         st = RecordingStatus(recording_id, tenant, "summarized", "sending the email")
-    if sent:
+    kinds = {k.rsplit("/", 1)[1].split("-", 1)[0].removesuffix(".json") for k in sent}
+    if layout.FAILED_NAME in names and not summarized:  # a stage gave up, and no retry has finished since
+        failed = s3io.get_json(s3, data, layout.failed_key(prefix))
+        told = "; the uploader was emailed" if "failure" in kinds else ""
+        return RecordingStatus(recording_id, tenant, f"failed in {failed['stage']}",
+                               f"{failed['reason']} (kept for a retry{told})", failed=True)
+    if kinds - {"failure"}:
         st = RecordingStatus(recording_id, tenant, "emailed", "done", done=True)
     return st
+
+
+def refused_keys(s3, data_bucket: str) -> list[dict]:
+    """Upload keys ingest could not parse, with why (`layout.refused_upload_key`)."""
+    return [s3io.get_json(s3, data_bucket, k) for k in s3io.list_keys(s3, data_bucket, layout.REFUSED_UPLOADS)]

@@ -71,7 +71,8 @@
   const base = (file) => `/api/uploads/${encodeURIComponent(file.meta.rid)}/multipart`;
   uppy.use(Uppy.AwsS3, {
     shouldUseMultipart: () => true,
-    limit: 4,
+    limit: 4, // parts in flight, as `neurocyte submit` (boto3: 4 threads of 16 MiB parts)
+    getChunkSize: (file) => Math.max(16 * 1024 * 1024, Math.ceil(file.size / 10000)),
     createMultipartUpload: (file) => api("POST", base(file), { filename: file.name }),
     signPart: (file, { uploadId, key, partNumber, body }) =>
       api("GET", `${base(file)}/sign?` + new URLSearchParams({ uploadId, key, partNumber, size: body.size })),
@@ -123,6 +124,5 @@
   async function refresh() {
     try { render((await api("GET", "/api/recordings")).recordings); } catch (e) { /* the next poll tries again */ }
   }
-  document.querySelectorAll("time").forEach((t) => { t.textContent = when(t.dateTime); });
   setInterval(refresh, 3000);
 })();
