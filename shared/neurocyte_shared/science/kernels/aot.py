@@ -75,9 +75,8 @@ def _cpu() -> bytes:
 
 def module_name() -> str:
     """The compiled module's name for the current sources and CPU."""
-    digest = hashlib.sha256(
-        (_HERE / "jit.py").read_bytes() + (_HERE / "codes.py").read_bytes() + Path(__file__).read_bytes() + _cpu()
-    ).hexdigest()
+    sources = b"".join((_HERE / f).read_bytes() for f in ("jit.py", "jit_peaks.py", "_numba.py", "codes.py"))
+    digest = hashlib.sha256(sources + Path(__file__).read_bytes() + _cpu()).hexdigest()
     return _PREFIX + digest[:16]
 
 

@@ -1,4 +1,5 @@
-"""Compiled inner loops of the detector (numba), for speed per core.
+"""Compiled inner loops of the detector (numba), for speed per core: here filtering, the
+common reference and the noise; peaks and peeling in jit_peaks.py (re-exported here).
 
 Why numba: the hot path is an IIR filter run forward and backward, a median across channels
 per sample and a local-extreme test; numpy/scipy do each as a separate pass over memory
@@ -13,10 +14,9 @@ runs them in threads over one memory map.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
+from neurocyte_shared.science.kernels._numba import njit
 from neurocyte_shared.science.kernels.codes import (  # noqa: F401
     REF_MEAN,
     REF_MEDIAN,
@@ -26,23 +26,8 @@ from neurocyte_shared.science.kernels.codes import (  # noqa: F401
     SIGN_POS,
 )
 
-
-def _skip_numba_blas_probe() -> None:
-    """Numba probes for BLAS when its numpy support loads (at the first kernel call) by
-    importing scipy.linalg: ~0.3 s of every command's start-up. These kernels use no linear
-    algebra, so the probe is made to fail fast, once; scipy.linalg stays importable for
-    everyone else. (Numba jitted code in this process then has no np.dot: none is used.)"""
-    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
-        return
-    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]
-    try:
-        import numba.np.arraymath  # noqa: F401
-    finally:
-        del sys.modules["scipy.linalg"]
-
-
-_skip_numba_blas_probe()
-from numba import njit  # noqa: E402
+# The detection kernels live in jit_peaks.py; here, as one module, for load() and the AOT build.
+from neurocyte_shared.science.kernels.jit_peaks import find_peaks, peel, subtracted_at  # noqa: F401
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -282,207 +267,3 @@ def median_abs_deviation(x, out):
             for t in range(n_t):
                 col[t] = abs(col[t] - med)
             out[c0 + j] = _median(col, n_t, gathered, sample)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _score(v, sign):
-    if sign == SIGN_NEG:
-        return -v
-    if sign == SIGN_POS:
-        return v
-    return abs(v)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _beaten_on_channel(x, t, c, s, sign, u0, u1):
-    """Channel c beats score s somewhere in samples [u0, u1) (the first of equal values wins)."""
-    for u in range(u0, u1):
-        su = _score(x[u, c], sign)
-        if su > s or (su == s and u < t):
-            return True
-    return False
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _beaten_by_neighbour(x, c, s, sign, v0, v1, neighbours, n_neighbours):
-    """A neighbour of c has a peak of its own in samples [v0, v1) that beats score s (a tie
-    goes to the lower channel). Only the neighbour's local extremes count, not the flank of a
-    spike whose extreme lies outside the window (another spike)."""
-    n_t = x.shape[0]
-    for k in range(n_neighbours[c]):
-        m = neighbours[c, k]
-        if m == c:
-            continue
-        for u in range(v0, v1):
-            su = _score(x[u, m], sign)
-            if (su > s or (su == s and m < c)) and (u == 0 or su >= _score(x[u - 1, m], sign)) and (
-                    u == n_t - 1 or su >= _score(x[u + 1, m], sign)):
-                return True
-    return False
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _after_wave(x, t, big, sign, e0, channels, n):
-    """Some channel of channels[:n] reaches score `big` in samples [e0, t)."""
-    for k in range(n):
-        m = channels[k]
-        for u in range(e0, t):
-            if _score(x[u, m], sign) >= big:
-                return True
-    return False
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _row_crosses(x, t, threshold, sign, n_c):
-    """Some channel of row t is beyond its threshold. Most rows have none: this branch-free
-    test over the row vectorises, and spares them the per-channel loop."""
-    hit = 0
-    if sign == SIGN_NEG:
-        for c in range(n_c):
-            hit |= -x[t, c] > threshold[c]
-    elif sign == SIGN_POS:
-        for c in range(n_c):
-            hit |= x[t, c] > threshold[c]
-    else:
-        for c in range(n_c):
-            hit |= abs(x[t, c]) > threshold[c]
-    return hit != 0
-
-
-@njit(cache=True, nogil=True)
-def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, stop, neighbours, n_neighbours):
-    """Peaks of x (samples x channels, float32) in samples [start, stop):
-    - above threshold[c] in the sign's direction;
-    - the extreme within +-half samples on their channel (the first of equal values wins);
-    - not beaten by a local extreme of any neighbour within +-spatial_half samples (a tie
-      goes to the lower channel): one spike seen on several electrodes is one peak, on its
-      peak channel, while a spike beside the flank of a larger one that peaks outside the
-      window is kept;
-    - not an after-wave: no value echo_ratio times larger on the channel or a neighbour in
-      the `echo` samples before (a large spike's slow recovery phase crosses the threshold
-      again 1-3 ms later; 0 disables).
-    Returns (sample, channel) arrays sorted by sample then channel."""
-    n_t, n_c = x.shape
-    cap = 1024
-    ts = np.empty(cap, np.int64)
-    cs = np.empty(cap, np.int32)
-    n = 0
-    for t in range(start, stop):
-        if not _row_crosses(x, t, threshold, sign, n_c):
-            continue
-        u0 = max(0, t - half)
-        u1 = min(n_t, t + half + 1)
-        v0 = max(0, t - spatial_half)
-        v1 = min(n_t, t + spatial_half + 1)
-        e0 = max(0, t - echo)
-        for c in range(n_c):
-            s = _score(x[t, c], sign)
-            if s <= threshold[c]:
-                continue
-            if _beaten_on_channel(x, t, c, s, sign, u0, u1):
-                continue
-            if _beaten_by_neighbour(x, c, s, sign, v0, v1, neighbours, n_neighbours):
-                continue
-            # checked last: few candidates get this far
-            if echo > 0 and _after_wave(x, t, s * echo_ratio, sign, e0, neighbours[c], n_neighbours[c]):
-                continue
-            if n == cap:
-                cap *= 2
-                ts2 = np.empty(cap, np.int64)
-                cs2 = np.empty(cap, np.int32)
-                ts2[:n] = ts[:n]
-                cs2[:n] = cs[:n]
-                ts, cs = ts2, cs2
-            ts[n] = t
-            cs[n] = c
-            n += 1
-    return ts[:n].copy(), cs[:n].copy()
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _fit(x, s0, templates, support, n_support, j, tt, f0, f1, fit_channels, a_min, a_max):
-    """(energy removed, amplitude) of template j placed at sample s0 of x; (0, 0) if it
-    does not fit inside x."""
-    if tt <= 0.0 or s0 < 0 or s0 + templates.shape[1] > x.shape[0]:
-        return 0.0, 0.0
-    m = min(n_support[j], fit_channels)
-    dot = 0.0
-    for u in range(f0, f1):
-        for q in range(m):
-            dot += x[s0 + u, support[j, q]] * templates[j, u, q]
-    a = min(max(dot / tt, a_min), a_max)
-    return 2.0 * a * dot - a * a * tt, a
-
-
-@njit(cache=True, nogil=True)
-def peel(x, times, channels, templates, support, n_support, first, cand, before, shift, a_min, a_max,
-         fit_before, fit_after, fit_channels, placed_start, placed_template, placed_amplitude):
-    """Subtract from x (samples x channels, float32, in place) each spike (times[i],
-    channels[i]), in the order given, as the template that removes the most energy: the
-    candidates are cand[first[c]:first[c + 1]] for peak channel c, each tried at the spike's
-    sample (the best one then also +-shift samples) and scaled by its least-squares amplitude clipped to [a_min, a_max].
-    templates[j] is (width x max support), its sample `before` on the peak, over channels
-    support[j, :n_support[j]] (nearest first). The fit looks at samples before-fit_before to
-    before+fit_after of the first fit_channels channels (where a spike has its energy: the
-    cost per spike is what limits speed); the whole template is subtracted. A spike whose
-    window leaves x, or whose channel has no template, is left as it is (placed_template -1);
-    otherwise placed_start/template/amplitude[i] say what was subtracted where (for
-    `subtracted_at`, cheaper than keeping a copy of x)."""
-    width = templates.shape[1]
-    n_tmpl = templates.shape[0]
-    f0 = max(0, before - fit_before)
-    f1 = min(width, before + fit_after + 1)
-    energy = np.zeros(n_tmpl)
-    for j in range(n_tmpl):
-        for u in range(f0, f1):
-            for q in range(min(n_support[j], fit_channels)):
-                energy[j] += templates[j, u, q] * templates[j, u, q]
-    for i in range(times.shape[0]):
-        c = channels[i]
-        best_gain = 0.0
-        best_j = -1
-        best_s = 0
-        best_a = 0.0
-        # the template first, at the spike's sample; then the shift, for that template only
-        for k in range(first[c], first[c + 1]):
-            j = cand[k]
-            gain, a = _fit(x, times[i] - before, templates, support, n_support, j, energy[j], f0, f1, fit_channels,
-                           a_min, a_max)
-            if gain > best_gain:
-                best_gain, best_j, best_s, best_a = gain, j, times[i] - before, a
-        if best_j >= 0:
-            s_mid = best_s
-            for d in range(-shift, shift + 1):
-                if d != 0:
-                    gain, a = _fit(x, s_mid + d, templates, support, n_support, best_j, energy[best_j], f0, f1,
-                                   fit_channels, a_min, a_max)
-                    if gain > best_gain:
-                        best_gain, best_s, best_a = gain, s_mid + d, a
-        placed_template[i] = best_j
-        if best_j < 0:
-            continue
-        a32 = np.float32(best_a)
-        placed_start[i] = best_s
-        placed_amplitude[i] = a32
-        for u in range(width):
-            for q in range(n_support[best_j]):
-                v = a32 * templates[best_j, u, q]
-                x[best_s + u, support[best_j, q]] -= v
-
-
-@njit(cache=True, nogil=True)
-def subtracted_at(t, c, starts, which, amplitudes, templates, support, n_support):
-    """For each point (t[i], c[i]): the sum of what `peel` subtracted there, from its
-    placements (starts sorted ascending, with their templates and amplitudes)."""
-    width = templates.shape[1]
-    out = np.zeros(t.shape[0], np.float32)
-    for i in range(t.shape[0]):
-        k = np.searchsorted(starts, t[i] - width + 1)  # the first placement that reaches t[i]
-        while k < starts.shape[0] and starts[k] <= t[i]:
-            j = which[k]
-            for q in range(n_support[j]):
-                if support[j, q] == c[i]:
-                    out[i] += amplitudes[k] * templates[j, t[i] - starts[k], q]
-                    break
-            k += 1
-    return out
