@@ -188,3 +188,38 @@ def test_links_sessions_and_uploads_are_guarded(stack):
     # Signing out revokes the session.
     assert alice.post(f"{web}/signout", data={"csrf": alice_csrf}, allow_redirects=False).status_code == 303
     assert alice.get(f"{web}/api/recordings").status_code == 401
+
+
+def test_an_invited_colleague_sees_the_labs_recordings_and_nobody_else_does(stack):
+    from .conftest import wait_for
+
+    web, tag = L.web_url(), uuid.uuid4().hex[:6]
+    alice, csrf = _session(stack, f"alice3-{tag}@lab.org")
+    carol = f"carol3-{tag}@lab.org"
+    invited = alice.post(f"{web}/lab/invite", data={"csrf": csrf, "email": carol}, allow_redirects=False)
+    assert invited.status_code == 303
+    # Alice uploads through the page's API, as Uppy does: presigned parts straight to S3, the manifest last.
+    headers, files = {"x-csrf-token": csrf}, {"tiny.bin": bytes(64), "tiny.json": b"{}"}
+    started = alice.post(f"{web}/api/uploads", headers=headers,
+                         json={"files": [{"name": n, "size": len(b)} for n, b in files.items()]}).json()
+    rid = started["recording_id"]
+    for name, body in files.items():
+        created = alice.post(f"{web}/api/uploads/{rid}/multipart", json={"filename": name}, headers=headers).json()
+        where = {"key": created["key"], "uploadId": created["uploadId"]}
+        signed = alice.get(f"{web}/api/uploads/{rid}/multipart/sign", params={**where, "partNumber": 1,
+                                                                              "size": len(body)}).json()
+        put = requests.put(signed["url"], data=body)
+        assert put.ok, put.text
+        done = alice.post(f"{web}/api/uploads/{rid}/multipart/complete", params=where, headers=headers,
+                          json={"parts": [{"PartNumber": 1, "ETag": put.headers["ETag"]}]})
+        assert done.ok
+    assert alice.post(f"{web}/api/uploads/{rid}/manifest", json={"name": "tiny", "files": list(files)},
+                      headers=headers).ok
+    colleague, _ = _session(stack, carol)
+    assert rid in [r["id"] for r in colleague.get(f"{web}/api/recordings").json()["recordings"]]
+    outsider, _ = _session(stack, f"dave-{tag}@elsewhere.org")
+    assert rid not in [r["id"] for r in outsider.get(f"{web}/api/recordings").json()["recordings"]]
+    # The sidecar is not a recording's: the refusal shows in the lab's list with its reason.
+    row = wait_for(lambda: [r for r in colleague.get(f"{web}/api/recordings").json()["recordings"]
+                            if r["id"] == rid and r["failed"]], 90, "the refusal in the list")
+    assert row[0]["stage"].startswith("rejected") and "tiny.json" in row[0]["detail"]

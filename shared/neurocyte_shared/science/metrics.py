@@ -6,16 +6,22 @@ every threshold is a `MetricsParams` field with its default, and the summary sta
 - active electrode: at least `active_min_spikes_per_min` spikes per minute (default 5);
 - mean firing rate: over all electrodes; weighted mean firing rate: over active electrodes
   only (Axion's names);
-- single-electrode bursts, max-interval method: a burst starts at an inter-spike interval
-  <= `burst_max_isi_start_s` (0.1 s), continues while intervals are <= `burst_max_isi_end_s`
-  (0.25 s); bursts closer than `burst_min_ibi_s` (0.8 s) are merged; bursts with fewer than
-  `burst_min_spikes` (5) spikes or shorter than `burst_min_duration_s` (0.05 s) are dropped;
+- single-electrode bursts (`burst_method`, default "surprise"): candidates by the max-interval
+  method (a burst starts at an inter-spike interval <= `burst_max_isi_start_s`, 0.1 s,
+  continues while intervals are <= `burst_max_isi_end_s`, 0.25 s; bursts closer than
+  `burst_min_ibi_s`, 0.8 s, are merged; fewer than `burst_min_spikes`, 5, spikes or shorter
+  than `burst_min_duration_s`, 0.05 s, are dropped), each kept only when it is surprising for
+  the electrode's own rate: its Poisson surprise -ln P(N >= n spikes in its duration | the
+  electrode's mean rate) is at least `burst_min_surprise` (10; Legendy & Salcman 1985). Fixed
+  intervals alone call irregular (Poisson) firing bursts; the surprise adapts to each electrode.
+  `burst_method="max_interval"` gives the fixed rule alone, as Axion's NMT computes it;
 - network bursts: time in `network_bin_s` bins (0.05 s); a bin is part of a network burst
   when at least `network_min_electrodes` (5) active electrodes, at least
-  `network_min_fraction` (0.25) of the active electrodes, and more than the mean number of
-  electrodes per bin plus `network_min_sd` (3) standard deviations fire in it (the last rule
-  keeps busy but independent electrodes from making bursts by chance); consecutive such bins
-  form one network burst (EPA-style network spikes, merged);
+  `network_min_fraction` (0.25) of the active electrodes, more than the mean number of
+  electrodes per bin plus `network_min_sd` (3) standard deviations, and as many as
+  independent electrodes with the same rates would reach in some bin of the recording only
+  with probability `network_max_chance` (0.01) fire in it; consecutive such bins form one network
+  burst (EPA-style network spikes, merged);
 - synchrony: the spike time tiling coefficient (STTC, Cutts & Eglen 2014) at lag
   `sttc_lag_s` (0.025 s), averaged over all pairs of the `sttc_max_electrodes` (64) most
   active electrodes; 1 for identical trains, about 0 for independent ones;
@@ -25,6 +31,8 @@ every threshold is a `MetricsParams` field with its default, and the summary sta
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,10 +48,16 @@ class MetricsParams(BaseModel):
     burst_min_ibi_s: float = Field(0.8, ge=0, description="bursts closer than this are merged")
     burst_min_spikes: int = Field(5, ge=2, description="a burst has at least this many spikes")
     burst_min_duration_s: float = Field(0.05, ge=0, description="a burst lasts at least this long")
+    burst_method: Literal["surprise", "max_interval"] = Field(
+        "surprise", description="surprise: max-interval bursts kept only when surprising for the electrode's rate; "
+                                "max_interval: the fixed rule alone (Axion)")
+    burst_min_surprise: float = Field(10.0, gt=0, description="a burst's Poisson surprise, -ln P, is at least this")
     network_bin_s: float = Field(0.05, gt=0, description="network bursts are counted in bins this long")
     network_min_electrodes: int = Field(5, ge=1, description="a network burst involves at least this many electrodes")
     network_min_fraction: float = Field(0.25, ge=0, le=1, description="... and at least this share of active ones")
     network_min_sd: float = Field(3.0, ge=0, description="a network burst rises this many SD above the mean")
+    network_max_chance: float = Field(0.01, gt=0, le=1, description="independent electrodes with the same rates "
+                                      "would make one network burst anywhere in the recording with this probability")
     sttc_lag_s: float = Field(0.025, gt=0, description="synchrony (STTC) counts spikes within +- this lag")
     sttc_max_electrodes: int = Field(64, ge=2, description="synchrony over pairs of this many most active electrodes")
     noisy_rate_hz: float = Field(100.0, gt=0, description="an electrode firing above this is flagged as noisy")
@@ -172,8 +186,77 @@ def max_interval_bursts(times_s: np.ndarray, p: MetricsParams) -> tuple[np.ndarr
     return starts[keep].astype(np.int64), ends[keep].astype(np.int64)
 
 
-def _burst_metrics(times_s: np.ndarray, duration_s: float, p: MetricsParams) -> dict:
+def poisson_surprise(n_spikes: np.ndarray, span_s: np.ndarray, rate_hz: float) -> np.ndarray:
+    """-ln P(at least n spikes in a span | Poisson firing at rate_hz), per (n, span). Where P is
+    below floating point (a dense burst), from the tail's leading terms instead, so that longer
+    and denser runs still rank higher."""
+    from scipy.special import gammainc, gammaln  # P(N >= n | lam) = the regularized lower incomplete gamma
+
+    n = np.asarray(n_spikes, np.float64)
+    lam = np.maximum(rate_hz * np.asarray(span_s, np.float64), 1e-300)
+    tail = gammainc(n, lam)
+    out = -np.log(np.maximum(tail, 1e-300))
+    tiny = tail <= 1e-280
+    if tiny.any():  # P ~ pmf(n) / (1 - lam / (n + 1)) when n is far above lam
+        n_t, lam_t = n[tiny], lam[tiny]
+        out[tiny] = lam_t - n_t * np.log(lam_t) + gammaln(n_t + 1) + np.log1p(-np.minimum(lam_t / (n_t + 1), 0.999))
+    return out
+
+
+SURPRISE_MAX_SPIKES = 256  # the longest burst the surprise search considers (bounds its cost)
+
+
+def bursts(times_s: np.ndarray, duration_s: float, p: MetricsParams) -> tuple[np.ndarray, np.ndarray]:
+    """Bursts of one spike train by `p.burst_method`: (first, last) spike index of each.
+    "surprise": within each max-interval candidate (which irregular firing around a burst can
+    stretch), the most surprising run of spikes is the burst if its surprise reaches the
+    threshold; what is left on either side is searched again (Legendy & Salcman's trimming)."""
     starts, ends = max_interval_bursts(times_s, p)
+    if p.burst_method == "max_interval" or starts.size == 0:
+        return starts, ends
+    rate = times_s.size / duration_s
+    found: list[tuple[int, int]] = []
+    segments = list(zip(starts.tolist(), ends.tolist()))
+    while segments:
+        a, z = segments.pop()
+        best = _most_surprising(times_s, a, z, rate, p)
+        if best is None:
+            continue
+        i, j = best
+        found.append((i, j))
+        segments += [(a, i - 1), (j + 1, z)]
+    found.sort()
+    return np.array([f[0] for f in found], np.int64), np.array([f[1] for f in found], np.int64)
+
+
+def _most_surprising(t: np.ndarray, a: int, z: int, rate: float, p: MetricsParams) -> tuple[int, int] | None:
+    """The run of spikes a..z (inclusive) with the highest Poisson surprise among those of at
+    least burst_min_spikes spikes and burst_min_duration_s, if it reaches burst_min_surprise."""
+    k = z - a + 1
+    if k < p.burst_min_spikes:
+        return None
+    # A bound first: no run has more than k spikes, nor a shorter span than the densest run of
+    # burst_min_spikes; when even that is not surprising enough, nothing here is (most segments).
+    m = p.burst_min_spikes
+    densest = max(float((t[a + m - 1 : z + 1] - t[a : z - m + 2]).min()), p.burst_min_duration_s)
+    if poisson_surprise(np.array([k]), np.array([densest]), rate)[0] < p.burst_min_surprise:
+        return None
+    length = np.arange(p.burst_min_spikes, min(k, SURPRISE_MAX_SPIKES) + 1)
+    first, which = np.nonzero(np.arange(k)[:, None] + length[None, :] <= k)  # runs that fit in a..z
+    i = a + first
+    j = i + length[which] - 1
+    span = t[j] - t[i]
+    ok = span >= p.burst_min_duration_s
+    if not ok.any():
+        return None
+    i, j, span = i[ok], j[ok], span[ok]
+    surprise = poisson_surprise(j - i + 1, span, rate)
+    best = int(np.argmax(surprise))
+    return (int(i[best]), int(j[best])) if surprise[best] >= p.burst_min_surprise else None
+
+
+def _burst_metrics(times_s: np.ndarray, duration_s: float, p: MetricsParams) -> dict:
+    starts, ends = bursts(times_s, duration_s, p)
     if starts.size == 0:
         return {}
     durations = times_s[ends] - times_s[starts]
@@ -205,7 +288,7 @@ def network_bursts(times_s: np.ndarray, channels: np.ndarray, active: np.ndarray
     pairs = np.unique(b * n_ch + ch)  # (bin, electrode) that fired, once each
     electrodes_per_bin = np.bincount(pairs // n_ch, minlength=n_bins)
     chance = electrodes_per_bin.mean() + p.network_min_sd * electrodes_per_bin.std()
-    threshold = max(threshold, int(np.floor(chance)) + 1)
+    threshold = max(threshold, int(np.floor(chance)) + 1, _independent_threshold(t, ch, active, duration_s, n_bins, p))
     empty = NetworkMetrics(count=0, rate_per_min=0.0, mean_duration_s=None, mean_participating_electrodes=None,
                            min_electrodes_per_bin=threshold, bursts=[])
     if t.size == 0 or n_active < threshold:
@@ -235,6 +318,21 @@ def network_bursts(times_s: np.ndarray, channels: np.ndarray, active: np.ndarray
         bursts=[NetworkBurst(start_s=float(s), end_s=float(e), electrodes=int(n), spikes=int(k))
                 for s, e, n, k in zip(starts[:1000], ends[:1000], electrodes[:1000], spikes_per[:1000])],
     )
+
+
+def _independent_threshold(t: np.ndarray, ch: np.ndarray, active: np.ndarray, duration_s: float, n_bins: int,
+                           p: MetricsParams) -> int:
+    """The fewest electrodes per bin that independent trains with these rates reach, in any of
+    the recording's bins, with probability below `network_max_chance`: the exact distribution
+    of the number of electrodes firing in a bin (a Poisson-binomial: each electrode fires in a
+    bin with 1 - exp(-rate x bin)), Bonferroni over the bins."""
+    rates = np.bincount(ch, minlength=active.size)[active] / max(duration_s, 1e-9)
+    dist = np.ones(1)
+    for q in 1.0 - np.exp(-rates * p.network_bin_s):
+        dist = np.convolve(dist, (1.0 - q, q))
+    tail = np.cumsum(dist[::-1])[::-1]  # tail[c] = P(at least c electrodes fire in a bin)
+    rare = np.flatnonzero(tail <= p.network_max_chance / max(n_bins, 1))
+    return int(rare[0]) if rare.size else int(active.sum()) + 1
 
 
 # ------------------------------------------------------------------ synchrony

@@ -1,0 +1,95 @@
+"""The metrics against known answers (a benchmark of accuracy, not a test): irregular firing,
+planted bursts, tonic firing, independent and planted network bursts; the default burst rule
+("surprise") beside the fixed max-interval rule. Prints a table (the README's) and writes
+benchmarks/results/metrics-accuracy-<time>.json.
+
+    .venv/bin/python benchmarks/metrics_accuracy.py"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from neurocyte_shared.science.metrics import MetricsParams, bursts, summarize
+from neurocyte_shared.science.table import SpikeTable
+
+HERE = Path(__file__).resolve().parent
+DURATION = 120.0
+
+
+def poisson(rng, rate, duration=DURATION):
+    return np.sort(rng.uniform(0, duration, rng.poisson(rate * duration)))
+
+
+def in_bursts(train, p):
+    s, e = bursts(train, DURATION, p)
+    return 100.0 * float((e - s + 1).sum()) / max(train.size, 1)
+
+
+def planted(rng, background_hz, p, repeats=5):
+    found = total = 0
+    errors = []
+    for _ in range(repeats):
+        onsets = np.arange(3.0, DURATION - 3.0, 6.0) + rng.uniform(-1, 1, 19)
+        spans = rng.uniform(0.1, 0.3, onsets.size)
+        truth = [np.sort(a + rng.uniform(0, d, rng.integers(8, 16))) for a, d in zip(onsets, spans)]
+        train = np.sort(np.concatenate(truth + [poisson(rng, background_hz)]))
+        s, e = bursts(train, DURATION, p)
+        for b in truth:
+            total += 1
+            hit = [(train[a], train[z]) for a, z in zip(s, e) if train[a] <= b[-1] and train[z] >= b[0]]
+            if len(hit) == 1:
+                found += 1
+                errors.append(abs((hit[0][1] - hit[0][0]) - (b[-1] - b[0])) / (b[-1] - b[0]))
+    return 100.0 * found / total, 100.0 * float(np.median(errors)) if errors else float("nan")
+
+
+def network(rng, p, planted_bursts: bool):
+    n, trains = 32, []
+    times = np.arange(5.0, DURATION, 10.0)
+    for i in range(n):
+        t = poisson(rng, rng.uniform(1, 10))
+        if planted_bursts and i < 24:  # 3/4 of the electrodes fire 8 spikes within 0.1 s
+            t = np.sort(np.concatenate([t] + [a + rng.uniform(0, 0.1, 8) for a in times]))
+        trains.append(t)
+    t = np.concatenate(trains)
+    c = np.concatenate([np.full(x.size, i, np.int32) for i, x in enumerate(trains)])
+    o = np.argsort(t)
+    table = SpikeTable((t[o] * 20_000).astype(np.int64), c[o], np.full(t.size, -50.0, np.float32))
+    s = summarize(table, recording_id="k", recording_name="k", format="binary", n_channels=n, sampling_rate_hz=20_000.0,
+                  n_samples=int(DURATION * 20_000), channel_ids=tuple(map(str, range(n))),
+                  channel_locations_um=tuple((i * 20.0, 0.0) for i in range(n)), detection_parameters={}, params=p)
+    return s.network.count if s.network else 0, times.size if planted_bursts else 0
+
+
+def main() -> None:
+    rows = []
+    for method in ("surprise", "max_interval"):
+        p, rng = MetricsParams(burst_method=method), np.random.default_rng(11)
+        row = {"method": method}
+        for rate in (1, 5, 10, 20):
+            row[f"poisson_{rate}hz_pct_in_bursts"] = in_bursts(poisson(rng, rate), p)
+        row["tonic_10hz_pct_in_bursts"] = in_bursts(np.arange(0, DURATION, 0.1) + 0.001, p)
+        for bg in (1, 3, 5):
+            row[f"planted_bg{bg}hz_pct_found"], row[f"planted_bg{bg}hz_duration_err_pct"] = planted(rng, bg, p)
+        row["independent_network_bursts"] = network(np.random.default_rng(21), p, False)[0]
+        # the same trains with the mean + 3 SD rule alone (no test against independent chance)
+        row["independent_network_bursts_sd_rule_only"] = network(
+            np.random.default_rng(21), p.model_copy(update={"network_max_chance": 1.0}), False)[0]
+        got, want = network(rng, p, True)
+        row["planted_network_bursts_found"], row["planted_network_bursts"] = got, want
+        rows.append(row)
+    keys = [k for k in rows[0] if k != "method"]
+    print(f"{'known answer':<38}" + "".join(f"{r['method']:>14}" for r in rows))
+    for k in keys:
+        print(f"{k:<38}" + "".join(f"{r[k]:>14.1f}" if isinstance(r[k], float) else f"{r[k]:>14}" for r in rows))
+    out = HERE / "results" / f"metrics-accuracy-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"-> {out.relative_to(HERE.parent)}")
+
+
+if __name__ == "__main__":
+    main()
