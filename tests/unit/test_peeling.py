@@ -171,3 +171,62 @@ def test_templates_learn_from_each_channels_first_isolated_spikes_as_recorded():
     for k in (0, 1, cap - 1):
         t = planted[k]
         assert np.array_equal(found[BIG][k], x[t - before : t + after + 1][:, support].astype(np.float16))
+
+
+def test_peeling_does_not_invent_spikes_where_its_template_does_not_fit():
+    """A neuron on BIG's electrode whose spikes spread further than the template learned there
+    (templates from one recording, a second recording where that electrode sees another cell):
+    subtracting the template leaves its mismatch on the neighbours, peaks of 10x the noise.
+    With the safeguards the mismatch is not a spike; without them it is (so the test can fail)."""
+    x, _, _ = _recording()
+    params = DetectionParams()
+    noise, templates = _learned(x, params)
+    rng = np.random.default_rng(7)
+    y = np.ascontiguousarray((rng.standard_normal((N_CH, 200_000)) * 6.0).T, dtype=np.float32)
+    times = np.arange(150) * 1_300 + 1_000
+    d = np.linalg.norm(LOC - LOC[BIG], axis=1)
+    for t in times:
+        y[t - 12 : t + 28] += np.outer(SHAPE, 200.0 * np.exp(-d / 60.0)).astype(np.float32)
+
+    def added(p):  # detections peeling adds to the plain detector's
+        plain = detect_spikes(y, FS, p.model_copy(update={"peel": False}), noise_uv=noise, channel_locations_um=LOC)
+        found = detect_spikes(y, FS, p, noise_uv=noise, channel_locations_um=LOC, templates=templates)
+        assert _found(found, times, BIG) == times.size  # the cell's own spikes, all found
+        return len(set(zip(found.sample_index.tolist(), found.channel_index.tolist()))
+                   - set(zip(plain.sample_index.tolist(), plain.channel_index.tolist())))
+
+    unguarded = params.model_copy(update={"peel_min_share": 0.0, "peel_accept_share": 0.0})
+    assert added(unguarded) >= 50  # the mismatch, taken for spikes on the neighbours
+    assert added(params) <= 3
+
+
+def test_clipped_samples_and_bad_channels_are_not_read():
+    """A channel that clips at the converter's rails at every crest of a slow swing, and one
+    with a brief artefact at the rail twice a second: the filter rings at every clip. A hot
+    channel's noise would beat real spikes on its neighbours; a dead one holds only the
+    reference. None of them makes a spike; spikes beside the hot one, and between the
+    artefacts, are still found."""
+    from neurocyte_shared.science.detection.filters import bad_channels
+
+    rng = np.random.default_rng(3)
+    n = 200_000
+    x = rng.standard_normal((n, N_CH)) * 6.0
+    hot, dead, swinging, artefacts = 20, 0, 35, 30
+    x[:, hot] *= 10.0
+    x[:, dead] = 0.0
+    x[:, swinging] += 1700.0 * np.sin(2 * np.pi * 2.0 * np.arange(n) / FS)  # beyond the rails at each crest
+    beside, between = np.arange(100) * 1_900 + 1_000, np.arange(20) * 10_000 + 5_000
+    for s in beside:
+        _fire(x, 21, int(s), 150.0)  # 30 um from the hot electrode
+    for s in between:
+        _fire(x, artefacts, int(s), 150.0)
+    raw = np.clip(np.round(x / 0.05), -32768, 32767).astype(np.int16)  # 0.05 uV steps: rails at +-1.6 mV
+    for s in np.arange(20) * 10_000:
+        raw[s : s + 20, artefacts] = np.iinfo(np.int16).max  # 1 ms at the rail: 0.2 % of the samples
+    found = detect_spikes(raw, FS, DetectionParams(peel=False), gain_uv=0.05, channel_locations_um=LOC)
+    noise, _ = learn_recording(lambda a, b: raw[a:b], n, FS, DetectionParams(peel=False), 0.05)
+    assert set(np.flatnonzero(bad_channels(noise)).tolist()) == {hot, dead}
+    assert not np.isin(found.channel_index, [hot, dead, swinging]).any()
+    assert _found(found, beside, 21) == beside.size
+    on_artefacts = found.sample_index[found.channel_index == artefacts]
+    assert _found(found, between, artefacts) == between.size and on_artefacts.size == between.size

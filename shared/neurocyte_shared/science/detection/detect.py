@@ -2,14 +2,19 @@
 
 Pipeline, with SpikeInterface's defaults and names:
     raw -> microvolts (float32) -> bandpass (Butterworth, second-order sections, forward
-    and backward) -> common reference (median or mean across channels) -> threshold in
+    and backward) -> common reference (median or mean across channels) -> what must not be
+    read is silenced (`filters.blank`: hot and dead electrodes, electrodes that live at the
+    converter's rails, and 5 ms around any other clipped sample) -> threshold in
     multiples of the per-channel noise (MAD / 0.6745) -> a peak must be the extreme within
     +-dead_time_ms on its channel and on every channel within radius_um (spatial
     de-duplication: one spike seen on five electrodes is one row, on its peak channel)
     -> peeling (params.peel, on by default): every spike found is subtracted as its best
     fitting template, learned once from the whole recording's isolated spikes, and what
     remains is searched again at peel_threshold_mad, for spikes that a larger one nearby
-    hid within the de-duplication window.
+    hid within the de-duplication window. Peeling must not invent spikes: a spike is
+    subtracted only where its template explains it (peel_min_share), a spike found in what
+    remains is kept only where a template explains it (peel_accept_share), and a template
+    that leaves spike-sized peaks on its own isolated spikes is not used (peel_max_invented).
 
 Exact borders: a caller that detects a window [start, stop) passes the traces from
 start - margin to stop + margin (`DetectionParams.margin_samples`) and `valid=(start, stop)`
@@ -29,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..table import SpikeTable
-from .filters import noise_levels, preprocess
+from .filters import blank, noise_levels, preprocess
 from .params import DetectionParams
 from .peaks import find_peaks
 from .peeling import peel_and_detect
@@ -61,6 +66,7 @@ def detect_spikes(
     """
     x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv)
     noise = noise_levels(x) if noise_uv is None else noise_uv
+    blank(x, traces, noise, sampling_rate_hz)
     if not params.peel:
         return find_peaks(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
                           valid=valid)
@@ -114,11 +120,14 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
 
     def chunk(start: int):
         lo, hi = max(0, start - margin), min(n_samples, start + length + margin)
-        x = preprocess(read(lo, hi), sampling_rate_hz, params, gain_uv, offset_uv)
+        raw = read(lo, hi)
+        x = preprocess(raw, sampling_rate_hz, params, gain_uv, offset_uv)
         core = x[start - lo : start - lo + length]
         if core.shape[0] == 0:
             return None
         levels = noise_levels(core)
+        if params.peel:  # templates are learned from what detection reads
+            blank(x, raw, levels, sampling_rate_hz)
         found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um) if params.peel else {}
         return levels, found
 
@@ -130,4 +139,4 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
     if not params.peel:
         return noise, None
     return noise, _templates((found for _, found in results), sampling_rate_hz, params, channel_locations_um,
-                             noise.size)
+                             noise.size, noise)

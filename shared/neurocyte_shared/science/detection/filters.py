@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import _kernels
-from .params import MAD_TO_SIGMA, DetectionParams
+from .params import BAD_CLIPPED_SHARE, BAD_NOISE_RATIO, BLANK_MS, MAD_TO_SIGMA, DetectionParams
 
 
 def butter_bandpass_sos(order: int, freq_min_hz: float, freq_max_hz: float, sampling_rate_hz: float) -> np.ndarray:
@@ -126,3 +126,37 @@ def saturated_samples(raw: np.ndarray) -> np.ndarray:
         return np.zeros(raw.shape[1], np.int64)
     info = np.iinfo(raw.dtype)
     return ((raw == info.min) | (raw == info.max)).sum(axis=0).astype(np.int64)
+
+
+def bad_channels(noise_uv: np.ndarray) -> np.ndarray:
+    """Channels whose noise is BAD_NOISE_RATIO times the median channel's, or that fraction of
+    it: a hot electrode, whose noise would beat real spikes on its neighbours, or a dead one,
+    which holds only what the common reference puts there."""
+    median = float(np.median(noise_uv)) if noise_uv.size else 0.0
+    if median <= 0:
+        return np.zeros(noise_uv.shape, bool)
+    return (noise_uv > BAD_NOISE_RATIO * median) | (noise_uv < median / BAD_NOISE_RATIO)
+
+
+def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz: float) -> None:
+    """Silence (set to 0, in place) what detection must not read in preprocessed traces x: bad
+    channels (`bad_channels`), channels clipped for more than BAD_CLIPPED_SHARE of the samples,
+    and on other channels the samples within BLANK_MS of a raw sample at the integer type's
+    limits (the filter rings where a trace was clipped: every such ring would be a spike).
+    Silenced samples neither make peaks nor beat a neighbour's."""
+    bad = bad_channels(noise_uv)
+    if bad.any():
+        x[:, bad] = 0.0
+    if not np.issubdtype(raw.dtype, np.integer) or raw.shape[0] == 0:
+        return
+    info = np.iinfo(raw.dtype)
+    reach = max(1, int(round(BLANK_MS * 1e-3 * sampling_rate_hz)))
+    for c in np.flatnonzero(((raw.max(axis=0) == info.max) | (raw.min(axis=0) == info.min)) & ~bad):
+        at = np.flatnonzero((raw[:, c] == info.max) | (raw[:, c] == info.min))
+        if at.size > BAD_CLIPPED_SHARE * raw.shape[0]:  # an electrode that lives at the rails: its noise
+            x[:, c] = 0.0  # is measured low (flat while clipped), and every crossing is suspect
+            continue
+        edges = np.zeros(raw.shape[0] + 1, np.int32)  # +1 at each run's start, -1 past its end
+        np.add.at(edges, np.maximum(at - reach, 0), 1)
+        np.add.at(edges, np.minimum(at + reach + 1, raw.shape[0]), -1)
+        x[np.cumsum(edges[:-1]) > 0, c] = 0.0

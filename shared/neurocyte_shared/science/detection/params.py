@@ -10,6 +10,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 MAD_TO_SIGMA = 0.6744897501960817  # MAD of a standard normal
+BAD_NOISE_RATIO = 4.0  # a channel this many times noisier or quieter than the median one is not read
+BAD_CLIPPED_SHARE = 0.01  # a channel clipped this share of a window's samples is not read in it
+# a clipped sample silences its channel this far each way: the filter rings that long after a
+# jump to the rail
+BLANK_MS = 5.0
 F16_MAX = float(np.finfo(np.float16).max)
 
 # Peeling (see `Templates`). Fixed rather than parameters: measured on the bench recordings,
@@ -32,6 +37,7 @@ PEEL_SCALE = (0.5, 2.0)  # the fitted amplitude's range, in units of the templat
 # same spikes but a few); blocks start at multiples of it from the recording's start.
 PEEL_BLOCK_MS = 20.0
 PEEL_RATIO = 0.8  # a peak in what remains must be this large against what was subtracted there
+PEEL_FOOTPRINT = 0.25  # a template's own channels: where it reaches this share of its largest amplitude
 
 
 class DetectionParams(BaseModel):
@@ -58,6 +64,16 @@ class DetectionParams(BaseModel):
     peel_threshold_mad: float = Field(
         4.75, gt=0, description="threshold on what remains after subtraction, in multiples of the noise")
     peel_radius_um: float = Field(200.0, gt=0, description="a template spans the channels within this radius")
+    # Peeling's safeguards: it must not invent spikes (the bench shows what each costs and gains)
+    peel_min_share: float = Field(
+        0.5, ge=0, le=1, description="a spike is subtracted only if its template removes this share of the "
+        "signal's energy around it (beyond the noise's); otherwise it is left as it is")
+    peel_accept_share: float = Field(
+        0.8, ge=0, le=1, description="a spike found in what remains is kept only if a template explains this "
+        "share of its energy: the mismatch of a poorly fitted spike is not a spike")
+    peel_max_invented: float = Field(
+        0.2, ge=0, le=1, description="a template is not used if, subtracted from its own isolated spikes, it "
+        "leaves a spike-sized peak for more than this share of them (1: keep every template)")
     noise_chunks: int = Field(20, ge=1, description="random chunks used to estimate the noise (and learn templates)")
     noise_chunk_s: float = Field(0.5, gt=0, description="length of each noise chunk")
 

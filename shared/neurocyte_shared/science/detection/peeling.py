@@ -62,13 +62,8 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     order = np.lexsort((found.channel_index, found.sample_index, -np.abs(found.amplitude_uv),
                         (found.sample_index + first_sample) // block))
     first, cand = _candidates(templates, _layout(channel_locations_um, n_channels, params.peel_radius_um))
-    to_samples = lambda ms: int(round(ms * 1e-3 * sampling_rate_hz))  # noqa: E731
-    n = len(found)
-    placed = np.zeros(n, np.int64), np.full(n, -1, np.int32), np.zeros(n, np.float32)
-    _kernels.kernels.peel(x, found.sample_index[order], found.channel_index[order], templates.waveforms,
-                 templates.support, templates.n_support, first, cand, templates.before, PEEL_SHIFT,
-                 PEEL_SCALE[0], PEEL_SCALE[1], to_samples(PEEL_FIT_MS[0]), to_samples(PEEL_FIT_MS[1]),
-                 PEEL_FIT_CHANNELS, *placed)
+    fit = _Fit(templates, first, cand, sampling_rate_hz, noise_uv)
+    placed = fit.subtract(x, found.sample_index[order], found.channel_index[order], params.peel_min_share)
     hidden = find_peaks(x, sampling_rate_hz, params.model_copy(update={"threshold_mad": params.peel_threshold_mad}),
                         noise_uv=noise_uv, channel_locations_um=channel_locations_um, valid=(start, stop))
     t, c = hidden.sample_index, hidden.channel_index
@@ -78,9 +73,36 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
                                     templates.support, templates.n_support)
     keep = np.abs(hidden.amplitude_uv) >= PEEL_RATIO * np.abs(removed)
     keep &= ~_near_on_channel(t, c, found.sample_index, found.channel_index, params.dead_time_samples(sampling_rate_hz))
+    # A spike found in what remains is kept only where a template explains it, as for the
+    # spikes subtracted above (largest first, and subtracted in turn: x is what remains).
+    t, c, a = t[keep], c[keep], hidden.amplitude_uv[keep]
+    largest = np.argsort(-np.abs(a), kind="stable")
+    explained = np.zeros(t.size, bool)
+    explained[largest] = fit.subtract(x, t[largest], c[largest], params.peel_accept_share)[1] >= 0
     return SpikeTable.concat([
         SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside]),
-        SpikeTable(t[keep], c[keep], hidden.amplitude_uv[keep])])
+        SpikeTable(t[explained], c[explained], a[explained])])
+
+
+class _Fit:
+    """`peel` with one recording's templates and constants."""
+
+    def __init__(self, templates: Templates, first: np.ndarray, cand: np.ndarray, sampling_rate_hz: float,
+                 noise_uv: np.ndarray):
+        self.templates, self.first, self.cand = templates, first, cand
+        self.noise_var = np.square(np.asarray(noise_uv, np.float32))
+        self.fit = tuple(int(round(ms * 1e-3 * sampling_rate_hz)) for ms in PEEL_FIT_MS)
+
+    def subtract(self, x: np.ndarray, times: np.ndarray, channels: np.ndarray,
+                 min_share: float) -> tuple[np.ndarray, ...]:
+        """Subtract these spikes from x in the order given, each only where its best template
+        removes min_share of the signal's energy: (start, template or -1, amplitude)."""
+        n, tm = times.size, self.templates
+        placed = np.zeros(n, np.int64), np.full(n, -1, np.int32), np.zeros(n, np.float32)
+        _kernels.kernels.peel(x, times, channels, tm.waveforms, tm.support, tm.n_support, self.noise_var, self.first,
+                              self.cand, tm.before, PEEL_SHIFT, PEEL_SCALE[0], PEEL_SCALE[1], *self.fit,
+                              PEEL_FIT_CHANNELS, min_share, *placed)
+        return placed
 
 
 def _near_on_channel(t: np.ndarray, c: np.ndarray, t_found: np.ndarray, c_found: np.ndarray, dead: int) -> np.ndarray:

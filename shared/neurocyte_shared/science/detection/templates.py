@@ -10,6 +10,10 @@ import numpy as np
 from .params import (
     F16_MAX,
     ISOLATION_UM,
+    PEEL_FIT_CHANNELS,
+    PEEL_FIT_MS,
+    PEEL_FOOTPRINT,
+    PEEL_SCALE,
     SNIPPET_BATCH,
     TEMPLATE_MAX_CHANNELS,
     TEMPLATE_MAX_CLUSTERS,
@@ -96,7 +100,7 @@ def learn_templates(chunks, sampling_rate_hz: float, params: DetectionParams, no
     """Templates from preprocessed chunks (samples x channels arrays) of one recording."""
     per_chunk = [_snippets(x, sampling_rate_hz, params, noise_uv, channel_locations_um) for x in chunks]
     n_channels = chunks[0].shape[1] if per_chunk else 1
-    return _templates(per_chunk, sampling_rate_hz, params, channel_locations_um, n_channels)
+    return _templates(per_chunk, sampling_rate_hz, params, channel_locations_um, n_channels, noise_uv)
 
 
 def _snippets(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, noise_uv: np.ndarray,
@@ -138,10 +142,11 @@ def _snippet_cap(n_channels: int) -> int:
 
 
 def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
-               channel_locations_um: np.ndarray | None, n_channels: int) -> Templates:
+               channel_locations_um: np.ndarray | None, n_channels: int, noise_uv: np.ndarray) -> Templates:
     """Per peak channel, the means of up to TEMPLATE_MAX_CLUSTERS k-means clusters of its
-    isolated spikes (the first ones in chunk order, up to a memory budget). Deterministic:
-    every worker learns the same templates."""
+    isolated spikes (the first ones in chunk order, up to a memory budget), each kept only if
+    it explains its own spikes (`_invents`). Deterministic: every worker learns the same
+    templates."""
     before, after = _template_before(sampling_rate_hz), _template_after(sampling_rate_hz)
     width = before + after + 1
     layout = _layout(channel_locations_um, n_channels, params.peel_radius_um)
@@ -163,8 +168,13 @@ def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
         for j in range(k):
             members = flat[labels == j]
             if members.shape[0] >= max(TEMPLATE_MIN_SPIKES // 2, TEMPLATE_MIN_SHARE * flat.shape[0]):
+                mean = members.mean(0)
+                noise = noise_uv[layout.support[c, : layout.n_support[c]]]
+                if _invents(members.reshape(members.shape[0], width, -1), mean.reshape(width, -1), noise,
+                            before, sampling_rate_hz, params):
+                    continue
                 w = np.zeros((width, TEMPLATE_MAX_CHANNELS), np.float32)
-                w[:, : layout.n_support[c]] = members.mean(0).reshape(width, -1)
+                w[:, : layout.n_support[c]] = mean.reshape(width, -1)
                 waveforms.append(w)
                 anchors.append(c)
     if not waveforms:
@@ -172,6 +182,32 @@ def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
     anchor = np.array(anchors, np.int32)
     return Templates(np.stack(waveforms), layout.support[anchor].copy(), layout.n_support[anchor].copy(), anchor,
                      before)
+
+
+def _invents(members: np.ndarray, mean: np.ndarray, noise_uv: np.ndarray, before: int, sampling_rate_hz: float,
+             params: DetectionParams) -> bool:
+    """A template learned badly: subtracted from its own spikes (isolated, so whatever remains
+    is noise) as peeling would, it leaves a peak beyond the peel threshold on its footprint
+    for more than params.peel_max_invented of them. Peeling with it would invent spikes, so it
+    is not used: peeling backs off where it cannot explain what it sees."""
+    fit0 = max(0, before - int(round(PEEL_FIT_MS[0] * 1e-3 * sampling_rate_hz)))
+    fit1 = before + int(round(PEEL_FIT_MS[1] * 1e-3 * sampling_rate_hz)) + 1
+    fit = mean[fit0:fit1, :PEEL_FIT_CHANNELS]
+    tt = float((fit * fit).sum())
+    if tt <= 0:
+        return True
+    a = np.clip((members[:, fit0:fit1, :PEEL_FIT_CHANNELS] * fit).sum(axis=(1, 2)) / tt, *PEEL_SCALE)
+    reach = np.abs(mean).max(axis=0)
+    footprint = reach >= PEEL_FOOTPRINT * reach.max()
+    footprint[0] = False  # the spike's own channel: its leftover there is never a new spike (dead time)
+    # within the fit window only: a leftover is where the spike was; another spike later in the
+    # window (one that detection missed or merged) is not the template's fault
+    residual = (members[:, fit0:fit1, footprint] - a[:, None, None] * mean[None, fit0:fit1, footprint]) \
+        / noise_uv[footprint]
+    sign = {"neg": -1.0, "pos": 1.0}.get(params.peak_sign)
+    score = residual * sign if sign is not None else np.abs(residual)
+    invented = (score > params.peel_threshold_mad).any(axis=(1, 2))
+    return float(invented.mean()) > params.peel_max_invented
 
 
 def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:

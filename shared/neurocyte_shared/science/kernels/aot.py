@@ -52,8 +52,8 @@ _EXPORTS = {
     "median_abs_deviation": ("median_abs_deviation", "void(f4[:, ::1], f4[::1])"),
     "find_peaks": ("find_peaks",
                    "Tuple((i8[::1], i4[::1]))(f4[:, ::1], f4[::1], i8, i8, i8, i8, f4, i8, i8, i4[:, ::1], i4[::1])"),
-    "peel": ("peel", "void(f4[:, ::1], i8[::1], i4[::1], f4[:, :, ::1], i4[:, ::1], i4[::1], i8[::1], i8[::1], "
-                     "i8, i8, f8, f8, i8, i8, i8, i8[::1], i4[::1], f4[::1])"),
+    "peel": ("peel", "void(f4[:, ::1], i8[::1], i4[::1], f4[:, :, ::1], i4[:, ::1], i4[::1], f4[::1], i8[::1], "
+                     "i8[::1], i8, i8, f8, f8, i8, i8, i8, f8, i8[::1], i4[::1], f4[::1])"),
     "subtracted_at": ("subtracted_at", "f4[::1](i8[::1], i4[::1], i8[::1], i4[::1], f4[::1], f4[:, :, ::1], "
                                        "i4[:, ::1], i4[::1])"),
 }
@@ -147,6 +147,7 @@ class _Compiled:
         templates,
         support,
         n_support,
+        noise_var,
         first,
         cand,
         before,
@@ -156,6 +157,7 @@ class _Compiled:
         fit_before,
         fit_after,
         fit_channels,
+        min_share,
         placed_start,
         placed_template,
         placed_amplitude,
@@ -167,6 +169,7 @@ class _Compiled:
             _c(templates, np.float32),
             _c(support, np.int32),
             _c(n_support, np.int32),
+            _c(noise_var, np.float32),
             _c(first, np.int64),
             _c(cand, np.int64),
             int(before),
@@ -176,6 +179,7 @@ class _Compiled:
             int(fit_before),
             int(fit_after),
             int(fit_channels),
+            float(min_share),
             _out(placed_start, np.int64, 1),
             _out(placed_template, np.int32, 1),
             _out(placed_amplitude, np.float32, 1),

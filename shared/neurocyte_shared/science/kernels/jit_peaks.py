@@ -125,42 +125,56 @@ def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, 
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _fit(x, s0, templates, support, n_support, j, tt, f0, f1, fit_channels, a_min, a_max):
-    """(energy removed, amplitude) of template j placed at sample s0 of x; (0, 0) if it
-    does not fit inside x."""
+def _fit(x, s0, templates, support, n_support, j, tt, noise_energy, f0, f1, fit_channels, a_min, a_max):
+    """(energy removed, amplitude, share of the signal's energy removed) of template j placed
+    at sample s0 of x; (0, 0, 0) if it does not fit inside x. Over the fit window of the first
+    fit_channels channels: the signal's energy is what x holds there beyond the noise's
+    expected energy (noise_energy), so that a spike's share does not depend on how many quiet
+    channels the window spans."""
     if tt <= 0.0 or s0 < 0 or s0 + templates.shape[1] > x.shape[0]:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     m = min(n_support[j], fit_channels)
     dot = 0.0
+    xx = 0.0
     for u in range(f0, f1):
         for q in range(m):
-            dot += x[s0 + u, support[j, q]] * templates[j, u, q]
+            v = x[s0 + u, support[j, q]]
+            dot += v * templates[j, u, q]
+            xx += v * v
     a = min(max(dot / tt, a_min), a_max)
-    return 2.0 * a * dot - a * a * tt, a
+    gain = 2.0 * a * dot - a * a * tt
+    signal = xx - noise_energy
+    share = gain / signal if signal > 0.0 else 1.0
+    return gain, a, share
 
 
 @njit(cache=True, nogil=True)
-def peel(x, times, channels, templates, support, n_support, first, cand, before, shift, a_min, a_max,
-         fit_before, fit_after, fit_channels, placed_start, placed_template, placed_amplitude):
+def peel(x, times, channels, templates, support, n_support, noise_var, first, cand, before, shift, a_min, a_max,
+         fit_before, fit_after, fit_channels, min_share, placed_start, placed_template, placed_amplitude):
     """Subtract from x (samples x channels, float32, in place) each spike (times[i],
     channels[i]), in the order given, as the template that removes the most energy: the
     candidates are cand[first[c]:first[c + 1]] for peak channel c, each tried at the spike's
-    sample (the best one then also +-shift samples) and scaled by its least-squares amplitude clipped to [a_min, a_max].
-    templates[j] is (width x max support), its sample `before` on the peak, over channels
-    support[j, :n_support[j]] (nearest first). The fit looks at samples before-fit_before to
-    before+fit_after of the first fit_channels channels (where a spike has its energy: the
-    cost per spike is what limits speed); the whole template is subtracted. A spike whose
-    window leaves x, or whose channel has no template, is left as it is (placed_template -1);
-    otherwise placed_start/template/amplitude[i] say what was subtracted where (for
-    `subtracted_at`, cheaper than keeping a copy of x)."""
+    sample (the best one then also +-shift samples) and scaled by its least-squares amplitude
+    clipped to [a_min, a_max]. templates[j] is (width x max support), its sample `before` on
+    the peak, over channels support[j, :n_support[j]] (nearest first). The fit looks at samples
+    before-fit_before to before+fit_after of the first fit_channels channels (where a spike has
+    its energy: the cost per spike is what limits speed); the whole template is subtracted.
+    Matching pursuit's acceptance: the best fit is subtracted only if it removes at least
+    min_share of the signal's energy in the fit window (beyond the noise's, from noise_var per
+    channel); a template that does not explain the signal would leave its mismatch behind,
+    which looks like a spike. A spike left as it is (no fit, no template for its channel, or a window
+    leaving x) has placed_template -1; otherwise placed_start/template/amplitude[i] say what
+    was subtracted where (for `subtracted_at`, cheaper than keeping a copy of x)."""
     width = templates.shape[1]
     n_tmpl = templates.shape[0]
     f0 = max(0, before - fit_before)
     f1 = min(width, before + fit_after + 1)
     energy = np.zeros(n_tmpl)
+    noise_energy = np.zeros(n_tmpl)
     for j in range(n_tmpl):
-        for u in range(f0, f1):
-            for q in range(min(n_support[j], fit_channels)):
+        for q in range(min(n_support[j], fit_channels)):
+            noise_energy[j] += noise_var[support[j, q]] * (f1 - f0)
+            for u in range(f0, f1):
                 energy[j] += templates[j, u, q] * templates[j, u, q]
     for i in range(times.shape[0]):
         c = channels[i]
@@ -168,21 +182,24 @@ def peel(x, times, channels, templates, support, n_support, first, cand, before,
         best_j = -1
         best_s = 0
         best_a = 0.0
+        best_share = 0.0
         # the template first, at the spike's sample; then the shift, for that template only
         for k in range(first[c], first[c + 1]):
             j = cand[k]
-            gain, a = _fit(x, times[i] - before, templates, support, n_support, j, energy[j], f0, f1, fit_channels,
-                           a_min, a_max)
+            gain, a, share = _fit(x, times[i] - before, templates, support, n_support, j, energy[j],
+                                  noise_energy[j], f0, f1, fit_channels, a_min, a_max)
             if gain > best_gain:
-                best_gain, best_j, best_s, best_a = gain, j, times[i] - before, a
+                best_gain, best_j, best_s, best_a, best_share = gain, j, times[i] - before, a, share
         if best_j >= 0:
             s_mid = best_s
             for d in range(-shift, shift + 1):
                 if d != 0:
-                    gain, a = _fit(x, s_mid + d, templates, support, n_support, best_j, energy[best_j], f0, f1,
-                                   fit_channels, a_min, a_max)
+                    gain, a, share = _fit(x, s_mid + d, templates, support, n_support, best_j, energy[best_j],
+                                          noise_energy[best_j], f0, f1, fit_channels, a_min, a_max)
                     if gain > best_gain:
-                        best_gain, best_s, best_a = gain, s_mid + d, a
+                        best_gain, best_s, best_a, best_share = gain, s_mid + d, a, share
+        if best_j >= 0 and best_share < min_share:
+            best_j = -1
         placed_template[i] = best_j
         if best_j < 0:
             continue
