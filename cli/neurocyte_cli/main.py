@@ -7,7 +7,7 @@ import gc
 
 import click
 
-from neurocyte_cli.commands import offline, operate, stack, submit
+from neurocyte_cli.commands import experiment, offline, operate, stack, submit
 
 # The interpreter's last garbage collection walks every object numba's compiler made, after
 # `neurocyte detect` has finished its work. Freezing them at exit skips that walk;
@@ -25,5 +25,5 @@ def cli() -> None:
 
 
 for command in (stack.up, stack.down, stack.demo, submit.validate, submit.submit, offline.detect, offline.report,
-                operate.status, operate.inbox, operate.dlq):
+                experiment.experiment, operate.status, operate.inbox, operate.dlq):
     cli.add_command(command)

@@ -65,7 +65,7 @@ def test_email_links_to_the_report_which_opens(stack, processed):
     page = requests.get(url, timeout=30)
     assert page.status_code == 200, page.text[:300]
     assert page.headers["Content-Type"].startswith("text/html")
-    assert "Parameters used" in page.text and page.text.count("data:image/png;base64,") == 4
+    assert "Parameters used" in page.text and page.text.count("data:image/png;base64,") == 5
     # The link opens that one object: pointed at another object, or tampered, it is refused.
     other = url.replace("report.html", "summary.json", 1)
     assert requests.get(other, timeout=30).status_code == 403
@@ -73,8 +73,8 @@ def test_email_links_to_the_report_which_opens(stack, processed):
     assert forged != url and requests.get(forged, timeout=30).status_code == 403
     folder = _result(stack, processed["prefix"])
     names = {k[len(folder):] for k in stack.keys(folder)}
-    assert names == {"summary.json", "spikes.parquet", "report.html", "activity_map.png", "raster.png",
-                     "population_rate.png", "isi_histogram.png"}
+    assert names == {"summary.json", "spikes.parquet", "report.html", "activity_map.png", "waveforms.png",
+                     "raster.png", "population_rate.png", "isi_histogram.png"}
 
 
 def test_spike_counts_per_channel_match_the_planted_spikes(stack, processed):

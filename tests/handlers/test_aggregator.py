@@ -7,6 +7,7 @@ from neurocyte_aggregator.handlers import Deps, on_shard_detected
 from neurocyte_shared.formats.info import RecordingInfo
 from neurocyte_shared.messaging.events import RecordingRef, RecordingSummarized, ShardDetected
 from neurocyte_shared.science.table import SpikeTable
+from neurocyte_shared.science.waveforms import Waveforms
 from neurocyte_shared.storage import layout, spikes
 from neurocyte_shared.storage.documents import RecordingDocument
 
@@ -25,11 +26,16 @@ def setup_recording(s3) -> None:
     s3.put(UPLOADS, "uploads/lab/r1/rec.bin", b"x")
 
 
-def shard(s3, i: int) -> ShardDetected:
+def shard(s3, i: int, waveforms: bool = False) -> ShardDetected:
     t = np.arange(i * 10_000, (i + 1) * 10_000, 50, dtype=np.int64)
     table = SpikeTable(t, (t // 50 % 2).astype(np.int32), np.full(t.size, -60.0, np.float32))
     key = layout.shard_spikes_key(PREFIX, i, "abc")
-    s3.put(DATA, key, spikes.to_parquet_bytes(table))
+    sums = None
+    if waveforms:  # what the detector writes: each electrode's waveform sums
+        sums = Waveforms.empty(2, 1000.0)
+        sums.add(np.linspace(-60, 0, 10_000, dtype=np.float32)[:, None].repeat(2, 1), t - i * 10_000,
+                 table.channel_index)
+    s3.put(DATA, key, spikes.to_parquet_bytes(table, None, sums))
     return ShardDetected(correlation_id="r1", recording=RecordingRef(tenant="lab", prefix=PREFIX), shard_index=i,
                          n_shards=2, spikes_key=key, n_spikes=len(table), n_samples=10_000, seconds=0.1)
 
@@ -43,8 +49,18 @@ def test_waits_for_every_shard_then_publishes_one_version_with_the_summary_last(
     assert isinstance(done, RecordingSummarized) and done.total_spikes == 400
     results = [k for k in s3.keys(DATA, PREFIX + "results/")]
     assert {k.rsplit("/", 1)[1] for k in results} >= {"summary.json", "report.html", "spikes.parquet"}
+    assert not any(k.endswith("waveforms.png") for k in results)  # shards without waveform sums
     written = [k for b, k in s3.objects if k.startswith(PREFIX + "results/")]  # in the order first written
     assert written[-1].endswith("summary.json")
     assert s3.objects[(UPLOADS, "uploads/lab/r1/rec.bin")].tags == {"neurocyte-processed": "true"}
     again = on_shard_detected(shard(s3, 1), deps)  # a duplicate: the same answer, nothing rewritten
     assert again[0].summary_key == done.summary_key and again[0].total_spikes == 400
+
+
+def test_the_waveforms_the_detector_summed_are_drawn_only_when_every_shard_has_them(s3):
+    setup_recording(s3)
+    deps = Deps(s3=s3, data_bucket=DATA)
+    on_shard_detected(shard(s3, 0, waveforms=True), deps)
+    (done,) = on_shard_detected(shard(s3, 1, waveforms=True), deps)
+    names = {k.rsplit("/", 1)[1] for k in s3.keys(DATA, done.summary_key.rsplit("/", 1)[0])}
+    assert "waveforms.png" in names and "raster.png" in names

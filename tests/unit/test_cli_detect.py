@@ -51,7 +51,7 @@ def test_report_command_writes_summary_pictures_and_report(tmp_path):
     result = CliRunner().invoke(cli, ["report", str(bin_path), str(json_path), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["summary.json", "spikes.parquet", "report.html", "activity_map.png", "raster.png",
+        ["summary.json", "spikes.parquet", "report.html", "activity_map.png", "waveforms.png", "raster.png",
          "population_rate.png", "isi_histogram.png"])
     summary = json.loads((out / "summary.json").read_text())
     planted = int(gt.spikes_per_channel().sum())

@@ -144,7 +144,7 @@ class _SpikeFile:
             self._writer = pq.ParquetWriter(self._file, SCHEMA, compression="zstd")
         else:
             self._file = open(path, "w")
-            self._file.write("sample_index,channel_index,amplitude_uv\n")
+            self._file.write("sample_index,channel_index,amplitude_uv,peeled\n")
 
     def write(self, table) -> None:
         if self._parquet:
@@ -154,10 +154,11 @@ class _SpikeFile:
         else:
             self._file.writelines(
                 map(
-                    "{},{},{:.2f}\n".format,
+                    "{},{},{:.2f},{:d}\n".format,
                     table.sample_index.tolist(),
                     table.channel_index.tolist(),
                     table.amplitude_uv.tolist(),
+                    table.peeled_mask.tolist(),
                 )
             )
 
@@ -271,19 +272,46 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
     import shutil
     import tempfile
 
-    import numpy as np
-
     from neurocyte_shared.science import results
-    from neurocyte_shared.science.detection.windows import detect_recording, keep_freed_memory
-    from neurocyte_shared.science.metrics import summarize
-    from neurocyte_shared.science.table import SpikeTable
 
     if out_dir.exists():
         _fail(f"{out_dir} exists; choose a new directory (results are never overwritten)")
+    summary, merged, waveforms, _ = analyse_recording(files, params, stream, jobs, name)
+    # Everything into a temporary sibling, then one rename: never a half-written result.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        results.publish(summary, merged, _FolderSink(tmp), waveforms)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    net = summary.network.count if summary.network else 0
+    sync = summary.synchrony.sttc_mean if summary.synchrony else None
+    out.print(
+        f"{summary.total_spikes:,} spikes, {summary.active_electrodes}/{summary.n_channels} active electrodes, "
+        f"{summary.mean_firing_rate_hz:.2f} Hz weighted mean rate, {summary.bursting_electrodes} bursting, "
+        f"{net} network bursts, STTC {sync if sync is None else round(sync, 3)}"
+    )
+    out.print(f"report: {out_dir / 'report.html'}")
+
+
+def analyse_recording(files: tuple[Path, ...], params: dict, stream: str | None, jobs: int, name: str | None):
+    """(summary, spikes, waveforms, DetectionParams) of a local recording, with a progress bar;
+    a recording that cannot be read is a clear error and exit 1. `neurocyte report` and
+    `neurocyte experiment report` both run it."""
+    import numpy as np
+
+    from neurocyte_shared.science.detection.windows import detect_recording, keep_freed_memory
+    from neurocyte_shared.science.metrics import summarize
+    from neurocyte_shared.science.table import SpikeTable
+    from neurocyte_shared.science.waveforms import Waveforms
+
     keep_freed_memory()
     info, p, recording = _local_recording(files, params, stream)
     noise: list[np.ndarray] = []
     clipped = np.zeros(info.n_channels, np.int64)
+    waveforms: list = []
     tables = []
     with _detecting(files, info.n_samples) as on_progress:
         for table in detect_recording(
@@ -292,6 +320,7 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
             jobs=jobs,
             on_noise=noise.append,
             on_saturation=lambda c: np.add(clipped, c, out=clipped),
+            on_waveforms=waveforms.append,
             on_progress=on_progress,
         ):
             tables.append(table)
@@ -312,20 +341,4 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
         noise_uv=noise[0] if noise else None,
         saturated_samples=clipped,
     )
-    # Everything into a temporary sibling, then one rename: never a half-written result.
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        results.publish(summary, merged, _FolderSink(tmp))
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    net = summary.network.count if summary.network else 0
-    sync = summary.synchrony.sttc_mean if summary.synchrony else None
-    out.print(
-        f"{summary.total_spikes:,} spikes, {summary.active_electrodes}/{summary.n_channels} active electrodes, "
-        f"{summary.mean_firing_rate_hz:.2f} Hz weighted mean rate, {summary.bursting_electrodes} bursting, "
-        f"{net} network bursts, STTC {sync if sync is None else round(sync, 3)}"
-    )
-    out.print(f"report: {out_dir / 'report.html'}")
+    return summary, merged, Waveforms.merged(waveforms), p

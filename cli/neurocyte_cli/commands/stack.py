@@ -39,7 +39,9 @@ def down() -> None:
 @click.option("--channels", default=64, show_default=True)
 @click.option("--duration", "duration_s", default=60.0, show_default=True, help="seconds")
 @click.option("--keep-running", is_flag=True, help="leave the stack up afterwards")
-def demo(email: str, channels: int, duration_s: float, keep_running: bool) -> None:
+@click.option("--plate", is_flag=True, help="an experiment instead: a synthetic dose-response plate (6 wells, each "
+              "recorded before and after a compound of known IC50) and its plate map; prints the experiment's email")
+def demo(email: str, channels: int, duration_s: float, keep_running: bool, plate: bool) -> None:
     """The whole path: start the stack, upload a synthetic recording, print the email, stop."""
     from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
 
@@ -48,6 +50,9 @@ def demo(email: str, channels: int, duration_s: float, keep_running: bool) -> No
     ctx = click.get_current_context()
     try:
         ctx.invoke(up)
+        if plate:
+            _plate_demo(local, email)
+            return
         folder = local.home / "demo"
         spec = SyntheticSpec(n_channels=channels, duration_s=duration_s, network_burst_every_s=6.0)
         console.print(f"Generating a synthetic recording: {channels} channels, {duration_s:g} s, "
@@ -64,3 +69,37 @@ def demo(email: str, channels: int, duration_s: float, keep_running: bool) -> No
         if not keep_running and not was_up:
             ctx.invoke(down)
 
+
+
+def _plate_demo(local: L.Local, email: str) -> None:
+    """Twelve recordings (six wells at baseline and after six doses of a compound whose IC50 is
+    1 uM) uploaded as one experiment; waits for the experiment's email and prints it."""
+    import json
+    import time
+
+    from neurocyte_shared.science.experiments.platemap import read
+    from neurocyte_shared.science.synthetic import write_plate
+    from neurocyte_shared.storage.documents import ManifestExperiment
+
+    folder = local.home / "demo-plate"
+    console.print("Generating a synthetic plate: 6 wells x (baseline, dosed), 16 channels, 10 s each; the compound's "
+                  "true IC50 is 1 uM, Hill slope 1.5 ...")
+    map_path = write_plate(folder, replicates=1, duration_s=10.0)
+    plate = read(map_path)
+    name = f"demo-plate-{time.strftime('%Y%m%dT%H%M%S')}"
+    text = map_path.read_text()
+    for row in plate.rows:
+        data = folder / row.file
+        submit_files([data, data.with_suffix(".json")], email=email, reprocess=True,
+                     experiment=ManifestExperiment(name=name, plate_map=text, file=row.file))
+    started = time.monotonic()
+    with console.status(f"waiting for the experiment's email ({len(plate.rows)} recordings) ..."):
+        while time.monotonic() - started < 900:
+            mine = [m for m in L.mail_to(local, email) if f"experiment {name}" in json.dumps(m)]
+            if mine:
+                break
+            time.sleep(1.0)
+        else:
+            _fail("no experiment email within 15 minutes; `neurocyte status` shows where each recording is")
+    console.print(f"Experiment email arrived {time.monotonic() - started:.1f} s after the last upload.")
+    print_mail(mine[-1])

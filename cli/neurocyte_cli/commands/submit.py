@@ -51,15 +51,56 @@ def validate(files: tuple[Path, ...]) -> None:
 @click.option("--reprocess", is_flag=True, default=False,
               help="process it even if the same content was uploaded before (by default a repeat is "
                    "recognised by its SHA-256 and not processed twice)")
+@click.option("--experiment", default=None, metavar="NAME",
+              help="the experiment these recordings belong to (with --plate-map): each file named is uploaded as "
+                   "its own recording, and one more email comes once every row of the map is analysed")
+@click.option("--plate-map", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="the experiment's plate map (CSV; docs/experiments.md); FILES are rows of it")
 def submit(files: tuple[Path, ...], email: str, name: str | None, tenant: str | None, wait: bool,
-           timeout: float, reprocess: bool) -> None:
+           timeout: float, reprocess: bool, experiment: str | None, plate_map: Path | None) -> None:
     """Upload a recording (multipart, with progress); its manifest goes last and starts processing."""
-    files = with_companions(files)
-    rid = submit_files(list(files), email=email, name=name, tenant=tenant, reprocess=reprocess)
-    out.print(rid)
-    if wait:
-        message = wait_for_email(rid, email, timeout)
-        print_mail(message)
+    if (experiment is None) != (plate_map is None):
+        _fail("--experiment and --plate-map go together")
+    uploads = [(with_companions(files), None)] if experiment is None else _experiment_uploads(
+        files, experiment, plate_map)
+    for group, exp in uploads:
+        rid = submit_files(list(group), email=email, name=name if exp is None else None, tenant=tenant,
+                           reprocess=reprocess, experiment=exp)
+        out.print(rid)
+        if wait:
+            print_mail(wait_for_email(rid, email, timeout))
+
+
+def _experiment_uploads(files: tuple[Path, ...], name: str, plate_map: Path) -> list[tuple[tuple[Path, ...], object]]:
+    """One upload per data file named, each carrying the experiment's name, its plate map and
+    the row(s) it is; the map checked first (with the files named: the others may come later,
+    a days-in-vitro series arrives one upload at a time)."""
+    from pydantic import ValidationError
+
+    from neurocyte_shared.science.experiments import platemap
+    from neurocyte_shared.storage.documents import ManifestExperiment
+
+    folder = plate_map.resolve().parent
+    text = plate_map.read_text(encoding="utf-8-sig")
+    named = {}
+    for f in files:
+        try:
+            named[f.resolve().relative_to(folder).as_posix()] = f
+        except ValueError:
+            _fail(f"{f} is not inside the plate map's folder {folder}: the map names files relative to it")
+    try:
+        plate = platemap.parse(text, exists=lambda f: f not in named or named[f].is_file(),
+                               streams=lambda f: platemap.local_streams(named[f]) if f in named else None)
+    except platemap.PlateMapError as exc:
+        _fail(f"{plate_map.name}: {exc}")
+    rows = {r.file for r in plate.rows}
+    stray = [f for f in named if f not in rows]
+    if stray:
+        _fail(f"not in the plate map: {', '.join(stray)} (each file uploaded for an experiment is a row of its map)")
+    try:
+        return [(with_companions((named[f],)), ManifestExperiment(name=name, plate_map=text, file=f)) for f in named]
+    except ValidationError as exc:
+        _fail("; ".join(e["msg"] for e in exc.errors()))
 
 
 def _byte_progress() -> Progress:
@@ -81,7 +122,7 @@ def _sha256(path: Path, progress: Progress) -> str:
 
 
 def submit_files(files: list[Path], *, email: str, name: str | None = None, tenant: str | None = None,
-                 check: bool = True, reprocess: bool = False) -> str:
+                 check: bool = True, reprocess: bool = False, experiment=None) -> str:
     from boto3.s3.transfer import TransferConfig
     from pydantic import ValidationError
 
@@ -101,6 +142,7 @@ def submit_files(files: list[Path], *, email: str, name: str | None = None, tena
     try:
         manifest = UploadManifest(
             uploader_email=email, recording_name=name, created_at=datetime.now(UTC), reprocess=reprocess,
+            experiment=experiment,
             files=tuple(ManifestFile(name=p.name, size_bytes=p.stat().st_size, sha256=digests[p.name])
                         for p in files),
         )

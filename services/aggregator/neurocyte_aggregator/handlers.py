@@ -19,12 +19,14 @@ from typing import Any
 import structlog
 from pydantic import Field, Json, ValidationError
 
+from neurocyte_aggregator import experiments
 from neurocyte_shared.errors import explain
 from neurocyte_shared.messaging.config import EnvSettings, Settings
 from neurocyte_shared.messaging.events import Event, RecordingSummarized, ShardDetected
 from neurocyte_shared.science import results
 from neurocyte_shared.science.metrics import MetricsParams, Summary, summarize
 from neurocyte_shared.science.table import SpikeTable
+from neurocyte_shared.science.waveforms import Waveforms
 from neurocyte_shared.storage import claims, layout, pins, s3io, spikes
 from neurocyte_shared.storage.documents import RecordingDocument
 from neurocyte_shared.storage.layout import (
@@ -80,6 +82,7 @@ def on_shard_detected(event: ShardDetected, deps: Deps) -> list[Event]:
     url = deps.s3.generate_presigned_url(
         "get_object", Params={"Bucket": deps.data_bucket, "Key": report_key, "ResponseContentType": "text/html"},
         ExpiresIn=deps.link_expiry_s)
+    version = out.rstrip("/").rsplit("/", 1)[1]
     return [RecordingSummarized(
         correlation_id=event.correlation_id, recording=event.recording, recording_name=doc.recording_name,
         uploader_email=doc.uploader_email, summary_key=summary_key, spikes_key=spikes_key,
@@ -90,8 +93,9 @@ def on_shard_detected(event: ShardDetected, deps: Deps) -> list[Event]:
         sttc_mean=summary.synchrony.sttc_mean if summary.synchrony else None,
         report_key=report_key, report_url=url, report_url_expires_at=expires,
         quality_notes=tuple(summary.quality.notes) if summary.quality else (),
-        version=out.rstrip("/").rsplit("/", 1)[1], rerun=rerun,
-    )]
+        version=version, rerun=rerun,
+    ), *([] if rerun else experiments.after_summary(deps.s3, deps.data_bucket, doc, version,
+                                                                      deps.link_expiry_s))]
 
 
 class _S3Sink:
@@ -114,6 +118,7 @@ def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, sh
     blobs = [s3io.get_bytes(deps.s3, deps.data_bucket, k) for k in shard_keys]
     merged = SpikeTable.concat([spikes.from_parquet_bytes(b) for b in blobs])
     clipped = [spikes.saturation_from_parquet_bytes(b) for b in blobs]
+    waveforms = Waveforms.merged([spikes.waveforms_from_parquet_bytes(b) for b in blobs])
     saturated = None if any(c is None for c in clipped) else np.sum(clipped, axis=0)
     noise_raw = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, layout.noise_key(prefix, detection))
     noise_doc = json.loads(noise_raw) if noise_raw is not None else {}
@@ -126,7 +131,7 @@ def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, sh
         noise_uv=np.asarray(noise_doc["noise_uv"], np.float32) if "noise_uv" in noise_doc else None,
         saturated_samples=saturated, params=metrics,
     )
-    if results.publish(summary, merged, _S3Sink(deps, out)):
+    if results.publish(summary, merged, _S3Sink(deps, out), waveforms):
         log.info("summary_published", version=out.rsplit("/", 2)[-2], total_spikes=summary.total_spikes,
                  active_electrodes=summary.active_electrodes)
         _mark_uploads_processed(deps, doc)

@@ -82,11 +82,12 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     locations = np.asarray(doc["info"]["channel_locations_um"], dtype=np.float64)
     noise, templates = recording_model(array, deps, params, prefix, locations)
 
-    table, saturated = detect_window(lambda a, b: array[a:b], event.start_sample, event.stop_sample, array.shape[0],
-                                     fs, params, gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"],
-                                     noise_uv=noise, channel_locations_um=locations, templates=templates)
+    table, saturated, waveforms = detect_window(
+        lambda a, b: array[a:b], event.start_sample, event.stop_sample, array.shape[0], fs, params,
+        gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"], noise_uv=noise, channel_locations_um=locations,
+        templates=templates)
     # Same key on redelivery: a second run overwrites with identical content.
-    deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table, saturated))
+    deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table, saturated, waveforms))
     seconds = time.perf_counter() - started
     n = event.stop_sample - event.start_sample
     log.info("shard_detected", shard=event.shard_index, n_spikes=len(table), seconds=round(seconds, 3),

@@ -29,7 +29,14 @@ from neurocyte_shared.messaging.events import (
 )
 from neurocyte_shared.messaging.logs import redact_email
 from neurocyte_shared.storage import claims, layout, pins, s3io
-from neurocyte_shared.storage.documents import MAX_FILES, RecordingDocument, UploadManifest, explain
+from neurocyte_shared.storage.documents import (
+    MAX_FILES,
+    ExperimentMember,
+    ManifestExperiment,
+    RecordingDocument,
+    UploadManifest,
+    explain,
+)
 
 log = structlog.get_logger()
 MAX_MANIFEST_BYTES = 256 * 1024
@@ -120,6 +127,13 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
     except InvalidRecording as exc:
         return refuse(str(exc), email, name)
 
+    members: dict[str | None, str] = {}
+    if manifest.experiment is not None:
+        members, problem = _experiment_rows(manifest.experiment, [f.name for f in manifest.files],
+                                            [stream for stream, _ in found if stream])
+        if problem:
+            return refuse(problem, email, name)
+
     # One recording id, one upload: the first valid manifest takes the id (a redelivery of the
     # same manifest finds its own claim); another, even at the same moment, is refused.
     earlier = claims.claim(deps.s3, deps.data_bucket, claim_key,
@@ -155,9 +169,17 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
             upload_bucket=deps.upload_bucket, upload_keys=upload_keys, info=info,
             stream=stream, upload_id=recording_id if rid != recording_id else None,
             upload_versions={k: versions[k] for k in upload_keys}, claimed_sha256=claimed,
+            experiment=ExperimentMember(name=manifest.experiment.name, file=manifest.experiment.file, stream=stream)
+            if stream in members else None,
         )
         deps.s3.delete_object(Bucket=deps.data_bucket, Key=layout.rejected_key(rprefix))  # an earlier refusal
         s3io.put_json(deps.s3, deps.data_bucket, layout.recording_document_key(rprefix), doc.model_dump_json(indent=1))
+        if doc.experiment is not None:  # a row of the experiment's plate map: the aggregator looks for it there
+            exp = manifest.experiment
+            s3io.put_json(deps.s3, deps.data_bucket, layout.experiment_member_key(tenant, exp.name, exp.file, stream),
+                          json.dumps({"file": exp.file, "stream": stream, "prefix": rprefix, "recording_id": rid}))
+            deps.s3.put_object(Bucket=deps.data_bucket, Key=layout.experiment_plate_map_key(tenant, exp.name),
+                               Body=exp.plate_map.encode(), ContentType="text/csv")
         log.info("recording_validated", format=fmt, stream=stream, recording=rid, n_channels=info.n_channels,
                  duration_s=round(info.duration_s, 3), sampling_rate_hz=info.sampling_rate_hz)
         events.append(RecordingValidated(
@@ -167,6 +189,29 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
             sampling_rate_hz=info.sampling_rate_hz,
         ))
     return events
+
+
+def _experiment_rows(exp: ManifestExperiment, names: list[str], streams: list[str]) -> tuple[dict, str | None]:
+    """({stream or None: the row's line} for this upload's rows of the plate map, or a reason to
+    refuse). The map is checked as far as this upload can: its own consistency, and the wells
+    of this upload's file."""
+    from neurocyte_shared.science.experiments.platemap import PlateMapError, parse
+
+    if exp.file not in names:
+        return {}, f"the experiment's file {exp.file} is not one of the files uploaded ({', '.join(names)})"
+    try:
+        plate = parse(exp.plate_map, streams=lambda f: streams if f == exp.file else None)
+    except PlateMapError as exc:
+        return {}, f"the plate map of experiment {exp.name} cannot be used: " + "; ".join(exc.problems)
+    rows = {r.stream: f"line {r.line}" for r in plate.rows if r.file == exp.file}
+    if not rows:
+        return {}, f"the plate map of experiment {exp.name} has no row for {exp.file}"
+    if streams and None in rows:
+        return {}, (f"the plate map names {exp.file} ({rows[None]}) without a stream, but it holds "
+                    f"{len(streams)} wells ({', '.join(streams)}): one row per well, with its stream")
+    if not streams and any(k is not None for k in rows):
+        return {}, f"the plate map gives {exp.file} a stream, but it holds one recording: leave stream empty"
+    return rows, None
 
 
 def _id_taken(taken: dict, recording_id: str, email: str | None, name: str, this_manifest: str,

@@ -26,6 +26,7 @@ from neurocyte_shared.messaging.config import EnvSettings, Settings
 from neurocyte_shared.messaging.events import (
     DuplicateUploadSkipped,
     Event,
+    ExperimentSummarized,
     ProcessingFailed,
     RecordingRejected,
     RecordingSummarized,
@@ -34,7 +35,7 @@ from neurocyte_shared.messaging.logs import redact_email
 from neurocyte_shared.storage import claims, layout
 from neurocyte_shared.storage.documents import canonical_email
 
-from .messages import duplicate_email, failure_email, rejection_email, summary_email
+from .messages import duplicate_email, experiment_email, failure_email, rejection_email, summary_email
 
 log = structlog.get_logger()
 
@@ -137,6 +138,13 @@ def on_processing_failed(event: ProcessingFailed, deps: Deps) -> list[Event]:
                  subject=subject, body=body)
 
 
+def on_experiment_summarized(event: ExperimentSummarized, deps: Deps) -> list[Event]:
+    subject, body = experiment_email(event)
+    # one email per report: a later upload that completes the map again (a new DIV) makes a new one
+    return _send(deps, event, kind=f"experiment-{event.result_id}", tenant=event.tenant,
+                 email=str(event.uploader_email), subject=subject, body=body)
+
+
 class NotifierSettings(EnvSettings):
     topic_arn: str = Field(alias="NEUROCYTE_TOPIC_ARN", description="notifier: the SNS topic emails go through")
     delivers_unconfirmed: bool = Field(
@@ -157,4 +165,5 @@ def build(settings: Settings) -> dict:
         RecordingRejected: partial(on_recording_rejected, deps=deps),
         ProcessingFailed: partial(on_processing_failed, deps=deps),
         DuplicateUploadSkipped: partial(on_duplicate_upload, deps=deps),
+        ExperimentSummarized: partial(on_experiment_summarized, deps=deps),
     }

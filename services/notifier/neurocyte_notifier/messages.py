@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from neurocyte_shared.messaging.events import (
     DuplicateUploadSkipped,
+    ExperimentSummarized,
     ProcessingFailed,
     RecordingRejected,
     RecordingSummarized,
@@ -91,6 +92,28 @@ def failure_email(e: ProcessingFailed) -> tuple[str, str]:
         f"  What failed: {e.reason}",
         "",
         f"Recording id: {e.recording_id} (quote it if you write to us)",
+        "",
+        "-- Neurocyte",
+    ])
+    return subject, body
+
+
+def experiment_email(e: ExperimentSummarized) -> tuple[str, str]:
+    subject = f"Neurocyte: experiment {e.experiment}: {e.recordings} recordings analysed"
+    body = "\n".join([
+        f"Every recording of your experiment {e.experiment} has been analysed; its report is ready.",
+        "",
+        "Findings:",
+        *(f"  - {line}" for line in e.headline),
+        "",
+        *([
+            "The experiment's report (conditions, dose-response, days in vitro, the plate, the tidy table):",
+            f"  {e.report_url}",
+            f"  This link works until {e.report_url_expires_at:%Y-%m-%d %H:%M} UTC." if e.report_url_expires_at else "",
+            "",
+        ] if e.report_url else []),
+        f"Experiment: {e.experiment} (report {e.result_id})",
+        f"Report:     {e.report_key}",
         "",
         "-- Neurocyte",
     ])

@@ -161,6 +161,21 @@ class ProcessingFailed(Event):
     reason: str
 
 
+class ExperimentSummarized(Event):
+    """Every recording of an experiment's plate map is summarised, and the experiment's report
+    is published (correlation_id: the experiment's name)."""
+
+    tenant: str
+    experiment: str
+    result_id: str = Field(description="the report's id: a digest of its plate map and the summaries it used")
+    uploader_email: EmailStr
+    recordings: int
+    report_key: str
+    report_url: str | None = Field(None, repr=False)  # a pre-signed link: never logged
+    report_url_expires_at: datetime | None = None
+    headline: tuple[str, ...] = ()
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -172,6 +187,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ShardDetected,
         RecordingSummarized,
         ProcessingFailed,
+        ExperimentSummarized,
     )
 }
 

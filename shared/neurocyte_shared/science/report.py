@@ -1,8 +1,10 @@
 """Pictures and the HTML report of a recording: pure functions of the summary and the spike
 table (no AWS, no files), used by the aggregator and by `neurocyte report`.
 
-Four PNGs (activity map, raster, population rate with network bursts, ISI histogram) and one
-self-contained HTML page (the PNGs inlined), which states every parameter used."""
+Five PNGs (activity map, each electrode's mean waveform on the layout, raster with the spikes
+peeling found marked, population rate with network bursts, ISI histogram) and one
+self-contained HTML page (the PNGs inlined), which states every parameter used. They let a
+user judge the detection by eye, as MaxLab Live's and AxIS's waveform views do."""
 
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ import numpy as np
 
 from neurocyte_shared.science.metrics import Summary
 from neurocyte_shared.science.table import SpikeTable
+from neurocyte_shared.science.waveforms import Waveforms
 
 FIGURES = {
     "activity_map.png": "Firing rate at each electrode's position",
-    "raster.png": "Raster of a representative window",
+    "waveforms.png": "Mean spike waveform of each active electrode, at its position (shaded: +-1 SD)",
+    "raster.png": "Raster of a representative window (orange: spikes found by peeling)",
     "population_rate.png": "Population firing rate, network bursts shaded",
     "isi_histogram.png": "Inter-spike intervals, active electrodes pooled",
 }
@@ -55,7 +59,7 @@ def raster_window(summary: Summary, times_s: np.ndarray) -> tuple[float, float]:
     return start, start + length
 
 
-def figures(summary: Summary, spikes: SpikeTable) -> dict[str, bytes]:
+def figures(summary: Summary, spikes: SpikeTable, waveforms: Waveforms | None = None) -> dict[str, bytes]:
     plt = _plt()
     fs = summary.sampling_rate_hz
     times = np.asarray(spikes.sample_index, dtype=np.float64) / fs
@@ -77,6 +81,8 @@ def figures(summary: Summary, spikes: SpikeTable) -> dict[str, bytes]:
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_title(f"{summary.active_electrodes} of {summary.n_channels} electrodes active")
     out["activity_map.png"] = _png(fig)
+    if waveforms is not None:
+        out["waveforms.png"] = _waveform_map(summary, waveforms, x, y, active)
 
     # raster
     t0, t1 = raster_window(summary, np.sort(times))
@@ -85,8 +91,15 @@ def figures(summary: Summary, spikes: SpikeTable) -> dict[str, bytes]:
     row = np.full(summary.n_channels, -1)
     row[shown] = np.arange(shown.size)
     sel = (times >= t0) & (times < t1) & (row[chans] >= 0)
+    peeled = spikes.peeled_mask
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    ax.scatter(times[sel], row[chans[sel]], s=2, marker="|", color="black", linewidths=0.6)
+    for which, colour, label in ((sel & ~peeled, "black", "threshold crossing"),
+                                 (sel & peeled, "tab:orange", "found by peeling")):
+        if which.any():
+            ax.scatter(times[which], row[chans[which]], s=2 if colour == "black" else 6, marker="|", color=colour,
+                       linewidths=0.6 if colour == "black" else 1.0, label=f"{label} ({int(which.sum()):,})")
+    if (sel & peeled).any():
+        ax.legend(loc="upper right", fontsize=8, markerscale=3, framealpha=0.9)
     if summary.network:
         for b in summary.network.bursts:
             if b.end_s >= t0 and b.start_s <= t1:
@@ -130,6 +143,52 @@ def figures(summary: Summary, spikes: SpikeTable) -> dict[str, bytes]:
     ax.set_title(f"ISI histogram ({isi.size:,} intervals)")
     out["isi_histogram.png"] = _png(fig)
     return out
+
+
+WAVEFORM_MIN_SPIKES = 5  # fewer summed spikes make no mean worth drawing
+
+
+def _waveform_map(summary: Summary, waveforms: Waveforms, x: np.ndarray, y: np.ndarray, active: np.ndarray) -> bytes:
+    """Each active electrode's mean waveform drawn at its position, with its spread, all on one
+    amplitude scale (a scale bar says which), so that a user sees what was detected where."""
+    from matplotlib.collections import LineCollection, PolyCollection
+
+    plt = _plt()
+    mean, std = waveforms.mean_uv(), waveforms.std_uv()
+    shown = np.flatnonzero(active & (waveforms.count >= WAVEFORM_MIN_SPIKES))
+    # the figure shaped like the array (a probe's column is tall, a MEA's grid square)
+    wide = float(np.ptp(x[shown])) if shown.size else 1.0
+    tall = float(np.ptp(y[shown])) if shown.size else 1.0
+    ratio = min(max((tall + 1.0) / (wide + 1.0), 0.5), 3.0)
+    fig, ax = plt.subplots(figsize=(max(3.5, 7.5 / ratio ** 0.5), 6 * ratio ** 0.5 if ratio < 1 else 7.0))
+    if shown.size:
+        pts = np.column_stack([x, y])
+        d = np.linalg.norm(pts[shown, None, :] - pts[None, shown, :], axis=2) if shown.size > 1 else np.zeros((1, 1))
+        d[d == 0] = np.inf
+        pitch = float(np.median(d.min(axis=1))) if shown.size > 1 and np.isfinite(d).any() else 100.0
+        peak = float(np.nanmax(np.abs(mean[shown]))) or 1.0
+        scale = 0.9 * pitch / peak  # um of drawing per uV: the largest mean spans most of a pitch
+        u = (np.arange(waveforms.width) - waveforms.before) / max(waveforms.width - 1, 1) * 0.85 * pitch
+        lines, bands = [], []
+        for c in shown:
+            px, py = x[c] + u, y[c] + mean[c] * scale
+            lines.append(np.column_stack([px, py]))
+            lo, hi = y[c] + (mean[c] - std[c]) * scale, y[c] + (mean[c] + std[c]) * scale
+            bands.append(np.column_stack([np.r_[px, px[::-1]], np.r_[hi, lo[::-1]]]))
+        ax.add_collection(PolyCollection(bands, facecolors="tab:blue", alpha=0.2, linewidths=0))
+        ax.add_collection(LineCollection(lines, colors="tab:blue", linewidths=0.8))
+        ax.autoscale()
+        bar_uv = float(10 ** np.floor(np.log10(peak / 2))) if peak > 2 else 1.0
+        x0, y0 = float(np.nanmin(x[shown])), float(np.nanmin(y[shown])) - pitch
+        ax.plot([x0, x0], [y0, y0 + bar_uv * scale], color="black", lw=1.5)
+        ax.plot([x0, x0 + 0.85 * pitch / (waveforms.width - 1) * (waveforms.sampling_rate_hz / 1000)],
+                [y0, y0], color="black", lw=1.5)
+        ax.annotate(f"{bar_uv:g} uV, 1 ms", (x0, y0), xytext=(4, -12), textcoords="offset points", fontsize=8)
+    ax.set_xlabel("x (um)")
+    ax.set_ylabel("y (um)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title(f"Mean waveforms of {shown.size} active electrodes ({int(waveforms.count[shown].sum()):,} spikes)")
+    return _png(fig)
 
 
 def _fmt(v, unit: str = "", digits: int = 2) -> str:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from neurocyte_shared.science.metrics import Summary
 from neurocyte_shared.science.table import SpikeTable
+from neurocyte_shared.science.waveforms import Waveforms
 from neurocyte_shared.storage.layout import REPORT_NAME, SPIKES_NAME, SUMMARY_NAME
 
 
@@ -22,13 +23,14 @@ class Sink(Protocol):
         """Write the file whose presence publishes the result; False if another writer won."""
 
 
-def publish(summary: Summary, merged: SpikeTable, sink: Sink) -> bool:
+def publish(summary: Summary, merged: SpikeTable, sink: Sink, waveforms: Waveforms | None = None) -> bool:
     """Write a result through `sink`: everything else first, summary.json last. True when
-    this call published it, False when another writer had already."""
+    this call published it, False when another writer had already. waveforms: the
+    electrodes' mean waveforms are drawn when given."""
     from neurocyte_shared.science.report import figures, render_html
     from neurocyte_shared.storage import spikes
 
-    pictures = figures(summary, merged)
+    pictures = figures(summary, merged, waveforms)
     sink.write(SPIKES_NAME, spikes.to_parquet_bytes(merged), "application/vnd.apache.parquet")
     for name, data in pictures.items():
         sink.write(name, data, "image/png")

@@ -150,3 +150,33 @@ def write_recording(directory: Path, name: str, spec: SyntheticSpec = SyntheticS
     }
     json_path.write_text(json.dumps(sidecar, indent=1))
     return bin_path, json_path, gt
+
+
+PLATE_DOSES_UM = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def write_plate(directory: Path, *, ec50_um: float = 1.0, hill_slope: float = 1.5, replicates: int = 2,
+                duration_s: float = 20.0, n_channels: int = 16, seed: int = 0) -> Path:
+    """A synthetic dose-response plate: for each of len(PLATE_DOSES_UM) x replicates wells (A1...),
+    a baseline recording and one after the compound, whose units fire at the baseline rate
+    times 1 / (1 + (dose / ec50_um) ** hill_slope); and plate.csv describing them. Returns
+    the plate map's path. The known answer for `neurocyte experiment report` and the demo."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines = ["file,stream,well,condition,compound,concentration,concentration_unit,genotype,div,replicate,"
+             "baseline_file"]
+    for i in range(len(PLATE_DOSES_UM) * replicates):
+        well = f"{'ABCDEFGH'[i // 6]}{i % 6 + 1}"
+        dose = PLATE_DOSES_UM[i % len(PLATE_DOSES_UM)]
+        rate = float(rng.uniform(5.0, 8.0))
+        treated = rate / (1.0 + (dose / ec50_um) ** hill_slope)
+        for name, r in ((f"{well}-baseline", rate), (f"{well}-dosed", treated)):
+            spec = SyntheticSpec(n_channels=n_channels, duration_s=duration_s, n_units=n_channels, rate_hz=(r, r),
+                                 seed=int(rng.integers(1 << 30)), amplitude_uv=(90.0, 200.0))
+            write_recording(directory, name, spec)
+        replicate = i // len(PLATE_DOSES_UM) + 1
+        lines.append(f"{well}-baseline.bin,,{well},baseline,,,,WT,21,{replicate},")
+        lines.append(f"{well}-dosed.bin,,{well},dosed,compound X,{dose:g},uM,WT,21,{replicate},{well}-baseline.bin")
+    path = directory / "plate.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -40,6 +40,28 @@ def printable_line(value: str) -> bool:
     return bool(value.strip()) and not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value)
 
 
+class ManifestExperiment(BaseModel):
+    """The experiment an upload belongs to: its name, its plate map (the CSV text; every upload
+    of the experiment carries the map as the lab knows it then) and which of the map's `file`
+    values this upload holds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    plate_map: str = Field(min_length=1, max_length=200_000)
+    file: str = Field(min_length=1)
+
+
+class ExperimentMember(BaseModel):
+    """In recording.json: which plate-map row this recording is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    file: str
+    stream: str | None = None
+
+
 class UploadManifest(BaseModel):
     """`uploads/<tenant>/<recording_id>/manifest.json`, written after every data file."""
 
@@ -52,6 +74,7 @@ class UploadManifest(BaseModel):
     created_at: datetime | None = None
     # Process even if the tenant uploaded the same content before (e.g. after a failure).
     reprocess: bool = False
+    experiment: ManifestExperiment | None = None
 
     @field_validator("recording_name")
     @classmethod
@@ -90,3 +113,4 @@ class RecordingDocument(BaseModel):
     upload_versions: dict[str, str] = Field(default_factory=dict)
     # The SHA-256 the manifest claimed, by key: the chunker compares it with what it read.
     claimed_sha256: dict[str, str] = Field(default_factory=dict)
+    experiment: ExperimentMember | None = None  # the plate-map row this recording is, if any

@@ -197,3 +197,25 @@ def _digest(text: str) -> str:
 
 RECORDING_NAME = "recording.json"
 REJECTED_NAME = "rejected.json"
+
+
+# Experiments: `experiments/tenant=<t>/name=<experiment>/` holds the plate map as last uploaded,
+# one member object per recording that is a row of it, and each published report under
+# `results/<id>/` (id: a digest of the plate map and the summaries it was made from).
+def experiment_prefix(tenant: str, name: str) -> str:
+    return f"experiments/tenant={tenant}/name={check_segment(name, 'experiment name')}/"
+
+
+def experiment_plate_map_key(tenant: str, name: str) -> str:
+    return experiment_prefix(tenant, name) + "plate_map.csv"
+
+
+def experiment_member_key(tenant: str, name: str, file: str, stream: str | None) -> str:
+    return experiment_prefix(tenant, name) + f"members/{_digest(file + chr(0) + (stream or ''))}.json"
+
+
+def experiment_results_prefix(tenant: str, name: str, result_id: str) -> str:
+    return experiment_prefix(tenant, name) + f"results/{result_id}/"
+
+
+EXPERIMENT_NAME = "experiment.json"

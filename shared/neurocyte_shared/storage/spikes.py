@@ -1,7 +1,11 @@
-"""Spike tables on disk: Parquet with the columns sample_index, channel_index, amplitude_uv."""
+"""Spike tables on disk: Parquet with the columns sample_index, channel_index, amplitude_uv,
+peeled (found by peeling). A shard's file also carries, in its metadata, its clipped-sample
+counts and its waveform sums, so a shard's spikes and what the report draws from them are
+written (and seen) together."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -10,13 +14,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neurocyte_shared.science.table import SpikeTable
+from neurocyte_shared.science.waveforms import Waveforms
 
 SCHEMA = pa.schema(
-    [("sample_index", pa.int64()), ("channel_index", pa.int32()), ("amplitude_uv", pa.float32())]
+    [("sample_index", pa.int64()), ("channel_index", pa.int32()), ("amplitude_uv", pa.float32()),
+     ("peeled", pa.bool_())]
 )
 
 
 SATURATION_KEY = b"neurocyte.saturated_samples"
+WAVEFORMS_KEY = b"neurocyte.waveforms"
 
 
 def _column(values: np.ndarray, dtype: np.dtype, arrow_type: pa.DataType) -> pa.Array:
@@ -27,20 +34,25 @@ def _column(values: np.ndarray, dtype: np.dtype, arrow_type: pa.DataType) -> pa.
 
 
 def arrow_table(table: SpikeTable, schema: pa.Schema = SCHEMA) -> pa.Table:
+    peeled = pa.Array.from_buffers(pa.bool_(), len(table), [None, pa.py_buffer(np.packbits(
+        table.peeled_mask, bitorder="little"))])  # Arrow's booleans are bits, least significant first
     return pa.Table.from_arrays(
         [_column(table.sample_index, np.int64, pa.int64()), _column(table.channel_index, np.int32, pa.int32()),
-         _column(table.amplitude_uv, np.float32, pa.float32())],
+         _column(table.amplitude_uv, np.float32, pa.float32()), peeled],
         schema=schema,
     )
 
 
-def to_parquet_bytes(table: SpikeTable, saturated: np.ndarray | None = None) -> bytes:
-    """saturated: per-channel clipped-sample counts of the window, kept in the file's metadata
-    so a shard's spikes and its quality figures are written (and seen) together."""
-    schema = SCHEMA
+def to_parquet_bytes(table: SpikeTable, saturated: np.ndarray | None = None,
+                     waveforms: Waveforms | None = None) -> bytes:
+    """saturated: per-channel clipped-sample counts of the window; waveforms: its spikes'
+    waveform sums; both kept in the file's metadata."""
+    meta = {}
     if saturated is not None:
-        schema = SCHEMA.with_metadata({SATURATION_KEY: json.dumps([int(v) for v in saturated]).encode()})
-    t = arrow_table(table, schema)
+        meta[SATURATION_KEY] = json.dumps([int(v) for v in saturated]).encode()
+    if waveforms is not None:
+        meta[WAVEFORMS_KEY] = base64.b64encode(waveforms.to_bytes())
+    t = arrow_table(table, SCHEMA.with_metadata(meta) if meta else SCHEMA)
     buf = io.BytesIO()
     pq.write_table(t, buf, compression="zstd")
     return buf.getvalue()
@@ -52,7 +64,13 @@ def from_parquet_bytes(data: bytes) -> SpikeTable:
         t.column("sample_index").to_numpy().astype(np.int64),
         t.column("channel_index").to_numpy().astype(np.int32),
         t.column("amplitude_uv").to_numpy().astype(np.float32),
+        t.column("peeled").to_numpy(zero_copy_only=False).astype(bool) if "peeled" in t.column_names else None,
     )
+
+
+def waveforms_from_parquet_bytes(data: bytes) -> Waveforms | None:
+    raw = (pq.read_schema(io.BytesIO(data)).metadata or {}).get(WAVEFORMS_KEY)
+    return None if raw is None else Waveforms.from_bytes(base64.b64decode(raw))
 
 
 def saturation_from_parquet_bytes(data: bytes) -> np.ndarray | None:

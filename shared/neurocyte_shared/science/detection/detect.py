@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..table import SpikeTable
+from ..waveforms import Waveforms
 from .filters import blank, noise_levels, preprocess
 from .params import DetectionParams
 from .peaks import find_peaks
@@ -53,6 +54,7 @@ def detect_spikes(
     valid: tuple[int, int] | None = None,
     templates: Templates | None = None,
     first_sample: int = 0,
+    waveforms: Waveforms | None = None,
 ) -> SpikeTable:
     """Detect spikes in traces (samples x channels, as recorded; raw integers with their gain
     to microvolts, or float microvolts with the default gain 1).
@@ -63,17 +65,22 @@ def detect_spikes(
     valid: keep only peaks in [start, stop) of this array. Sample indices are relative to the
     array's first sample. first_sample: that sample's index in the recording (peeling works
     through the recording in blocks of time counted from its start, so that windows agree).
+    waveforms: if given, the spikes' filtered waveforms are summed into it (before peeling
+    subtracts anything; the spikes peeling finds are not in it).
     """
     x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv)
     noise = noise_levels(x) if noise_uv is None else noise_uv
     blank(x, traces, noise, sampling_rate_hz)
     if not params.peel:
-        return find_peaks(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
-                          valid=valid)
+        found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
+                           valid=valid)
+        if waveforms is not None:
+            waveforms.add(x, found.sample_index, found.channel_index)
+        return found
     if templates is None:
         templates = learn_templates([x], sampling_rate_hz, params, noise, channel_locations_um)
     return peel_and_detect(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
-                           templates=templates, valid=valid, first_sample=first_sample)
+                           templates=templates, valid=valid, first_sample=first_sample, waveforms=waveforms)
 
 
 def noise_chunk_starts(n_samples: int, sampling_rate_hz: float, params: DetectionParams) -> list[int]:

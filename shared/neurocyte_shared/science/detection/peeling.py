@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..table import SpikeTable
+from ..waveforms import Waveforms
 from . import _kernels
 from .params import (
     CANDIDATE_UM,
@@ -43,9 +44,10 @@ def _candidates(templates: Templates, layout: _Layout) -> tuple[np.ndarray, np.n
 
 def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: DetectionParams, *,
                     noise_uv: np.ndarray, channel_locations_um: np.ndarray | None, templates: Templates,
-                    valid: tuple[int, int] | None = None, first_sample: int = 0) -> SpikeTable:
+                    valid: tuple[int, int] | None = None, first_sample: int = 0,
+                    waveforms: Waveforms | None = None) -> SpikeTable:
     """Detection with peeling on preprocessed traces (modified in place: what remains);
-    first_sample as for `detect_spikes`.
+    first_sample and waveforms as for `detect_spikes`.
     Spikes found beyond `valid` by up to `peel_reach` are subtracted too, so a window with
     margins gives what the whole recording gives; that holds unless a chain of overlapping
     spikes longer than the margin decides which is subtracted first."""
@@ -56,6 +58,8 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise_uv, channel_locations_um=channel_locations_um,
                        valid=(max(0, start - reach), min(n_samples, stop + reach)))
     inside = (found.sample_index >= start) & (found.sample_index < stop)
+    if waveforms is not None:  # before anything is subtracted
+        waveforms.add(x, found.sample_index[inside], found.channel_index[inside])
     if len(templates) == 0 or len(found) == 0:
         return SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside])
     block = max(1, int(round(PEEL_BLOCK_MS * 1e-3 * sampling_rate_hz)))
@@ -81,7 +85,7 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     explained[largest] = fit.subtract(x, t[largest], c[largest], params.peel_accept_share)[1] >= 0
     return SpikeTable.concat([
         SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside]),
-        SpikeTable(t[explained], c[explained], a[explained])])
+        SpikeTable(t[explained], c[explained], a[explained], np.ones(int(explained.sum()), bool))])
 
 
 class _Fit:

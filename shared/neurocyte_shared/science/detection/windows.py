@@ -25,6 +25,7 @@ from neurocyte_shared.science.detection.params import DetectionParams
 from neurocyte_shared.science.detection.peaks import neighbours
 from neurocyte_shared.science.detection.templates import Templates
 from neurocyte_shared.science.table import SpikeTable
+from neurocyte_shared.science.waveforms import Waveforms
 
 # 8 M values: 32 MB of float32 per window (plus the raw), e.g. 0.4 s of 1024 channels at 20 kHz.
 # Smaller windows spend more on their margins (16.7 ms each side is 19 % of a 0.2 s window).
@@ -82,30 +83,34 @@ def window_samples(window_s: float, sampling_rate_hz: float, n_channels: int, ma
 def detect_window(read: Callable[[int, int], np.ndarray], start: int, stop: int, n_samples: int,
                   sampling_rate_hz: float, params: DetectionParams, *, gain_uv: float, offset_uv: float,
                   noise_uv: np.ndarray, channel_locations_um: np.ndarray | None, templates: Templates | None,
-                  count_saturated: bool = True) -> tuple[SpikeTable, np.ndarray | None]:
+                  count_saturated: bool = True,
+                  gather_waveforms: bool = True) -> tuple[SpikeTable, np.ndarray | None, Waveforms | None]:
     """One window [start, stop) of a recording: read with margins (so its spikes equal the
     whole recording's), detected with what was learned from the whole recording, sample
-    indices from the recording's start; and per channel, the window's clipped samples.
+    indices from the recording's start; per channel, the window's clipped samples; and the
+    sums of its spikes' waveforms (for the report).
     `read(a, b)` returns raw samples a..b x channels. The detector service runs it per shard,
     `detect_recording` per window."""
     margin = params.margin_samples(sampling_rate_hz)
     lo, hi = max(0, start - margin), min(n_samples, stop + margin)
     raw = read(lo, hi)
     clipped = saturated_samples(raw[start - lo : stop - lo]) if count_saturated else None
+    waveforms = Waveforms.empty(raw.shape[1], sampling_rate_hz) if gather_waveforms else None
     table = detect_spikes(raw, sampling_rate_hz, params, gain_uv=gain_uv, offset_uv=offset_uv, noise_uv=noise_uv,
                           channel_locations_um=channel_locations_um, valid=(start - lo, stop - lo),
-                          templates=templates, first_sample=lo)
-    return table.shifted(lo), clipped
+                          templates=templates, first_sample=lo, waveforms=waveforms)
+    return table.shifted(lo), clipped, waveforms
 
 
 def detect_recording(recording: LocalRecording, params: DetectionParams = DetectionParams(), *,
                      window_s: float = 1.0, jobs: int = 1,
                      on_progress: Callable[[int, int], None] | None = None,
                      on_noise: Callable[[np.ndarray], None] | None = None,
-                     on_saturation: Callable[[np.ndarray], None] | None = None) -> Iterator[SpikeTable]:
+                     on_saturation: Callable[[np.ndarray], None] | None = None,
+                     on_waveforms: Callable[[Waveforms], None] | None = None) -> Iterator[SpikeTable]:
     """Spike tables of successive windows, in order, with sample indices from the recording start.
     on_noise receives the per-channel noise (uV) once it is estimated; on_saturation each
-    window's per-channel count of clipped samples."""
+    window's per-channel count of clipped samples; on_waveforms each window's waveform sums."""
     local = threading.local()
     opened: list[RecordingReader] = []
     lock = threading.Lock()
@@ -130,20 +135,22 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
         on_noise(noise)
     margin = params.margin_samples(fs)
 
-    def window(start: int, stop: int) -> tuple[SpikeTable, np.ndarray | None]:
+    def window(start: int, stop: int) -> tuple[SpikeTable, np.ndarray | None, Waveforms | None]:
         return detect_window(lambda a, b: reader().read(a, b), start, stop, info.n_samples, fs, params,
                              gain_uv=info.gain_uv, offset_uv=info.offset_uv, noise_uv=noise,
                              channel_locations_um=locations, templates=templates,
-                             count_saturated=on_saturation is not None)
+                             count_saturated=on_saturation is not None, gather_waveforms=on_waveforms is not None)
 
     step = window_samples(window_s, fs, info.n_channels, margin)
     windows = [(s, min(s + step, info.n_samples)) for s in range(0, info.n_samples, step)]
     done = 0
     try:
-        for n, (table, clipped) in _run(window, windows, pool, jobs):
+        for n, (table, clipped, waveforms) in _run(window, windows, pool, jobs):
             done += n
             if on_saturation and clipped is not None:
                 on_saturation(clipped)  # here, in the caller's thread, in window order
+            if on_waveforms and waveforms is not None:
+                on_waveforms(waveforms)
             if on_progress:
                 on_progress(done, info.n_samples)
             yield table
