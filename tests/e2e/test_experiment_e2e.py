@@ -19,18 +19,24 @@ pytestmark = pytest.mark.e2e
 HEADER = "file,stream,well,condition,compound,concentration,concentration_unit,genotype,div,replicate,baseline_file"
 
 
+def _upload_plate(stack, tmp_path, rows: list[str], seconds: float, seed: int, who: str) -> tuple[str, str]:
+    """A two-well MaxTwo file and a plate map with these rows, uploaded as an experiment:
+    (the uploader's address, the experiment's name)."""
+    bin_path, json_path, _ = write_recording(tmp_path, "src", SyntheticSpec(n_channels=16, duration_s=seconds,
+                                                                            n_units=8, seed=seed))
+    files = convert(bin_path, json_path, "maxwell_wells", tmp_path / "plate", name="plate")
+    email, name = f"{who}-{uuid.uuid4().hex[:6]}@example.org", f"{who}-{uuid.uuid4().hex[:6]}"
+    stack.upload(files, email=email, tenant="exp", rid=name,
+                 experiment={"name": name, "plate_map": "\n".join([HEADER, *rows]) + "\n", "file": "plate.raw.h5"})
+    return email, name
+
+
 def test_a_two_well_plate_gives_two_recording_emails_and_one_experiment_email(stack, tmp_path):
     import requests
 
-    bin_path, json_path, _ = write_recording(tmp_path, "src", SyntheticSpec(n_channels=16, duration_s=8.0,
-                                                                            n_units=8, seed=21))
-    files = convert(bin_path, json_path, "maxwell_wells", tmp_path / "plate", name="plate")
-    plate_map = "\n".join([HEADER, "plate.raw.h5,well000,A1,control,,,,WT,14,1,",
-                           "plate.raw.h5,well001,A2,drug,compound X,1,uM,WT,14,1,"]) + "\n"
-    email = f"plate-{uuid.uuid4().hex[:6]}@example.org"
-    name = f"plate-{uuid.uuid4().hex[:6]}"
-    stack.upload(files, email=email, tenant="exp", rid=name,
-                 experiment={"name": name, "plate_map": plate_map, "file": "plate.raw.h5"})
+    email, name = _upload_plate(stack, tmp_path, ["plate.raw.h5,well000,A1,control,,,,WT,14,1,",
+                                                  "plate.raw.h5,well001,A2,drug,compound X,1,uM,WT,14,1,"],
+                                8.0, 21, "plate")
 
     mails = wait_for(lambda: (m := stack.mail_to(email)) and len(m) >= 3 and m, 300, "2 recording emails and 1 "
                      "experiment email")
@@ -59,15 +65,8 @@ def test_a_two_well_plate_gives_two_recording_emails_and_one_experiment_email(st
 
 
 def test_a_plate_map_that_cannot_be_used_is_refused_with_its_reason(stack, tmp_path):
-    bin_path, json_path, _ = write_recording(tmp_path, "src", SyntheticSpec(n_channels=16, duration_s=4.0,
-                                                                            n_units=8, seed=22))
-    files = convert(bin_path, json_path, "maxwell_wells", tmp_path / "plate", name="plate")
-    plate_map = "\n".join([HEADER, "plate.raw.h5,well000,A1,drug,X,10,,,,,",
-                           "plate.raw.h5,well007,A2,control,,,,,,,"]) + "\n"
-    email = f"badplate-{uuid.uuid4().hex[:6]}@example.org"
-    name = f"bad-{uuid.uuid4().hex[:6]}"
-    stack.upload(files, email=email, tenant="exp", rid=name,
-                 experiment={"name": name, "plate_map": plate_map, "file": "plate.raw.h5"})
+    email, _ = _upload_plate(stack, tmp_path, ["plate.raw.h5,well000,A1,drug,X,10,,,,,",
+                                               "plate.raw.h5,well007,A2,control,,,,,,,"], 4.0, 22, "badplate")
     (mail,) = wait_for(lambda: stack.mail_to(email), 120, "the refusal email")
     body = mail_body(mail)
     assert "was not processed, for this reason" in body

@@ -38,7 +38,7 @@ def report(plate_map: Path, out_dir: Path, name: str | None, control: str | None
     """Analyse every recording a plate map names and write the experiment's report: tidy
     table, comparisons of conditions, dose-response fits, days-in-vitro trajectories, the
     plate, and a reproducibility receipt. See docs/experiments.md."""
-    from neurocyte_cli.commands.offline import analyse_recording
+    from neurocyte_cli.commands.offline import _FolderSink, analyse_recording
     from neurocyte_shared.science import results
     from neurocyte_shared.science.experiments import analysis, platemap
     from neurocyte_shared.science.experiments import report as experiment_report
@@ -72,7 +72,7 @@ def report(plate_map: Path, out_dir: Path, name: str | None, control: str | None
             summaries[(file, stream)] = summary
             sub = tmp / "recordings" / (Path(file).name.split(".")[0] + (f"-{stream}" if stream else ""))
             sub.mkdir(parents=True, exist_ok=True)
-            results.publish(summary, merged, _Folder(sub), waveforms)
+            results.publish(summary, merged, _FolderSink(sub), waveforms)
             for f in files:
                 inputs.setdefault(f.relative_to(folder).as_posix(), _sha256(f))
         receipt = _receipt(inputs, detection, MetricsParams(), options)
@@ -88,18 +88,6 @@ def report(plate_map: Path, out_dir: Path, name: str | None, control: str | None
     for line in result["headline"]:
         out.print(f"- {line}")
     out.print(f"report: {out_dir / 'report.html'}")
-
-
-class _Folder:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def write(self, name: str, data: bytes, content_type: str) -> None:
-        (self.folder / name).write_bytes(data)
-
-    def write_last(self, name: str, data: bytes, content_type: str) -> bool:
-        self.write(name, data, content_type)
-        return True
 
 
 def _sha256(path: Path) -> str:
