@@ -57,6 +57,7 @@ def test_a_two_well_plate_gives_two_recording_emails_and_one_experiment_email(st
     folder = result_key.rsplit("/", 1)[0] + "/"
     names = {k[len(folder):] for k in stack.keys(folder)}
     assert {"report.html", "tidy.csv", "plate.png", "conditions.png", f"tidy/experiment={name}/data.parquet"} <= names
+    assert sum(n.startswith("nwb/") and n.endswith(".nwb") for n in names) == 2  # one per recording, for DANDI
     tidy = stack.s3.get_object(Bucket=stack.data, Key=folder + "tidy.csv")["Body"].read().decode().splitlines()
     assert len(tidy) == 3 and tidy[0].startswith("file,stream,well,condition")
     # nothing more comes: the experiment is emailed once (the notifier's queue drained first)

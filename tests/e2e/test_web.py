@@ -16,6 +16,8 @@ import requests
 from neurocyte_cli import local as L
 from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
 
+from .conftest import wait_for
+
 CHROMIUM = Path("/usr/bin/chromium")
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 pytestmark = pytest.mark.e2e
@@ -93,7 +95,7 @@ def test_a_lab_signs_in_drops_a_recording_and_reads_its_report(stack, browser, t
     _drop(page, {"slice7.bin": bin_path.read_bytes()})
     page.wait_for_selector("#check:has-text('needs its companion')")
     _drop(page, {"slice7.json": json_path.read_bytes()})
-    page.wait_for_function("document.querySelector('#check').hidden")
+    page.locator("#check").wait_for(state="hidden")
     page.click(".uppy-StatusBar-actionBtn--upload")
     page.screenshot(path=str(IMAGES / "web-upload.png"))
     row = page.locator("#recordings tbody tr", has_text="slice7")
@@ -223,3 +225,48 @@ def test_an_invited_colleague_sees_the_labs_recordings_and_nobody_else_does(stac
     row = wait_for(lambda: [r for r in colleague.get(f"{web}/api/recordings").json()["recordings"]
                             if r["id"] == rid and r["failed"]], 90, "the refusal in the list")
     assert row[0]["stage"].startswith("rejected") and "tiny.json" in row[0]["detail"]
+
+
+def test_a_plate_goes_up_with_its_plate_map_and_its_experiment_is_emailed(stack, browser, tmp_path):
+    """Two wells' recordings dropped with an experiment name and a plate map: a map that cannot
+    be used is refused on the page before a byte is sent; a good one travels in each manifest, and
+    once both recordings are analysed the experiment's email comes."""
+    web, ana = L.web_url(), f"ana-{uuid.uuid4().hex[:6]}@lab.org"
+    files = {}
+    for well, seed in (("A1", 31), ("A2", 32)):
+        b, j, _ = write_recording(tmp_path, well, SyntheticSpec(n_channels=16, duration_s=6.0, n_units=8, seed=seed))
+        files[b.name], files[j.name] = b.read_bytes(), j.read_bytes()
+    header = "file,stream,well,condition,compound,concentration,concentration_unit,genotype,div,replicate,baseline_file"
+    page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+    page.goto(f"{web}/")
+    page.fill("#email", ana)
+    page.click("text=Email me a sign-in link")
+    page.wait_for_selector("text=Check your email")
+    page.goto(_link(stack, ana))
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(f"{web}/recordings")
+
+    page.click("#experiment summary")
+    page.fill("#experiment-name", "plate9")
+    page.set_input_files("#plate-map", files=[{"name": "plate.csv", "mimeType": "text/csv", "buffer": (
+        f"{header}\nA1.bin,,A1,control,,,,,,,\nA2.bin,,A2,drug,X,5,,,,,\n").encode()}])
+    _drop(page, files)
+    page.wait_for_selector("#check:has-text('concentration 5 has no concentration_unit')")  # said before uploading
+    assert not _upload_keys(stack, ana)  # nothing went up
+
+    page.set_input_files("#plate-map", files=[{"name": "plate.csv", "mimeType": "text/csv", "buffer": (
+        f"{header}\nA1.bin,,A1,control,,,,,,,\nA2.bin,,A2,drug,X,5,uM,,,,\n").encode()}])
+    page.locator("#check").wait_for(state="hidden")
+    page.screenshot(path=str(IMAGES / "web-experiment.png"), full_page=True)
+    page.click(".uppy-StatusBar-actionBtn--upload")
+    mails = wait_for(lambda: [m for m in stack.mail_to(ana) if "your experiment plate9 has been analysed" in str(m)],
+                     300, "the experiment's email")
+    assert "2 recordings of 2 wells" in str(mails[0])
+
+
+def _upload_keys(stack, email: str) -> list[str]:
+    from neurocyte_shared.storage import layout
+
+    prefix = f"uploads/{layout.tenant_for_email(email)}/"
+    return [o["Key"] for page in stack.s3.get_paginator("list_objects_v2").paginate(Bucket=stack.uploads, Prefix=prefix)
+            for o in page.get("Contents", [])]

@@ -18,6 +18,7 @@ def test_a_plate_map_and_its_recordings_give_the_experiment_report(tmp_path):
     assert {"experiment.json", "tidy.csv", "report.html", "plate.png", "conditions.png", "plate_map.csv",
             "tidy/experiment=plate/data.parquet"} <= names
     assert sum(n.startswith("recordings/") and n.endswith("/summary.json") for n in names) == 12
+    assert sum(n.startswith("nwb/") and n.endswith(".nwb") for n in names) == 12
     result_doc = json.loads((out / "experiment.json").read_text())
     (compound,) = result_doc["compounds"]
     rate = next(d for d in compound["dose_response"] if d["metric"] == "mean_firing_rate_hz")

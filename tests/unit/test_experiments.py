@@ -140,3 +140,32 @@ def test_a_header_a_missing_file_and_a_missing_well_are_refused():
         platemap.parse(text, exists=lambda f: f == "plate.raw.h5", streams=lambda f: ["well000", "well001"])
     assert "line 3: file gone.bin is not there" in err.value.problems
     assert "line 2: plate.raw.h5 has no well 'well007' (it has well000, well001)" in err.value.problems
+
+
+def test_a_recording_exported_as_nwb_reads_back_and_passes_the_schema_and_the_inspector(tmp_path):
+    """Written with h5py to the schema; read by pynwb and checked by the NWB Inspector (in .nwb-venv):
+    no schema error and nothing the Inspector calls critical."""
+    import json
+    import subprocess
+    from datetime import UTC, datetime
+
+    from neurocyte_shared.science.experiments import nwb
+
+    from ..samples import NWB_PYTHON, REPO
+
+    row = _map(["A1-dosed.bin,,A1,drug,bicuculline,10,uM,WT,21,2,"]).rows[0]
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.integers(0, 200_000, 500))
+    c = rng.integers(0, 16, 500)
+    path = tmp_path / "A1.nwb"
+    nwb.write(path, identifier="A1-dosed", session_start=datetime(2026, 12, 3, tzinfo=UTC), description="well A1",
+              experiment="plate7", sampling_rate_hz=20_000.0, channel_ids=tuple(map(str, range(16))),
+              channel_locations_um=[(i % 4 * 100.0, i // 4 * 100.0) for i in range(16)], sample_index=t,
+              channel_index=c, row=row)
+    out = subprocess.run([str(NWB_PYTHON), str(REPO / "tests" / "nwb_check.py"), str(path)], capture_output=True,
+                         text=True, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["valid"] == []
+    assert not [m for m in report["inspector"] if m[0] in ("CRITICAL", "PYNWB_VALIDATION", "ERROR")], report
+    assert report["units"] == len(np.unique(c)) and report["spikes"] == 500 and report["electrodes"] == 16
+    assert report["pharmacology"] == "bicuculline at 10 uM" and report["subject_id"] == "well A1"

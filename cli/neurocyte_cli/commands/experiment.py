@@ -25,7 +25,7 @@ def experiment() -> None:
 @click.argument("plate_map", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="directory for experiment.json, the tidy table, the pictures, report.html and each recording's "
-                   "own report under recordings/ (created; must not exist)")
+                   "own report under recordings/ and NWB file under nwb/ (created; must not exist)")
 @click.option("--name", default=None, help="the experiment's name (default: the plate map's file name)")
 @click.option("--control", default=None, help="the condition the others are compared with (default: one named "
                                               "control, vehicle, baseline, untreated, WT or DMSO, else the first)")
@@ -40,7 +40,7 @@ def report(plate_map: Path, out_dir: Path, name: str | None, control: str | None
     plate, and a reproducibility receipt. See docs/experiments.md."""
     from neurocyte_cli.commands.offline import _FolderSink, analyse_recording
     from neurocyte_shared.science import results
-    from neurocyte_shared.science.experiments import analysis, platemap
+    from neurocyte_shared.science.experiments import analysis, nwb, platemap
     from neurocyte_shared.science.experiments import report as experiment_report
     from neurocyte_shared.science.experiments.table import HEADLINE
     from neurocyte_shared.science.metrics import MetricsParams
@@ -73,6 +73,14 @@ def report(plate_map: Path, out_dir: Path, name: str | None, control: str | None
             sub = tmp / "recordings" / (Path(file).name.split(".")[0] + (f"-{stream}" if stream else ""))
             sub.mkdir(parents=True, exist_ok=True)
             results.publish(summary, merged, _FolderSink(sub), waveforms)
+            (tmp / "nwb").mkdir(exist_ok=True)
+            row = next(r for r in plate.rows if r.key == (file, stream))
+            nwb.write(tmp / "nwb" / f"{sub.name}.nwb", identifier=sub.name, description=f"well {row.well}: {label}",
+                      session_start=datetime.fromtimestamp(files[0].stat().st_mtime, UTC),
+                      experiment=name or plate_map.stem, sampling_rate_hz=summary.sampling_rate_hz,
+                      channel_ids=tuple(c.channel_id for c in summary.channels),
+                      channel_locations_um=[(c.x_um, c.y_um) for c in summary.channels],
+                      sample_index=merged.sample_index, channel_index=merged.channel_index, row=row)
             for f in files:
                 inputs.setdefault(f.relative_to(folder).as_posix(), _sha256(f))
         receipt = _receipt(inputs, detection, MetricsParams(), options)

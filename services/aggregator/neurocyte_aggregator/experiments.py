@@ -59,6 +59,9 @@ def after_summary(s3: Any, bucket: str, doc: RecordingDocument, result_version: 
         last = files.pop(layout.EXPERIMENT_NAME)
         for name, data in files.items():
             s3.put_object(Bucket=bucket, Key=out + name, Body=data, ContentType=_type(name))
+        for row in plate.rows:  # one at a time: a recording's spikes in memory, never the plate's
+            name, data = _nwb(s3, bucket, exp.name, row, members[row.key], result_version)
+            s3.put_object(Bucket=bucket, Key=out + f"nwb/{name}.nwb", Body=data, ContentType="application/x-hdf5")
         if claims.claim(s3, bucket, out + layout.EXPERIMENT_NAME, last.decode()) is None:
             log.info("experiment_published", experiment=exp.name, result_id=result_id, recordings=len(plate.rows))
     result = s3io.get_json(s3, bucket, out + layout.EXPERIMENT_NAME)
@@ -70,6 +73,30 @@ def after_summary(s3: Any, bucket: str, doc: RecordingDocument, result_version: 
         uploader_email=doc.uploader_email, recordings=len(plate.rows), report_key=out + "report.html",
         report_url=url, report_url_expires_at=datetime.now(UTC) + timedelta(seconds=link_expiry_s),
         headline=tuple(result.get("headline", ())))]
+
+
+def _nwb(s3: Any, bucket: str, experiment: str, row, prefix: str, result_version: str) -> tuple[str, bytes]:
+    """(file name, bytes) of one recording's NWB file: its spikes, electrodes and plate-map row."""
+    import re
+    import tempfile
+    from pathlib import Path
+
+    from neurocyte_shared.science.experiments import nwb
+    from neurocyte_shared.storage import spikes
+
+    doc = RecordingDocument.model_validate_json(s3io.get_bytes(s3, bucket, layout.recording_document_key(prefix)))
+    key = f"{prefix}results/{result_version}/{layout.SPIKES_NAME}"
+    table = spikes.from_parquet_bytes(s3io.get_bytes(s3, bucket, key))
+    day = re.search(r"/date=(\d{4}-\d{2}-\d{2})/", prefix)
+    start = datetime.fromisoformat(day.group(1)).replace(tzinfo=UTC) if day else datetime(1970, 1, 1, tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "r.nwb"
+        nwb.write(path, identifier=doc.recording_id, session_start=start, experiment=experiment,
+                  description=f"well {row.well}: {row.file}" + (f" {row.stream}" if row.stream else ""),
+                  sampling_rate_hz=doc.info.sampling_rate_hz, channel_ids=doc.info.channel_ids,
+                  channel_locations_um=doc.info.channel_locations_um, sample_index=table.sample_index,
+                  channel_index=table.channel_index, row=row)
+        return doc.recording_id, path.read_bytes()
 
 
 def _type(name: str) -> str:

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from neurocyte_shared.formats import InvalidRecording, identify
 from neurocyte_shared.storage import layout, s3io
-from neurocyte_shared.storage.documents import ManifestFile, UploadManifest
+from neurocyte_shared.storage.documents import ManifestExperiment, ManifestFile, UploadManifest
 
 from .identity import User
 from .settings import WebSettings
@@ -148,16 +148,39 @@ def upload_routes(settings: WebSettings, s3: Any, guard: Guard) -> list[Route]:
                 return JSONResponse({"error": f"{name} has not arrived whole yet: upload it again"}, 400)
             files.append(ManifestFile(name=str(name), size_bytes=meta["ContentLength"]))
         name = str(body.get("name") or "").strip()[:120] or None
+        experiment = None
+        if body.get("experiment"):
+            exp = body["experiment"]
+            experiment, problem = experiment_of(exp.get("name"), exp.get("plate_map"), [f.name for f in files])
+            if problem:
+                return JSONResponse({"error": problem}, 400)
         try:
             # The address and the lab come from the session, never from the request.
-            doc = UploadManifest(uploader_email=user.email, recording_name=name, files=tuple(files))
+            doc = UploadManifest(uploader_email=user.email, recording_name=name, files=tuple(files),
+                                 experiment=experiment)
         except Exception as exc:  # noqa: BLE001 - shown to the user as it is
             return JSONResponse({"error": str(exc)}, 400)
         s3io.put_json(s3, settings.upload_bucket, prefix + layout.MANIFEST_NAME, doc.model_dump_json())
         log.info("manifest_written", recording_id=rid, lab=user.lab)
         return JSONResponse({"recording_id": rid, "url": f"/recordings/{rid}"})
 
+    async def check_experiment(request: Request) -> Response:
+        user = await guard(request)
+        if isinstance(user, Response):
+            return user
+        body = await request.json()
+        names = [str(n) for n in body.get("files", [])]
+        groups: dict[str, list[str]] = {}
+        for n in names:
+            groups.setdefault(n.split(".")[0], []).append(n)
+        for group in groups.values():  # each recording of the drop must be a row of the map
+            _, problem = experiment_of(body.get("name"), body.get("plate_map"), group)
+            if problem:
+                return JSONResponse({"error": problem}, 400)
+        return JSONResponse({"ok": True})
+
     return [
+        Route("/api/experiments/check", check_experiment, methods=["POST"]),
         Route("/api/uploads", start, methods=["POST"]),
         Route("/api/uploads/{rid}/multipart", create, methods=["POST"]),
         Route("/api/uploads/{rid}/multipart/sign", sign),
@@ -166,3 +189,27 @@ def upload_routes(settings: WebSettings, s3: Any, guard: Guard) -> list[Route]:
         Route("/api/uploads/{rid}/multipart/abort", abort, methods=["POST"]),
         Route("/api/uploads/{rid}/manifest", manifest, methods=["POST"]),
     ]
+
+
+def experiment_of(name: Any, plate_map: Any, names: list[str]) -> tuple[ManifestExperiment | None, str | None]:
+    """The manifest's experiment for a recording made of these files, or why it cannot be: the
+    map must be usable, and exactly one of the files must be a row's `file`."""
+    from pydantic import ValidationError
+
+    from neurocyte_shared.errors import explain
+    from neurocyte_shared.science.experiments.platemap import PlateMapError, parse
+
+    if not name or not plate_map:
+        return None, "An experiment needs both its name and its plate map."
+    try:
+        plate = parse(str(plate_map))
+    except PlateMapError as exc:
+        return None, "The plate map cannot be used: " + "; ".join(exc.problems)
+    rows = {r.file for r in plate.rows}
+    mine = [n for n in names if n in rows]
+    if len(mine) != 1:
+        return None, f"The plate map has no row for {' or '.join(names)}: each recording uploaded is a row of it."
+    try:
+        return ManifestExperiment(name=str(name), plate_map=str(plate_map), file=mine[0]), None
+    except ValidationError as exc:
+        return None, explain(exc, "experiment")

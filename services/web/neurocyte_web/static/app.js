@@ -51,8 +51,37 @@
     note: "A recording's files together: e.g. slice3.bin and slice3.json",
   });
   uppy.use(Uppy.GoldenRetriever); // an upload interrupted by a reload resumes from its last part
-  uppy.on("files-added", () => say(problems(uppy.getFiles().map((f) => ({ name: f.name, size: f.size })))));
-  uppy.on("file-removed", () => say(problems(uppy.getFiles().map((f) => ({ name: f.name, size: f.size })))));
+  // Said as soon as it can be: the files' problems, and the experiment's (its plate map is checked
+  // by the site against the files dropped) whenever the files, the name or the map change.
+  let finishing = false; // files leave the list once uploaded: not a change to check
+  async function recheck() {
+    if (finishing) return;
+    const files = uppy.getFiles().map((f) => ({ name: f.name, size: f.size }));
+    const lines = problems(files);
+    try {
+      if (files.length) await checkExperiment(files.map((f) => f.name));
+    } catch (e) {
+      lines.push(e.message);
+    }
+    say(lines);
+  }
+  uppy.on("files-added", recheck);
+  uppy.on("file-removed", recheck);
+  document.getElementById("plate-map").addEventListener("change", recheck);
+  document.getElementById("experiment-name").addEventListener("change", recheck);
+
+  // An experiment (optional): its name and plate map, checked by the site before a byte is sent;
+  // every recording's manifest then carries them.
+  let experiment = null;
+  async function checkExperiment(names) {
+    const map = document.getElementById("plate-map").files[0];
+    const name = document.getElementById("experiment-name").value.trim();
+    if (!map && !name) return null;
+    if (!map || !name) throw new Error("An experiment needs both its name and its plate map.");
+    const plateMap = await map.text();
+    await api("POST", "/api/experiments/check", { name, plate_map: plateMap, files: names });
+    return { name, plate_map: plateMap };
+  }
 
   // Before uploading: refuse what cannot work, and give each recording (files sharing a stem) an id.
   uppy.addPreProcessor(async (ids) => {
@@ -60,6 +89,12 @@
     const found = problems(files.map((f) => ({ name: f.name, size: f.size })));
     say(found);
     if (found.length) throw new Error(found.join(" "));
+    try {
+      experiment = await checkExperiment(files.map((f) => f.name));
+    } catch (e) {
+      say([e.message]);
+      throw e;
+    }
     const groups = {};
     for (const f of files) if (!f.meta.rid) (groups[stem(f.name)] = groups[stem(f.name)] || []).push(f);
     for (const [name, group] of Object.entries(groups)) {
@@ -91,8 +126,9 @@
       if (!files.every((f) => f.progress && f.progress.uploadComplete)) continue;
       try {
         await api("POST", `/api/uploads/${encodeURIComponent(rid)}/manifest`,
-          { name: files[0].meta.recording, files: files.map((f) => f.name) });
-        for (const f of files) uppy.removeFile(f.id);
+          { name: files[0].meta.recording, files: files.map((f) => f.name), experiment });
+        finishing = true;
+        try { for (const f of files) uppy.removeFile(f.id); } finally { finishing = false; }
       } catch (e) {
         say([`${files[0].meta.recording}: ${e.message}`]);
       }
