@@ -66,6 +66,7 @@ def test_email_links_to_the_report_which_opens(stack, processed):
     assert page.status_code == 200, page.text[:300]
     assert page.headers["Content-Type"].startswith("text/html")
     assert "Parameters used" in page.text and page.text.count("data:image/png;base64,") == 5
+    assert "Reproducibility receipt" in page.text and "detection_parameters_hash" in page.text
     # The link opens that one object: pointed at another object, or tampered, it is refused.
     other = url.replace("report.html", "summary.json", 1)
     assert requests.get(other, timeout=30).status_code == 403

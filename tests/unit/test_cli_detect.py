@@ -59,6 +59,10 @@ def test_report_command_writes_summary_pictures_and_report(tmp_path):
     assert summary["parameters"]["detection"]["threshold_mad"] == 5.0
     assert (out / "activity_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Parameters used" in (out / "report.html").read_text()
+    import hashlib
+
+    page = (out / "report.html").read_text()  # the receipt: the inputs' checksums, the code, the parameters' hashes
+    assert "Reproducibility receipt" in page and hashlib.sha256(bin_path.read_bytes()).hexdigest() in page
     # results are never overwritten
     again = CliRunner().invoke(cli, ["report", str(bin_path), str(json_path), "--out", str(out)])
     assert again.exit_code == 1 and "exists" in again.output

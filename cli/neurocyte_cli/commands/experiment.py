@@ -38,7 +38,7 @@ def report(plate_map: Path, out_dir: Path, name: str | None, control: str | None
     """Analyse every recording a plate map names and write the experiment's report: tidy
     table, comparisons of conditions, dose-response fits, days-in-vitro trajectories, the
     plate, and a reproducibility receipt. See docs/experiments.md."""
-    from neurocyte_cli.commands.offline import _FolderSink, analyse_recording
+    from neurocyte_cli.commands.offline import _FolderSink, analyse_recording, sha256_of
     from neurocyte_shared.science import results
     from neurocyte_shared.science.experiments import analysis, nwb, platemap
     from neurocyte_shared.science.experiments import report as experiment_report
@@ -72,7 +72,10 @@ def report(plate_map: Path, out_dir: Path, name: str | None, control: str | None
             summaries[(file, stream)] = summary
             sub = tmp / "recordings" / (Path(file).name.split(".")[0] + (f"-{stream}" if stream else ""))
             sub.mkdir(parents=True, exist_ok=True)
-            results.publish(summary, merged, _FolderSink(sub), waveforms)
+            digests = {f.relative_to(folder).as_posix(): inputs.get(f.relative_to(folder).as_posix()) or sha256_of(f)
+                       for f in files}
+            inputs.update(digests)
+            results.publish(summary, merged, _FolderSink(sub), waveforms, {Path(k).name: v for k, v in digests.items()})
             (tmp / "nwb").mkdir(exist_ok=True)
             row = next(r for r in plate.rows if r.key == (file, stream))
             nwb.write(tmp / "nwb" / f"{sub.name}.nwb", identifier=sub.name, description=f"well {row.well}: {label}",
@@ -81,8 +84,6 @@ def report(plate_map: Path, out_dir: Path, name: str | None, control: str | None
                       channel_ids=tuple(c.channel_id for c in summary.channels),
                       channel_locations_um=[(c.x_um, c.y_um) for c in summary.channels],
                       sample_index=merged.sample_index, channel_index=merged.channel_index, row=row)
-            for f in files:
-                inputs.setdefault(f.relative_to(folder).as_posix(), _sha256(f))
         receipt = _receipt(inputs, detection, MetricsParams(), options)
         result, rows = analysis.analyse(name or plate_map.stem, plate, summaries, options, receipt)
         for rel, data in experiment_report.files(result, rows).items():
@@ -96,14 +97,6 @@ def report(plate_map: Path, out_dir: Path, name: str | None, control: str | None
     for line in result["headline"]:
         out.print(f"- {line}")
     out.print(f"report: {out_dir / 'report.html'}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _receipt(inputs: dict[str, str], detection, metrics, options) -> dict:

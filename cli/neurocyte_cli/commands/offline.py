@@ -281,7 +281,7 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        results.publish(summary, merged, _FolderSink(tmp), waveforms)
+        results.publish(summary, merged, _FolderSink(tmp), waveforms, {f.name: sha256_of(f) for f in files})
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -342,3 +342,14 @@ def analyse_recording(files: tuple[Path, ...], params: dict, stream: str | None,
         saturated_samples=clipped,
     )
     return summary, merged, Waveforms.merged(waveforms), p
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256, read in blocks (a recording can be tens of GB)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

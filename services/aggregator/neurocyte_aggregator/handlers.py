@@ -131,7 +131,9 @@ def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, sh
         noise_uv=np.asarray(noise_doc["noise_uv"], np.float32) if "noise_uv" in noise_doc else None,
         saturated_samples=saturated, params=metrics,
     )
-    if results.publish(summary, merged, _S3Sink(deps, out), waveforms):
+    inputs = {k.rsplit("/", 1)[-1]: doc.claimed_sha256.get(k) or f"version {v}"
+              for k, v in sorted(doc.upload_versions.items())}
+    if results.publish(summary, merged, _S3Sink(deps, out), waveforms, inputs):
         log.info("summary_published", version=out.rsplit("/", 2)[-2], total_spikes=summary.total_spikes,
                  active_electrodes=summary.active_electrodes)
         _mark_uploads_processed(deps, doc)

@@ -199,8 +199,26 @@ def _fmt(v, unit: str = "", digits: int = 2) -> str:
     return f"{v:,}{unit}"
 
 
-def render_html(summary: Summary, pictures: dict[str, bytes]) -> str:
-    """One self-contained page: headline figures, pictures, per-electrode table, parameters."""
+def receipt(inputs: dict[str, str], detection: dict, metrics: dict) -> dict:
+    """What a reader needs to reproduce a result: the inputs' SHA-256 (or the storage version
+    validated, where the uploader gave no checksum), the code's version, the parameters' hashes
+    (the parameters themselves are in the report) and when."""
+    import hashlib
+    import json
+    from datetime import UTC, datetime
+    from importlib.metadata import version
+
+    def digest(d: dict) -> str:
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    return {"inputs_sha256": dict(sorted(inputs.items())), "code_version": f"neurocyte {version('neurocyte-shared')}",
+            "detection_parameters_hash": digest(detection), "metrics_parameters_hash": digest(metrics),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def render_html(summary: Summary, pictures: dict[str, bytes], receipt: dict | None = None) -> str:
+    """One self-contained page: headline figures, pictures, per-electrode table, parameters and,
+    when given, the reproducibility receipt."""
     s = summary
     e = html.escape
     net, sync, q = s.network, s.synchrony, s.quality
@@ -252,5 +270,20 @@ img {{ max-width: 100%; }} figcaption {{ font-size: 13px; color: #555; }} .muted
 <table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{table}</table>
 <p class="muted">All {s.n_channels:,} electrodes are in summary.json; every spike is in spikes.parquet.</p>
 <h2>Parameters used</h2><table>{params}</table>
+{_receipt_html(receipt)}
 </body></html>
 """
+
+
+def _receipt_html(receipt: dict | None) -> str:
+    if not receipt:
+        return ""
+    e = html.escape
+    rows = ""
+    for k, v in receipt.items():
+        if isinstance(v, dict):
+            v_html = "<br>".join(f"{e(str(name))}: <code>{e(str(h))}</code>" for name, h in v.items()) or "-"
+        else:
+            v_html = f"<code>{e(str(v))}</code>"
+        rows += f"<tr><th>{e(k)}</th><td>{v_html}</td></tr>"
+    return f"<h2>Reproducibility receipt</h2><table>{rows}</table>"

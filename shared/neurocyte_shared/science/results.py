@@ -23,16 +23,20 @@ class Sink(Protocol):
         """Write the file whose presence publishes the result; False if another writer won."""
 
 
-def publish(summary: Summary, merged: SpikeTable, sink: Sink, waveforms: Waveforms | None = None) -> bool:
+def publish(summary: Summary, merged: SpikeTable, sink: Sink, waveforms: Waveforms | None = None,
+            inputs: dict[str, str] | None = None) -> bool:
     """Write a result through `sink`: everything else first, summary.json last. True when
     this call published it, False when another writer had already. waveforms: the
-    electrodes' mean waveforms are drawn when given."""
-    from neurocyte_shared.science.report import figures, render_html
+    electrodes' mean waveforms are drawn when given; inputs (file -> SHA-256) make the report's
+    reproducibility receipt."""
+    from neurocyte_shared.science.report import figures, receipt, render_html
     from neurocyte_shared.storage import spikes
 
     pictures = figures(summary, merged, waveforms)
     sink.write(SPIKES_NAME, spikes.to_parquet_bytes(merged), "application/vnd.apache.parquet")
     for name, data in pictures.items():
         sink.write(name, data, "image/png")
-    sink.write(REPORT_NAME, render_html(summary, pictures).encode(), "text/html; charset=utf-8")
+    made = None if inputs is None else receipt(inputs, summary.parameters.get("detection", {}),
+                                                summary.parameters.get("metrics", {}))
+    sink.write(REPORT_NAME, render_html(summary, pictures, made).encode(), "text/html; charset=utf-8")
     return sink.write_last(SUMMARY_NAME, summary.model_dump_json(indent=1).encode(), "application/json")
