@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := .tools/bin/uv
 UV_VERSION := 0.13.9
 
-.PHONY: demo test setup localstack lint clean bench
+.PHONY: demo test setup localstack lint clean bench bench-pipeline
 
 demo: setup
 	.venv/bin/neurocyte demo
@@ -56,6 +56,11 @@ bench: setup .bench-venv/.synced
 	.venv/bin/python benchmarks/jobs_scaling.py
 	.venv/bin/python benchmarks/overlap_bound.py
 	.venv/bin/python benchmarks/metrics_bench.py
+
+# The size labs record (1024 channels x 5 min, 12.3 GB, generated once) through the local stack
+# against `neurocyte detect --jobs 2` on the same file, in one run: `QUICK=1` for 64 s (2.6 GB).
+bench-pipeline: setup localstack
+	.venv/bin/python benchmarks/pipeline.py $(if $(QUICK),--quick,)
 
 .bench-venv/.synced: benchmarks/requirements-spikeinterface.txt $(UV)
 	$(UV) venv -q --allow-existing --python $(PYTHON) .bench-venv
