@@ -50,6 +50,35 @@ def test_success_publishes_then_deletes():
     assert published == [out] and sqs.deleted == ["r0"]
 
 
+def test_a_generator_handler_publishes_each_event_before_it_goes_on():
+    outs = [ShardDetected(correlation_id="r", recording=REF, shard_index=i, n_shards=2, spikes_key="s",
+                          n_spikes=1, n_samples=1, seconds=0.0) for i in range(2)]
+    published, seen_while_working = [], []
+
+    def handler(e):
+        for out in outs:
+            yield out
+            seen_while_working.append(len(published))  # what was published when the handler resumed
+
+    sqs = FakeSQS([_body(READY)])
+    assert _consumer(sqs, handler, published).process(sqs.queue[0])
+    assert seen_while_working == [1, 2] and published == outs and sqs.deleted == ["r0"]
+
+
+def test_a_generator_that_fails_part_way_keeps_the_message():
+    out = ShardDetected(correlation_id="r", recording=REF, shard_index=0, n_shards=2, spikes_key="s",
+                        n_spikes=1, n_samples=1, seconds=0.0)
+
+    def handler(e):
+        yield out
+        raise RuntimeError("killed")
+
+    published = []
+    sqs = FakeSQS([_body(READY)])
+    assert not _consumer(sqs, handler, published).process(sqs.queue[0])
+    assert published == [out] and sqs.deleted == []  # redelivered; the repeat is harmless downstream
+
+
 def test_failure_leaves_the_message_for_redrive():
     def boom(e):
         raise RuntimeError("disk full")

@@ -1,10 +1,16 @@
 """Chunker: a validated recording -> a sharded Zarr v3 store on S3, one window at a time
-(never the whole recording in memory) -> one ShardReady per window."""
+(never the whole recording in memory) -> one ShardReady per window.
+
+Shards are announced while chunking goes on, so detection overlaps it: shard i as soon as
+shard i+1 is written (the detector reads a margin of each neighbour), the last one only
+once the whole upload has been checked against what ingest validated. A changed upload is
+refused before its last shard is announced, so the aggregator, which needs every shard,
+never summarises it."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -12,7 +18,7 @@ from typing import Any
 import structlog
 from pydantic import Field
 
-from neurocyte_shared.formats import Opener, identify, open_reader
+from neurocyte_shared.formats import Opener
 from neurocyte_shared.messaging.config import EnvSettings, Settings
 from neurocyte_shared.messaging.events import Event, RecordingValidated, RerunRequested, ShardReady
 from neurocyte_shared.storage import layout, pins, s3io, store
@@ -29,20 +35,12 @@ class Deps:
     window_s: float = 10.0
 
 
-def on_recording_validated(event: RecordingValidated, deps: Deps) -> list[Event]:
+def on_recording_validated(event: RecordingValidated, deps: Deps) -> Iterator[Event]:
     ref = event.recording
     doc = RecordingDocument.model_validate_json(
         s3io.get_bytes(deps.s3, deps.data_bucket, layout.recording_document_key(ref.prefix)))
     info = doc.info
-    upload_prefix = doc.upload_keys[0].rsplit("/", 1)[0] + "/"
-    names = [k.rsplit("/", 1)[1] for k in doc.upload_keys]
-    fmt, roles = identify(names)
-    versions = doc.upload_versions
-    sizes = {n: _size(deps, doc.upload_bucket, upload_prefix + n, versions.get(upload_prefix + n)) for n in names}
-    # Every file at the version ingest validated, hashed as it is read.
-    opener = pins.HashingOpener(deps.opener_for(doc.upload_bucket, upload_prefix, versions), deps.s3,
-                                doc.upload_bucket, upload_prefix, versions)
-    reader = open_reader(fmt, roles, opener, sizes, doc.stream)
+    opener, reader = pins.open_pinned(deps.s3, doc, deps.opener_for)
     store_key = layout.store_key(ref.prefix)
     url = store.store_url(deps.data_bucket, store_key)
     array = _resumable(deps, url, store_key, info)
@@ -55,38 +53,43 @@ def on_recording_validated(event: RecordingValidated, deps: Deps) -> list[Event]
         )
     window = array.shards[0]
     n_shards = -(-info.n_samples // window)
+
+    def ready(i: int) -> ShardReady:
+        return ShardReady(correlation_id=event.correlation_id, recording=ref, store_key=store_key,
+                          shard_index=i, n_shards=n_shards, start_sample=i * window,
+                          stop_sample=min((i + 1) * window, info.n_samples))
+
     # The output-exists gate: a shard is one object written in one PUT, so one that exists is
-    # whole; a redelivered or resumed run writes only the missing ones.
+    # whole; a redelivered or resumed run writes only the missing ones (and announces all again).
     written = set(s3io.list_keys(deps.s3, deps.data_bucket, store_key + "/c/"))
     started = time.perf_counter()
     try:
         for i in range(n_shards):
             if f"{store_key}/c/{i}/0" in written:
                 log.info("shard_already_written", shard=i + 1, of=n_shards)
-                continue
-            start, stop = i * window, min((i + 1) * window, info.n_samples)
-            array[start:stop, :] = reader.read(start, stop)  # one whole shard: one object, written once
-            log.info("shard_written", shard=i + 1, of=n_shards,
-                     mb_per_s=round(stop * info.n_channels * array.dtype.itemsize / 1e6
-                                    / (time.perf_counter() - started), 1))
+            else:
+                start, stop = i * window, min((i + 1) * window, info.n_samples)
+                array[start:stop, :] = reader.read(start, stop)  # one whole shard: one object, written once
+                log.info("shard_written", shard=i + 1, of=n_shards,
+                         mb_per_s=round(stop * info.n_channels * array.dtype.itemsize / 1e6
+                                        / (time.perf_counter() - started), 1))
+            if i > 0:
+                yield ready(i - 1)  # both its neighbours are in the store now
     finally:
         reader.close()
     wrong = opener.mismatches(doc.claimed_sha256)
     if wrong:
         log.warning("upload_checksum_mismatch", files=wrong)
-        return [pins.refusal(deps.s3, deps.data_bucket, doc, ref.prefix, pins.CHANGED.format(
-            what=f"{', '.join(wrong)}: the bytes are not those the manifest's SHA-256 describes"))]
-    changed = pins.changed_files(deps.s3, doc.upload_bucket, versions)
+        yield pins.refusal(deps.s3, deps.data_bucket, doc, ref.prefix, pins.CHANGED.format(
+            what=f"{', '.join(wrong)}: the bytes are not those the manifest's SHA-256 describes"))
+        return
+    changed = pins.changed_files(deps.s3, doc.upload_bucket, doc.upload_versions)
     if changed:
         log.warning("upload_changed", files=changed)
-        return [pins.refusal(deps.s3, deps.data_bucket, doc, ref.prefix,
-                             pins.CHANGED.format(what=f"{', '.join(changed)} was written over"))]
-    return [
-        ShardReady(correlation_id=event.correlation_id, recording=ref, store_key=store_key,
-                   shard_index=i, n_shards=n_shards, start_sample=i * window,
-                   stop_sample=min((i + 1) * window, info.n_samples))
-        for i in range(n_shards)
-    ]
+        yield pins.refusal(deps.s3, deps.data_bucket, doc, ref.prefix,
+                           pins.CHANGED.format(what=f"{', '.join(changed)} was written over"))
+        return
+    yield ready(n_shards - 1)
 
 
 def on_rerun_requested(event: RerunRequested, deps: Deps) -> list[Event]:
@@ -106,11 +109,6 @@ def on_rerun_requested(event: RerunRequested, deps: Deps) -> list[Event]:
                        n_shards=n_shards, start_sample=i * window, stop_sample=min((i + 1) * window, n_samples),
                        detection_params=event.detection_params, metrics_params=event.metrics_params)
             for i in range(n_shards)]
-
-
-def _size(deps: Deps, bucket: str, key: str, version: str | None) -> int:
-    extra = {"VersionId": version} if version not in (None, "null") else {}
-    return int(deps.s3.head_object(Bucket=bucket, Key=key, **extra)["ContentLength"])
 
 
 def _resumable(deps: Deps, url: str, store_key: str, info) -> Any:

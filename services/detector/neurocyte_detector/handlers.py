@@ -3,12 +3,20 @@
 Reads the window plus margins so spikes at shard borders are neither lost nor doubled,
 and uses what is learned from the whole recording (its noise and, for peeling, its spike
 templates; once per parameter set, cached beside the store), so every shard applies the
-same threshold and subtracts the same templates."""
+same threshold and subtracts the same templates.
+
+That model is learned once, by the worker that claims it first, from spread-out ranges of
+the upload itself (at the versions ingest validated): shards arrive while the chunker is
+still writing, so the store does not yet hold the whole recording. The other workers wait
+for the result instead of repeating the work; a claim left by a worker that died is taken
+over after LEARN_TIMEOUT_S. A rerun learns from the store, which is complete by then."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -22,9 +30,17 @@ from neurocyte_shared.messaging.config import EnvSettings, Settings
 from neurocyte_shared.messaging.events import Event, ShardDetected, ShardReady
 from neurocyte_shared.science.detection import DetectionParams, Templates, learn_recording
 from neurocyte_shared.science.detection.windows import detect_window
-from neurocyte_shared.storage import layout, s3io, spikes, store
+from neurocyte_shared.storage import claims, layout, pins, s3io, spikes, store
+from neurocyte_shared.storage.documents import RecordingDocument
 
 log = structlog.get_logger()
+
+
+# Longer than learning takes on the largest recording we expect (about 15 s for 1,024
+# channels on one core); a claim older than this belongs to a worker that died.
+LEARN_TIMEOUT_S = 300.0
+LEARN_POLL_S = 0.5
+WORKER = uuid.uuid4().hex
 
 
 @dataclass
@@ -32,32 +48,61 @@ class Deps:
     s3: Any
     data_bucket: str
     params: DetectionParams = field(default_factory=DetectionParams)
+    opener_for: Callable[..., Any] | None = None  # (bucket, prefix, versions) -> opener; None: learn from the store
 
 
-def recording_model(array: Any, deps: Deps, params: DetectionParams, prefix: str, locations: np.ndarray
-                    ) -> tuple[np.ndarray, Templates | None]:
-    """Per-channel noise and spike templates of the whole recording, computed once and kept at
-    noise/<params>.json and templates/<params>.npz. Deterministic, so two workers racing to
-    compute them write the same values; the templates are written first, so a worker that
-    finds the noise finds them too."""
+def _cached_model(deps: Deps, params: DetectionParams, prefix: str) -> tuple[np.ndarray, Templates | None] | None:
     key = params.cache_key()
-    noise_key, templates_key = layout.noise_key(prefix, key), layout.templates_key(prefix, key)
-    cached = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, noise_key)
-    if cached is not None:
-        noise = np.asarray(json.loads(cached)["noise_uv"], dtype=np.float32)
-        if not params.peel:
-            return noise, None
-        data = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, templates_key)
-        if data is not None:
-            return noise, Templates.from_bytes(data)
+    cached = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, layout.noise_key(prefix, key))
+    if cached is None:
+        return None
+    noise = np.asarray(json.loads(cached)["noise_uv"], dtype=np.float32)
+    if not params.peel:
+        return noise, None
+    data = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, layout.templates_key(prefix, key))
+    return None if data is None else (noise, Templates.from_bytes(data))
+
+
+def recording_model(array: Any, deps: Deps, params: DetectionParams, prefix: str, locations: np.ndarray,
+                    doc: RecordingDocument | None = None) -> tuple[np.ndarray, Templates | None]:
+    """Per-channel noise and spike templates of the whole recording, computed once and kept at
+    noise/<params>.json and templates/<params>.npz. With `doc` (and an opener) they are learned
+    from the upload, else from the store. Deterministic, so a worker that takes over a dead
+    claim writes the same values; the templates are written first, so a worker that finds
+    the noise finds them too."""
+    model = _cached_model(deps, params, prefix)
+    if model is not None:
+        return model
+    key = params.cache_key()
+    claim_key = layout.learning_claim_key(prefix, key)
+    holder = claims.claim(deps.s3, deps.data_bucket, claim_key, {"worker": WORKER, "at": time.time()},
+                          is_mine=lambda existing: existing.get("worker") == WORKER)
+    if holder is not None:
+        log.info("waiting_for_model", learner=holder.get("worker"))
+        while time.time() < float(holder.get("at", 0)) + LEARN_TIMEOUT_S:
+            time.sleep(LEARN_POLL_S)  # a bounded wait on the other worker's result
+            model = _cached_model(deps, params, prefix)
+            if model is not None:
+                return model
+        log.warning("learning_claim_expired", learner=holder.get("worker"))
     attrs = array.attrs
     fs, gain, offset = attrs["sampling_rate_hz"], attrs["gain_uv"], attrs["offset_uv"]
-    noise, templates = learn_recording(lambda a, b: array[a:b], array.shape[0], fs, params, gain, offset,
-                                       channel_locations_um=locations)
+    started = time.perf_counter()
+    if doc is not None and deps.opener_for is not None:
+        _, reader = pins.open_pinned(deps.s3, doc, deps.opener_for)
+        try:
+            noise, templates = learn_recording(reader.read, array.shape[0], fs, params, gain, offset,
+                                               channel_locations_um=locations)
+        finally:
+            reader.close()
+    else:
+        noise, templates = learn_recording(lambda a, b: array[a:b], array.shape[0], fs, params, gain, offset,
+                                           channel_locations_um=locations)
     if templates is not None:
-        deps.s3.put_object(Bucket=deps.data_bucket, Key=templates_key, Body=templates.to_bytes())
-        log.info("templates_learned", n_templates=len(templates))
-    s3io.put_json(deps.s3, deps.data_bucket, noise_key,
+        deps.s3.put_object(Bucket=deps.data_bucket, Key=layout.templates_key(prefix, key), Body=templates.to_bytes())
+        log.info("templates_learned", n_templates=len(templates), source="upload" if doc is not None else "store",
+                 seconds=round(time.perf_counter() - started, 2))
+    s3io.put_json(deps.s3, deps.data_bucket, layout.noise_key(prefix, key),
                   {"params": params.model_dump(), "noise_uv": noise.tolist()})
     return noise, templates
 
@@ -78,9 +123,12 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     array = store.open_array(store.store_url(deps.data_bucket, event.store_key))
     attrs = array.attrs
     fs = float(attrs["sampling_rate_hz"])
-    doc = s3io.get_json(deps.s3, deps.data_bucket, layout.recording_document_key(prefix))
-    locations = np.asarray(doc["info"]["channel_locations_um"], dtype=np.float64)
-    noise, templates = recording_model(array, deps, params, prefix, locations)
+    doc = RecordingDocument.model_validate_json(
+        s3io.get_bytes(deps.s3, deps.data_bucket, layout.recording_document_key(prefix)))
+    locations = np.asarray(doc.info.channel_locations_um, dtype=np.float64)
+    # The first run learns from the upload (the store may still be being written); a rerun from the store.
+    noise, templates = recording_model(array, deps, params, prefix, locations,
+                                       doc if event.detection_params is None else None)
 
     table, saturated, waveforms = detect_window(
         lambda a, b: array[a:b], event.start_sample, event.stop_sample, array.shape[0], fs, params,
@@ -119,5 +167,8 @@ def build(settings: Settings) -> dict:
         params = DetectionParams(**DetectorSettings.from_env().detection_params)
     except ValidationError as exc:
         raise ConfigurationError(f"NEUROCYTE_DETECTION_PARAMS: {explain(exc, 'detection parameters')}") from None
-    deps = Deps(s3=s3(settings), data_bucket=settings.data_bucket, params=params)
+    from neurocyte_shared.storage.s3io import S3Opener
+
+    deps = Deps(s3=s3(settings), data_bucket=settings.data_bucket, params=params,
+                opener_for=lambda bucket, prefix, versions=None: S3Opener(bucket, prefix, versions=versions))
     return {ShardReady: partial(on_shard_ready, deps=deps)}

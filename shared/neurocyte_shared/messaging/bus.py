@@ -2,7 +2,10 @@
 
 The consumer loop long-polls, decodes the EventBridge envelope into our pydantic event,
 dispatches to the handler registered for its type, publishes what the handler returns,
-and deletes the message only then. A handler that raises leaves its message on the
+and deletes the message only then. A handler that is a generator has each event published
+as it is yielded (the chunker announces a shard while it writes the next), still before
+the message is deleted: a crash part-way re-runs the handler and repeats events, which
+every consumer tolerates (the output-exists gates). A handler that raises leaves its message on the
 queue: it becomes visible again after the visibility timeout and, after the queue's
 maxReceiveCount, the redrive policy moves it to the dead-letter queue. While a handler
 works, a heartbeat thread extends the message's visibility so a slow shard is never
@@ -15,7 +18,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +32,7 @@ SOURCE = "neurocyte"
 log = structlog.get_logger()
 
 Message = Event | S3ObjectCreated
-Handler = Callable[[Any], Sequence[Event] | None]
+Handler = Callable[[Any], Sequence[Event] | Iterator[Event] | None]
 
 
 class Deferred(Exception):
@@ -177,11 +180,20 @@ class Consumer:
             else:
                 heartbeat.start()
                 started = time.perf_counter()
-                produced = list(handler(event) or ())
-                heartbeat.stop()
-                if produced:
-                    self.publish(produced)
-                log.info("handled", seconds=round(time.perf_counter() - started, 3), produced=len(produced))
+                result = handler(event) or ()
+                if isinstance(result, Iterator):  # published as they come, while the handler works on
+                    n = 0
+                    for produced_event in result:
+                        self.publish([produced_event])
+                        n += 1
+                    heartbeat.stop()
+                else:
+                    produced = list(result)
+                    heartbeat.stop()
+                    if produced:
+                        self.publish(produced)
+                    n = len(produced)
+                log.info("handled", seconds=round(time.perf_counter() - started, 3), produced=n)
             self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
             return True
         except Deferred as exc:

@@ -157,6 +157,11 @@ def templates_key(prefix: str, detection_version: str) -> str:
     return f"{prefix}templates/{detection_version}.npz"
 
 
+def learning_claim_key(prefix: str, detection_version: str) -> str:
+    """Who learns the recording's noise and templates for one parameter set (one worker does)."""
+    return f"{prefix}noise/{detection_version}.learning.json"
+
+
 def shard_spikes_prefix(prefix: str, detection_version: str) -> str:
     return f"{prefix}spikes/d={detection_version}/"
 

@@ -112,6 +112,26 @@ class HashingOpener:
         return out
 
 
+def open_pinned(s3: Any, doc: Any, opener_for: Any) -> tuple[HashingOpener, Any]:
+    """A reader of a RecordingDocument's upload at the versions ingest validated, its files
+    hashed as they are read. `opener_for(bucket, prefix, versions)` opens files by name
+    (S3Opener in the services)."""
+    from neurocyte_shared.formats import identify, open_reader
+
+    upload_prefix = doc.upload_keys[0].rsplit("/", 1)[0] + "/"
+    names = [k.rsplit("/", 1)[1] for k in doc.upload_keys]
+    fmt, roles = identify(names)
+    versions = doc.upload_versions
+    sizes = {}
+    for n in names:
+        version = versions.get(upload_prefix + n)
+        extra = {"VersionId": version} if version not in (None, "null") else {}
+        sizes[n] = int(s3.head_object(Bucket=doc.upload_bucket, Key=upload_prefix + n, **extra)["ContentLength"])
+    opener = HashingOpener(opener_for(doc.upload_bucket, upload_prefix, versions), s3, doc.upload_bucket,
+                           upload_prefix, versions)
+    return opener, open_reader(fmt, roles, opener, sizes, doc.stream)
+
+
 def refusal(s3: Any, data_bucket: str, doc: Any, prefix: str, reason: str) -> Any:
     """End a recording that must not be analysed: rejected.json (its status) and the event that
     tells its uploader. Nothing of it is published."""

@@ -1,8 +1,10 @@
 """The recording's Zarr v3 store on S3: int samples x channels, sharded by time window.
 
-Inner chunks are 1 s x up to 128 channels (what a reader of a few channels or a margin
-fetches); a shard is one detection window across all channels (one object per window,
-written once by the chunker). Blosc zstd with bit-shuffle suits slowly varying int16 data.
+Inner chunks are 50 ms x up to 128 channels (what a reader of a few channels or of a
+margin fetches: the detector reads ~17 ms of each neighbouring shard, and with 1 s chunks
+it fetched and decoded three shards' worth of data for one); a shard is one detection
+window across all channels (one object per window, written once by the chunker, fetched
+whole in one GET). Blosc zstd with bit-shuffle suits slowly varying int16 data.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from zarr.storage import FsspecStore
 from neurocyte_shared.messaging.aws import s3fs_options
 
 SHARD_TARGET_BYTES = 64 * 1024 * 1024
+CHUNK_S = 0.05
 
 
 def store_url(bucket: str, key: str) -> str:
@@ -41,7 +44,7 @@ def create(url: str, *, n_samples: int, n_channels: int, dtype: str, sampling_ra
            window_s: float, attributes: dict[str, Any]) -> zarr.Array:
     itemsize = np.dtype(dtype).itemsize
     shard = min(shard_samples(n_channels, sampling_rate_hz, itemsize, window_s), n_samples)
-    chunk_t = min(int(round(sampling_rate_hz)), shard)
+    chunk_t = min(max(1, int(round(sampling_rate_hz * CHUNK_S))), shard)
     chunk_c = n_channels if n_channels <= 128 else 128
     shard = max(chunk_t, shard // chunk_t * chunk_t)
     shard_c = math.ceil(n_channels / chunk_c) * chunk_c
