@@ -64,7 +64,7 @@ def measured(cmd: list[str]) -> tuple[float, float, str]:
         if proc.returncode:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
         m = json.loads(report.read_text())
-    return m["seconds"], m["peak_mb"], proc.stdout
+    return m["seconds"], m["peak_mb"], m["cpu_s"], proc.stdout
 
 
 def peak_rss_mb(local: L.Local) -> dict[str, float]:
@@ -77,6 +77,20 @@ def peak_rss_mb(local: L.Local) -> dict[str, float]:
         kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
         if kb is not None:
             out[pid_file.stem] = kb / 1024
+    return out
+
+
+def cpu_seconds(local: L.Local) -> dict[str, float]:
+    """Per process of the stack (LocalStack included): user + system CPU seconds since it started."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid_file in sorted(local.pids.glob("*.pid")):
+        try:
+            stat = Path(f"/proc/{int(pid_file.read_text().strip())}/stat").read_text()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
+        out[pid_file.stem] = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
     return out
 
 
@@ -111,7 +125,7 @@ def main() -> None:
 
     print(f"standalone: neurocyte detect --jobs 2 on {size_gb:.1f} GB ...", flush=True)
     out = DATA / "pipeline_standalone.parquet"
-    alone_s, alone_mb, _ = measured([str(NEUROCYTE), "detect", str(bin_path), str(json_path), "--jobs", "2",
+    alone_s, alone_mb, alone_cpu, _ = measured([str(NEUROCYTE), "detect", str(bin_path), str(json_path), "--jobs", "2",
                                      "--out", str(out)])
 
     local = L.Local.from_env()
@@ -121,6 +135,7 @@ def main() -> None:
     try:
         email = f"bench-{uuid.uuid4().hex[:6]}@lab.org"
         print(f"pipeline: neurocyte submit {bin_path.name} ...", flush=True)
+        cpu_before = cpu_seconds(local)
         t0 = time.perf_counter()
         proc = subprocess.run([str(NEUROCYTE), "submit", str(bin_path), str(json_path), "--email", email,
                                "--reprocess"], capture_output=True, text=True, check=True)
@@ -132,6 +147,7 @@ def main() -> None:
                 raise SystemExit("no email within an hour")
             time.sleep(0.5)
         email_s = time.perf_counter() - t0
+        cpu_after = cpu_seconds(local)
         time.sleep(2)  # the last handler's log line follows the email by milliseconds
         stages = stage_busy(local, rid)
         rss = peak_rss_mb(local)
@@ -154,12 +170,17 @@ def main() -> None:
     for s, v in sorted(stages.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         rate = f"{samples / v['busy_s'] / 1e6:.1f} M samples/s" if v["busy_s"] else "-"
         print(f"{s:<14} {v['busy_s']:>6.1f}   {v['span_s']:>6.1f}   {rate}")
+    cpu = {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 1) for k in cpu_after}
+    print(f"CPU seconds from upload to email (2 cores x {email_s:.0f} s = {2 * email_s:.0f} available; "
+          f"standalone used {alone_cpu:.0f}): " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
+          + f"; total {sum(cpu.values()):.0f} (the upload's client not counted)")
     print("peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items() if k != "localstack"))
     print(f"spike table: pipeline {same['pipeline_rows']:,} rows, standalone {same['standalone_rows']:,}; "
           f"same rows: {same['same_rows']}")
     result = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.platform(),
               "cpus": os.cpu_count(), "seconds_recorded": seconds, "size_gb": size_gb, "standalone_s": alone_s,
-              "standalone_peak_mb": alone_mb, "upload_s": upload_s, "upload_to_email_s": email_s,
+              "standalone_peak_mb": alone_mb, "standalone_cpu_s": alone_cpu, "cpu_s": cpu,
+              "upload_s": upload_s, "upload_to_email_s": email_s,
               "ratio": email_s / alone_s, "stages": stages, "peak_rss_mb": rss, "spikes": same,
               "recording_id": rid}
     path = HERE / "results" / f"pipeline-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
