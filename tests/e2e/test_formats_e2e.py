@@ -52,3 +52,25 @@ def test_every_format_goes_from_upload_to_email(stack, tmp_path):
         summary = json.loads(stack.s3.get_object(Bucket=stack.data, Key=key)["Body"].read())
         assert summary["format"] == fmt, label
         assert summary["n_channels"] == 16
+
+
+def test_a_file_declaring_more_than_it_stores_is_refused_before_any_chunk(stack, tmp_path):
+    """An NWB file whose signal declares 10^6 times the samples it stores (HDF5 would read the
+    rest as fill values): one refusal email saying so, and no store, shard or summary."""
+    from ..unit.test_formats_all import _declare_more_than_stored
+
+    bin_path, json_path, _ = write_recording(tmp_path, "src", SyntheticSpec(n_channels=16, duration_s=2.0,
+                                                                            n_units=4, seed=5))
+    files = convert(bin_path, json_path, "nwb", tmp_path / "nwb")
+    (name,) = files
+    _declare_more_than_stored(tmp_path / "nwb" / name, 1_000_000, write_first_chunk=True)
+    files = {name: (tmp_path / "nwb" / name).read_bytes()}
+    email, rid = f"sparse-{uuid.uuid4().hex[:6]}@example.org", f"sparse-{uuid.uuid4().hex[:6]}"
+    stack.upload(files, email=email, tenant="sparse", rid=rid)
+    mail = wait_for(lambda: stack.mail_to(email), 120, "the refusal email")
+    body = _body(mail[0])
+    assert "declares 40,000,000,000 x 16 samples but stores 1 of its" in body, body[:1500]
+    wait_for(lambda: stack.queue_idle("Ingest") and stack.queue_idle("Notifier"), 60, "queues to drain")
+    keys = [k for k in stack.keys("recordings/tenant=sparse/") if f"/{rid}/" in k]
+    assert [k.rsplit("/", 1)[1] for k in keys] == ["rejected.json"]  # nothing chunked
+    assert len(stack.mail_to(email)) == 1

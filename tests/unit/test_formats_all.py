@@ -113,3 +113,43 @@ def test_nwb_refusals_say_why(source, tmp_path):
         f["acquisition/ElectricalSeries/channel_conversion"] = np.linspace(1, 2, data.shape[1])
     with pytest.raises(InvalidRecording, match="different gain per channel"):
         _open({"gains.nwb": path.read_bytes()})
+
+
+def _declare_more_than_stored(path, factor: int, write_first_chunk: bool) -> None:
+    """Replace the file's signal (its largest datasets) with one `factor` times as long along
+    its longest axis, with the same attributes, and no chunk written (or only the first)."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        found = []
+        f.visititems(lambda name, obj: found.append((obj.size, name)) if isinstance(obj, h5py.Dataset) else None)
+        biggest = max(found)[0]
+        for _, name in (x for x in found if x[0] == biggest):  # every well of a multi-well file
+            old = f[name]
+            data, attrs, dtype = old[()], dict(old.attrs), old.dtype
+            axis = int(np.argmax(data.shape))
+            shape = tuple(n * factor if i == axis else n for i, n in enumerate(data.shape))
+            chunks = tuple(min(n, 4096) if i == axis else n for i, n in enumerate(data.shape))
+            del f[name]
+            new = f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, maxshape=shape)
+            for k, v in attrs.items():
+                new.attrs[k] = v
+            if write_first_chunk:
+                first = tuple(slice(0, c) for c in chunks)
+                new[first] = data[first]
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f not in ("raw_binary", "spikeglx")])
+@pytest.mark.parametrize("write_first_chunk", [False, True])
+def test_a_file_that_declares_more_samples_than_it_stores_is_refused(source, tmp_path, fmt, write_first_chunk):
+    """A 10^6-times-longer declared signal with nothing (or one chunk) stored would read as
+    fill values: the reader refuses it, before any sample is read, and says how much is missing."""
+    files = convert(*source, fmt, tmp_path)
+    (name,) = files
+    _declare_more_than_stored(tmp_path / name, 1_000_000, write_first_chunk)
+    data = (tmp_path / name).read_bytes()
+    with pytest.raises(InvalidRecording, match="declares .* but stores") as refused:
+        _open({name: data})
+    message = str(refused.value)
+    assert ("stores 1 of" if write_first_chunk else "stores 0 of") in message
+    assert "damaged (its storage" not in message and "Upload the complete recording" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, BinaryIO
 
 from neurocyte_shared.formats import InvalidRecording
@@ -90,24 +91,43 @@ def file_size(f: BinaryIO) -> int:
 
 
 def check_complete(dataset: Any, size: int, name: str, what: str) -> None:
-    """Every stored byte of `dataset` lies inside the file: a file cut short (an interrupted
-    upload or copy) is refused now, not found out half-way through chunking. Uses the HDF5
-    chunk index, so it reads metadata only."""
+    """Every sample `dataset` declares is stored, and every stored byte lies inside the file.
+    A file cut short (an interrupted upload or copy) is refused now, not found out half-way
+    through chunking; so is one that declares more than it stores (HDF5 reads chunks never
+    written as fill values: a 28 KB file can declare 10^12 samples). Uses the HDF5 chunk
+    index, so it reads metadata only."""
+    if getattr(dataset, "is_virtual", False):  # its data lives in other files: nothing to count here
+        return
     dsid = dataset.id
     end = 0
     try:
         if dataset.chunks is None:
             offset = dsid.get_offset()
-            if offset is not None:
-                end = offset + dsid.get_storage_size()
+            stored = dsid.get_storage_size() if offset is not None else 0
+            end = (offset or 0) + stored
+            declared = dataset.size * dataset.dtype.itemsize
+            missing = (f"stores {stored:,} of its {declared:,} bytes; the rest is not in the file"
+                       if stored < declared else None)
         else:
-            for i in range(dsid.get_num_chunks()):
+            n_stored = dsid.get_num_chunks()
+            for i in range(n_stored):
                 info = dsid.get_chunk_info(i)
                 end = max(end, info.byte_offset + info.size)
+            n_declared = math.prod(-(-n // c) for n, c in zip(dataset.shape, dataset.chunks, strict=True))
+            missing = (f"stores {n_stored:,} of its {n_declared:,} chunks; the missing ones would read as fill "
+                       "values, not as a recording" if n_stored < n_declared else None)
     except (OSError, ValueError, RuntimeError) as exc:
         raise InvalidRecording(f"{name}: {what} is damaged (its storage cannot be listed: {exc})") from exc
+    if missing:
+        raise InvalidRecording(
+            f"{name}: {what} declares {_shape(dataset)} samples but {missing} (a recording stopped before "
+            "it was written out, or a damaged file). Upload the complete recording.")
     if end > size:
         raise InvalidRecording(
             f"{name} is truncated: {what} needs {end:,} bytes but the file has {size:,}. "
             "Upload the complete file again."
         )
+
+
+def _shape(dataset: Any) -> str:
+    return " x ".join(f"{n:,}" for n in dataset.shape)
