@@ -78,7 +78,8 @@ class FakeS3:
             def paginate(self, *, Bucket: str, Prefix: str = "") -> list[dict]:
                 keys = sorted(k for b, k in fake.objects if b == Bucket and k.startswith(Prefix))
                 if name == "list_objects_v2":
-                    return [{"Contents": [{"Key": k, "Size": len(fake.objects[(Bucket, k)].body)} for k in keys]}]
+                    return [{"Contents": [{"Key": k, "Size": len(fake.objects[(Bucket, k)].body),
+                                           "LastModified": fake.objects[(Bucket, k)].modified} for k in keys]}]
                 return [{"Versions": [
                     {"Key": k, "VersionId": o.version, "IsLatest": fake.objects.get((b, k)) is o, "Size": len(o.body),
                      "ETag": f'"{hashlib.md5(o.body).hexdigest()}"'}

@@ -93,3 +93,56 @@ def test_keys_that_cannot_be_used_are_recorded_and_their_uploader_told(s3):
     for key in ("uploads/lab/r1/MANIFEST.json", "uploads/lab/r1/sub/x.bin", "uploads/" + "x" * 900 + "/r/x.bin"):
         assert on_object_created(S3ObjectCreated(bucket={"name": UPLOADS}, object={"key": key}), deps(s3)) == []
     assert len(s3.keys(DATA, "refused-uploads/")) == 4
+
+
+# --- a lab's limits (storage/usage.py) ---
+
+def _files(recording):
+    return {"rec.bin": recording[0], "rec.json": recording[1]}  # 8 channels x 2 s
+
+
+def test_an_upload_over_the_size_limit_is_refused_before_anything_is_read(s3, recording):
+    from neurocyte_shared.storage.usage import Limits
+
+    size_gb = sum(map(len, recording)) / 1e9
+    (refused,) = on_object_created(upload(s3, "lab", "r1", _files(recording)),
+                                   deps(s3, limits=Limits(max_upload_gb=size_gb / 2)))
+    assert isinstance(refused, RecordingRejected)
+    assert "over your lab's limit" in refused.reason and "Nothing was processed" in refused.reason
+    assert not any(k.endswith("recording.json") for k in s3.keys(DATA))
+
+
+def test_recording_hours_are_counted_per_month_and_a_lab_over_its_budget_is_refused(s3, recording):
+    import json
+
+    from neurocyte_shared.storage.usage import Limits, hours_used
+
+    budget = Limits(max_recording_hours_per_month=3.0 / 3600)  # room for one 2 s recording, not two
+    assert isinstance(on_object_created(upload(s3, "lab", "r1", _files(recording)), deps(s3, limits=budget))[0],
+                      RecordingValidated)
+    month = next(k for k in s3.keys(DATA, "usage/tenant=lab/month=")).split("month=")[1][:7]
+    assert hours_used(s3, DATA, "lab", month) == pytest.approx(2.0 / 3600)
+    first = upload(s3, "lab", "r2", {"other.bin": recording[0][::-1], "other.json": recording[1]})
+    (refused,) = on_object_created(first, deps(s3, limits=budget))
+    assert isinstance(refused, RecordingRejected) and "recording-hours" in refused.reason
+    assert f"used 0.00 of its 0 for {month}" in refused.reason
+    # Another lab has its own budget; a lab's limits.json overrides the default.
+    assert isinstance(on_object_created(upload(s3, "lab2", "r3", _files(recording)), deps(s3, limits=budget))[0],
+                      RecordingValidated)
+    s3.put(DATA, "usage/tenant=lab/limits.json", json.dumps({"max_recording_hours_per_month": 1.0}))
+    assert isinstance(on_object_created(first, deps(s3, limits=budget))[0], RecordingValidated)
+
+
+def test_a_lab_at_its_in_flight_limit_waits_until_a_recording_is_emailed(s3, recording):
+    from neurocyte_shared.storage import usage
+
+    one = usage.Limits(max_in_flight=1)
+    assert isinstance(on_object_created(upload(s3, "lab", "r1", _files(recording)), deps(s3, limits=one))[0],
+                      RecordingValidated)
+    second = upload(s3, "lab", "r2", {"other.bin": recording[0][::-1], "other.json": recording[1]})
+    with pytest.raises(Deferred, match="1 recordings of this lab are in progress"):
+        on_object_created(second, deps(s3, limits=one))
+    usage.finished(s3, DATA, "lab", "r1")  # the notifier, once r1's email is sent
+    assert isinstance(on_object_created(second, deps(s3, limits=one))[0], RecordingValidated)
+    # A redelivery of a validated manifest does not wait behind itself.
+    assert isinstance(on_object_created(second, deps(s3, limits=one))[0], RecordingValidated)

@@ -50,3 +50,18 @@ def test_each_address_is_subscribed_once_with_a_filter_on_its_own_mail(s3, sns):
 def test_a_rejection_without_an_address_sends_nothing(s3, sns):
     event = RecordingRejected(correlation_id="r3", tenant="lab", upload_key="k", reason="unreadable manifest")
     assert on_recording_rejected(event, deps(s3, sns)) == [] and sns.published == []
+
+
+def test_the_last_email_of_a_recording_frees_its_labs_slot_and_a_refused_retry_does_not(s3, sns):
+    from neurocyte_shared.storage import usage
+
+    for rid in ("r1", "r2"):
+        usage.record(s3, DATA, "lab", "2026-12", rid, 2.0)
+    on_recording_summarized(summarized(), deps(s3, sns))
+    # A second upload under r2's id was refused: r2 itself is still being processed.
+    on_recording_rejected(RecordingRejected(correlation_id="r2", tenant="lab", upload_key="k", reason="id taken",
+                                            uploader_email="ana@lab.org", attempt="v2"), deps(s3, sns))
+    from datetime import UTC, datetime
+
+    assert usage.in_flight(s3, DATA, "lab", datetime.now(UTC)) == ["r2"]
+    assert usage.hours_used(s3, DATA, "lab", "2026-12") * 3600 == 4.0  # the month's usage stays

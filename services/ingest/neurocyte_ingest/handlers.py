@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,8 +27,8 @@ from neurocyte_shared.messaging.events import (
     RecordingValidated,
     S3ObjectCreated,
 )
-from neurocyte_shared.messaging.logs import redact_email
-from neurocyte_shared.storage import claims, layout, pins, s3io
+from neurocyte_shared.messaging.logs import metric, redact_email
+from neurocyte_shared.storage import claims, layout, pins, s3io, usage
 from neurocyte_shared.storage.documents import (
     MAX_FILES,
     ExperimentMember,
@@ -50,6 +50,7 @@ class Deps:
     opener_for: Callable[..., Opener]  # (bucket, prefix, versions) -> opener of the pinned versions
     upload_deadline_s: float = 1800.0  # how long files listed in a manifest may keep arriving
     recheck_s: int = 30
+    limits: usage.Limits = field(default_factory=usage.Limits)  # a lab's own (limits.json) override these
 
 
 def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
@@ -119,6 +120,14 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
                       + _some(problems) + ". Upload the missing file(s) completely, then the manifest again "
                       "(neurocyte submit does both).", email, name)
 
+    limits = usage.limits_for(deps.s3, deps.data_bucket, tenant, deps.limits)
+    total_bytes = sum(f.size_bytes for f in manifest.files)
+    if total_bytes > limits.max_upload_gb * 1e9:
+        metric("LimitReached", limit="max_upload_gb")
+        return refuse(f"this upload is {total_bytes / 1e9:,.1f} GB, over your lab's limit of "
+                      f"{limits.max_upload_gb:,.0f} GB per upload. Nothing was processed. Upload the recording "
+                      "in shorter files, or ask your Neurocyte administrator to raise the limit.", email, name)
+
     sizes = {f.name: f.size_bytes for f in manifest.files}
     versions = {upload_prefix + f.name: present[upload_prefix + f.name]["version"] for f in manifest.files}
     try:
@@ -134,6 +143,30 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
         if problem:
             return refuse(problem, email, name)
 
+    parts = _recordings_in(recording_id, name, tuple(stream for stream, _ in found if stream))
+    ours = {rid for rid, _, _ in parts}  # a redelivery must not count its own recordings against it
+    month = usage.month_of(obj["LastModified"])
+    hours = sum(info.duration_s for _, info in found) / 3600.0
+    used = usage.hours_used(deps.s3, deps.data_bucket, tenant, month, excluding=ours)
+    if used + hours > limits.max_recording_hours_per_month:
+        metric("LimitReached", limit="max_recording_hours_per_month")
+        return refuse(f"this upload holds {hours:,.2f} recording-hours, and your lab has used {used:,.2f} of its "
+                      f"{limits.max_recording_hours_per_month:,.0f} for {month} (UTC). Nothing was processed. "
+                      "Upload it again next month, or ask your Neurocyte administrator to raise the limit.",
+                      email, name)
+    now = datetime.now(UTC)
+    busy = usage.in_flight(deps.s3, deps.data_bucket, tenant, now, excluding=ours)
+    if len(busy) + len(ours) > limits.max_in_flight and busy:
+        waited = (now - obj["LastModified"]).total_seconds()
+        metric("LimitReached", limit="max_in_flight")
+        if waited < usage.IN_FLIGHT_EXPIRY_S:  # its turn comes when one of them is emailed
+            log.info("waiting_for_a_slot", in_flight=len(busy), limit=limits.max_in_flight, waited_s=round(waited))
+            raise Deferred(f"{len(busy)} recordings of this lab are in progress (limit {limits.max_in_flight})",
+                           min(300, max(deps.recheck_s, int(waited / 10))))
+        return refuse(f"your lab has had {len(busy)} recordings in progress (its limit is {limits.max_in_flight}) "
+                      f"for the {_duration(usage.IN_FLIGHT_EXPIRY_S)} this upload waited for its turn. Nothing "
+                      "was processed. Upload it again, or ask your Neurocyte administrator.", email, name)
+
     # One recording id, one upload: the first valid manifest takes the id (a redelivery of the
     # same manifest finds its own claim); another, even at the same moment, is refused.
     earlier = claims.claim(deps.s3, deps.data_bucket, claim_key,
@@ -142,7 +175,6 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
     if earlier is not None:
         return _id_taken(earlier, recording_id, email, name, this_manifest, refuse)
 
-    parts = _recordings_in(recording_id, name, tuple(stream for stream, _ in found if stream))
     infos = [info for _, info in found]
     uploaded_at = obj["LastModified"].astimezone(UTC)
     record = {"upload_id": recording_id, "recording_name": name, "uploaded_at": uploaded_at.isoformat(),
@@ -180,6 +212,7 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
                           json.dumps({"file": exp.file, "stream": stream, "prefix": rprefix, "recording_id": rid}))
             deps.s3.put_object(Bucket=deps.data_bucket, Key=layout.experiment_plate_map_key(tenant, exp.name),
                                Body=exp.plate_map.encode(), ContentType="text/csv")
+        usage.record(deps.s3, deps.data_bucket, tenant, month, rid, info.duration_s)
         log.info("recording_validated", format=fmt, stream=stream, recording=rid, n_channels=info.n_channels,
                  duration_s=round(info.duration_s, 3), sampling_rate_hz=info.sampling_rate_hz)
         events.append(RecordingValidated(
@@ -313,6 +346,13 @@ class IngestSettings(EnvSettings):
                                      description="ingest: how long files listed in a manifest may keep arriving (s)")
     recheck_s: int = Field(30, ge=1, alias="NEUROCYTE_UPLOAD_RECHECK_S",
                            description="ingest: how often an incomplete upload is checked again (s)")
+    max_upload_gb: float = Field(250.0, gt=0, alias="NEUROCYTE_MAX_UPLOAD_GB",
+                                 description="ingest: a lab's largest upload, all files (GB; per lab in limits.json)")
+    max_in_flight: int = Field(20, ge=1, alias="NEUROCYTE_MAX_IN_FLIGHT",
+                               description="ingest: a lab's recordings in progress at once; more wait their turn")
+    max_recording_hours_per_month: float = Field(
+        200.0, gt=0, alias="NEUROCYTE_MAX_RECORDING_HOURS_PER_MONTH",
+        description="ingest: recording-hours a lab may have processed per calendar month (UTC)")
 
 
 def build(settings: Settings) -> dict:
@@ -324,5 +364,7 @@ def build(settings: Settings) -> dict:
     own = IngestSettings.from_env()
     deps = Deps(s3=s3(settings), upload_bucket=settings.upload_bucket, data_bucket=settings.data_bucket,
                 opener_for=lambda bucket, prefix, versions=None: S3Opener(bucket, prefix, versions=versions),
-                upload_deadline_s=own.upload_deadline_s, recheck_s=own.recheck_s)
+                upload_deadline_s=own.upload_deadline_s, recheck_s=own.recheck_s,
+                limits=usage.Limits(max_upload_gb=own.max_upload_gb, max_in_flight=own.max_in_flight,
+                                    max_recording_hours_per_month=own.max_recording_hours_per_month))
     return {S3ObjectCreated: partial(on_object_created, deps=deps)}

@@ -32,7 +32,7 @@ from neurocyte_shared.messaging.events import (
     RecordingSummarized,
 )
 from neurocyte_shared.messaging.logs import redact_email
-from neurocyte_shared.storage import claims, layout
+from neurocyte_shared.storage import claims, layout, usage
 from neurocyte_shared.storage.documents import canonical_email
 
 from .messages import duplicate_email, experiment_email, failure_email, rejection_email, summary_email
@@ -109,6 +109,7 @@ def _send(deps: Deps, event: Event, *, kind: str, tenant: str, email: str, subje
 
 
 def on_recording_summarized(event: RecordingSummarized, deps: Deps) -> list[Event]:
+    usage.finished(deps.s3, deps.data_bucket, event.recording.tenant, event.correlation_id)  # its lab's slot is free
     subject, body = summary_email(event)
     kind = f"summary-{event.version}" if event.rerun and event.version else "summary"  # one email per version
     return _send(deps, event, kind=kind, tenant=event.recording.tenant, email=str(event.uploader_email),
@@ -116,6 +117,8 @@ def on_recording_summarized(event: RecordingSummarized, deps: Deps) -> list[Even
 
 
 def on_recording_rejected(event: RecordingRejected, deps: Deps) -> list[Event]:
+    if event.attempt is None:  # a refused second attempt at a taken id leaves the first one counted
+        usage.finished(deps.s3, deps.data_bucket, event.tenant, event.correlation_id)
     if event.uploader_email is None:
         # Nobody to tell: kept in the log (and rejected.json) for an operator.
         log.warning("rejection_without_address", reason=event.reason, upload_key=event.upload_key)
@@ -133,6 +136,7 @@ def on_duplicate_upload(event: DuplicateUploadSkipped, deps: Deps) -> list[Event
 
 
 def on_processing_failed(event: ProcessingFailed, deps: Deps) -> list[Event]:
+    usage.finished(deps.s3, deps.data_bucket, event.recording.tenant, event.correlation_id)
     subject, body = failure_email(event)
     return _send(deps, event, kind="failure", tenant=event.recording.tenant, email=str(event.uploader_email),
                  subject=subject, body=body)

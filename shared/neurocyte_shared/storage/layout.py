@@ -21,6 +21,10 @@ data bucket:     recordings/tenant=<t>/date=<YYYY-MM-DD>/<recording_id>/
                  web/used-links/<id>.json   the web front-end's users, labs, sessions
                  notifications/<tenant>/<recording_id>/<kind>.json   one per email: claimed,
                      then state "done" once SNS took it (a claim: storage/claims.py)
+                 usage/tenant=<t>/limits.json   a lab's own limits, where an operator set them
+                 usage/tenant=<t>/month=<YYYY-MM>/<recording_id>~<seconds>   each recording
+                     validated that month (its length in the name: a listing sums the month)
+                 usage/tenant=<t>/in-flight/<recording_id>   validated, not yet emailed
 Versions are named by the hashes of the parameters, so reprocessing with other parameters
 writes beside a published result, never over it or mixed with it. The tenant/date
 partitions let Athena query spike tables across recordings.
@@ -224,3 +228,23 @@ def experiment_results_prefix(tenant: str, name: str, result_id: str) -> str:
 
 
 EXPERIMENT_NAME = "experiment.json"
+
+
+def tenant_limits_key(tenant: str) -> str:
+    return f"usage/tenant={tenant}/limits.json"
+
+
+def usage_month_prefix(tenant: str, month: str) -> str:
+    return f"usage/tenant={tenant}/month={month}/"
+
+
+def usage_key(tenant: str, month: str, recording_id: str, seconds: float) -> str:
+    return f"{usage_month_prefix(tenant, month)}{recording_id}~{seconds:.3f}"
+
+
+def in_flight_prefix(tenant: str) -> str:
+    return f"usage/tenant={tenant}/in-flight/"
+
+
+def in_flight_key(tenant: str, recording_id: str) -> str:
+    return f"{in_flight_prefix(tenant)}{recording_id}"
