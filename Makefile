@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := .tools/bin/uv
 UV_VERSION := 0.13.9
 
-.PHONY: demo test setup localstack lint clean bench bench-pipeline
+.PHONY: demo test setup localstack lint clean bench bench-pipeline bench-compression
 
 demo: setup
 	.venv/bin/neurocyte demo
@@ -59,6 +59,14 @@ bench: setup .bench-venv/.synced
 
 # The size labs record (1024 channels x 5 min, 12.3 GB, generated once) through the local stack
 # against `neurocyte detect --jobs 2` on the same file, in one run: `QUICK=1` for 64 s (2.6 GB).
+bench-compression: setup .codec-venv/.synced
+	.venv/bin/python benchmarks/compression.py
+
+.codec-venv/.synced: benchmarks/requirements-codecs.txt $(UV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) .codec-venv
+	$(UV) pip install -q --python .codec-venv/bin/python -r benchmarks/requirements-codecs.txt
+	touch $@
+
 bench-pipeline: setup localstack
 	.venv/bin/python benchmarks/pipeline.py $(if $(QUICK),--quick,)
 
@@ -74,4 +82,4 @@ lint: setup
 
 clean:
 	-.venv/bin/neurocyte down
-	rm -rf .venv .tools .localstack-venv .bench-venv .nwb-venv shared/neurocyte_shared/science/kernels/_kernels_* $(shell find shared cli services -name __pycache__ -type d)
+	rm -rf .venv .tools .localstack-venv .bench-venv .codec-venv .nwb-venv shared/neurocyte_shared/science/kernels/_kernels_* $(shell find shared cli services -name __pycache__ -type d)

@@ -67,30 +67,34 @@ def measured(cmd: list[str]) -> tuple[float, float, str]:
     return m["seconds"], m["peak_mb"], m["cpu_s"], proc.stdout
 
 
-def peak_rss_mb(local: L.Local) -> dict[str, float]:
+def _proc(local: L.Local, name: str) -> dict[str, str]:
+    """Service (or LocalStack) -> the text of /proc/<its pid>/<name>, for those still running."""
     out = {}
     for pid_file in sorted(local.pids.glob("*.pid")):
         try:
-            status = Path(f"/proc/{int(pid_file.read_text().strip())}/status").read_text()
+            out[pid_file.stem] = Path(f"/proc/{int(pid_file.read_text().strip())}/{name}").read_text()
         except (OSError, ValueError):
             continue
+    return out
+
+
+def peak_rss_mb(local: L.Local) -> dict[str, float]:
+    out = {}
+    for service, status in _proc(local, "status").items():
         kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
         if kb is not None:
-            out[pid_file.stem] = kb / 1024
+            out[service] = kb / 1024
     return out
 
 
 def cpu_seconds(local: L.Local) -> dict[str, float]:
-    """Per process of the stack (LocalStack included): user + system CPU seconds since it started."""
+    """Per process of the stack (LocalStack included): user + system CPU seconds since it started,
+    its waited-for children included."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
-    for pid_file in sorted(local.pids.glob("*.pid")):
-        try:
-            stat = Path(f"/proc/{int(pid_file.read_text().strip())}/stat").read_text()
-        except (OSError, ValueError):
-            continue
+    for service, stat in _proc(local, "stat").items():
         fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
-        out[pid_file.stem] = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
+        out[service] = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
     return out
 
 

@@ -23,15 +23,19 @@ def test_every_format_goes_from_upload_to_email(stack, tmp_path):
                                                                             n_units=8, seed=11))
     email = f"formats-{uuid.uuid4().hex[:6]}@example.org"
     expected: dict[str, tuple[str, str]] = {}  # recording id -> (format label, format in the summary)
+    uploaded: dict[str, tuple[dict[str, bytes], str | None]] = {}  # recording id -> (files, stream)
     for fmt in FORMATS:
         rid = f"{fmt.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
-        stack.upload(convert(bin_path, json_path, fmt, tmp_path / fmt), email=email, tenant="formats", rid=rid)
+        files = convert(bin_path, json_path, fmt, tmp_path / fmt)
+        stack.upload(files, email=email, tenant="formats", rid=rid)
         summary_format = {"maxwell_wells": "maxwell"}.get(fmt, fmt)
         if fmt == "maxwell_wells":  # one recording per well
-            expected[f"{rid}-well000"] = (fmt, summary_format)
-            expected[f"{rid}-well001"] = (fmt, summary_format)
+            for well in ("well000", "well001"):
+                expected[f"{rid}-{well}"] = (fmt, summary_format)
+                uploaded[f"{rid}-{well}"] = (files, well)
         else:
             expected[rid] = (fmt, summary_format)
+            uploaded[rid] = (files, None)
 
     mails = wait_for(lambda: (m := stack.mail_to(email)) and len(m) >= len(expected) and m, 300,
                      f"{len(expected)} result emails")
@@ -52,6 +56,33 @@ def test_every_format_goes_from_upload_to_email(stack, tmp_path):
         summary = json.loads(stack.s3.get_object(Bucket=stack.data, Key=key)["Body"].read())
         assert summary["format"] == fmt, label
         assert summary["n_channels"] == 16
+    _store_gives_back_the_upload(stack, uploaded)
+
+
+def _store_gives_back_the_upload(stack, uploaded) -> None:
+    """The Zarr store holds the upload's own samples, bit for bit, in every format; so each
+    raw upload was tagged for Deep Archive (the lab's default), its one lossless copy the store."""
+    import io
+
+    import numpy as np
+
+    from neurocyte_shared.formats import identify, open_reader
+    from neurocyte_shared.storage import store
+
+    for rid, (files, stream) in uploaded.items():
+        fmt, roles = identify(list(files))
+        reader = open_reader(fmt, roles, lambda n: io.BytesIO(files[n]), {n: len(b) for n, b in files.items()},
+                             stream)
+        original = reader.read(0, reader.info.n_samples)
+        reader.close()
+        doc_key = next(k for k in stack.keys("recordings/tenant=formats/") if f"/{rid}/recording.json" in k)
+        stored = store.open_array(store.store_url(stack.data, doc_key.rsplit("/", 1)[0] + "/raw.zarr"))[:]
+        assert stored.dtype == original.dtype and np.array_equal(stored, original), (rid, fmt)
+        upload_key = next(k for k in json.loads(stack.s3.get_object(Bucket=stack.data, Key=doc_key)["Body"].read())
+                          ["upload_keys"])
+        tags = {t["Key"]: t["Value"] for t in stack.s3.get_object_tagging(Bucket=stack.uploads, Key=upload_key)
+                ["TagSet"]}
+        assert tags.get("neurocyte-raw") == "archive", (rid, tags)
 
 
 def test_a_file_declaring_more_than_it_stores_is_refused_before_any_chunk(stack, tmp_path):

@@ -197,3 +197,41 @@ def test_a_flat_recording_is_reported_as_flat(stack, short_recording):
     _put(stack, files, email=email, rid=rid)
     mail = wait_for(lambda: mail_exactly_to(stack, email, rid, "has been analysed"), 240, "the result")
     assert "The signal is flat" in mail_body(mail[0])
+
+
+def test_a_store_that_does_not_give_back_the_upload_fails_loudly_and_publishes_nothing(stack, short_recording):
+    """The chunker hands each shard's digest of the upload's samples to the detector, which
+    checks what it decodes from the store. A shard object replaced by another (a store that
+    no longer holds the upload) is a failure on every delivery, told to the uploader, and no
+    spike table is written for it."""
+    from neurocyte_shared.messaging.bus import encode
+    from neurocyte_shared.messaging.events import RecordingRef, ShardReady
+    from neurocyte_shared.storage import s3io, store
+
+    files = fresh(short_recording)
+    email, rid = f"corrupt-{uuid.uuid4().hex[:6]}@example.org", f"corrupt-{uuid.uuid4().hex[:6]}"
+    _put(stack, files, email=email, rid=rid)
+    wait_for(lambda: stack.mail_to(email), 240, "the result email")
+    doc_key = next(k for k in stack.keys("recordings/tenant=integrity/") if f"/{rid}/recording.json" in k)
+    prefix = doc_key.rsplit("/", 1)[0] + "/"
+    meta = s3io.get_json(stack.s3, stack.data, prefix + "raw.zarr/zarr.json")
+    window = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+    samples = np.frombuffer(files["short.bin"], dtype=np.int16).reshape(-1, 16)
+    shard_1 = s3io.get_bytes(stack.s3, stack.data, prefix + "raw.zarr/c/1/0")
+    stack.s3.put_object(Bucket=stack.data, Key=prefix + "raw.zarr/c/0/0", Body=shard_1)
+    event = ShardReady(correlation_id=rid, recording=RecordingRef(tenant="integrity", prefix=prefix),
+                       store_key=prefix + "raw.zarr", shard_index=0, n_shards=2, start_sample=0, stop_sample=window,
+                       detection_params={"threshold_mad": 5.25}, samples_digest=store.samples_digest(samples[:window]))
+    dead_before = stack.dead_letters("Detector")
+    stack.events.put_events(Entries=[encode(event, stack.outputs["EventBusName"])])
+    failed = wait_for(lambda: s3io.get_bytes_if_exists(stack.s3, stack.data, prefix + "failed.json"), 180,
+                      "the recording to be marked failed")
+    assert "decodes to other samples than the upload's" in failed.decode()
+    mails = wait_for(lambda: (m := stack.mail_to(email)) and len(m) >= 2 and m, 60, "the failure email")
+    assert len(mails) == 2
+    logs = "".join(p.read_text() for p in stack.local.logs.glob("detector-*.log"))
+    assert sum(1 for ln in logs.splitlines() if '"handler_failed"' in ln and rid in ln) >= 2  # every delivery
+    # Kept in the detector's dead-letter queue for an operator (and counted before later tests look).
+    wait_for(lambda: stack.dead_letters("Detector") == dead_before + 1, 120, "the message in the dead-letter queue")
+    new_tables = [k for k in stack.keys(prefix + "spikes/") if "/shard-00000" in k]
+    assert len(new_tables) == 1  # the first run's table only: nothing written for the corrupt shard

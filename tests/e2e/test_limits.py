@@ -1,6 +1,6 @@
 """A lab's limits on a real LocalStack: an upload over a limit is refused by email with the
 limit named and nothing processed; at the in-flight limit a recording waits its turn. Each
-test sets its lab's own limits (usage/tenant=<lab>/limits.json), as an operator would."""
+test sets its lab's own limits (usage/tenant=<lab>/settings.json), as an operator would."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _recording(tmp_path, seed: int, seconds: float = 4.0) -> dict[str, bytes]:
 
 
 def _lab_limits(stack, lab: str, **limits) -> None:
-    stack.s3.put_object(Bucket=stack.data, Key=f"usage/tenant={lab}/limits.json", Body=json.dumps(limits))
+    stack.s3.put_object(Bucket=stack.data, Key=f"usage/tenant={lab}/settings.json", Body=json.dumps(limits))
 
 
 def _only_refused(stack, lab: str, rid: str) -> None:

@@ -26,7 +26,7 @@ def setup_recording(s3) -> None:
     s3.put(UPLOADS, "uploads/lab/r1/rec.bin", b"x")
 
 
-def shard(s3, i: int, waveforms: bool = False) -> ShardDetected:
+def shard(s3, i: int, waveforms: bool = False, verified: bool = False) -> ShardDetected:
     t = np.arange(i * 10_000, (i + 1) * 10_000, 50, dtype=np.int64)
     table = SpikeTable(t, (t // 50 % 2).astype(np.int32), np.full(t.size, -60.0, np.float32))
     key = layout.shard_spikes_key(PREFIX, i, "abc")
@@ -35,7 +35,7 @@ def shard(s3, i: int, waveforms: bool = False) -> ShardDetected:
         sums = Waveforms.empty(2, 1000.0)
         sums.add(np.linspace(-60, 0, 10_000, dtype=np.float32)[:, None].repeat(2, 1), t - i * 10_000,
                  table.channel_index)
-    s3.put(DATA, key, spikes.to_parquet_bytes(table, None, sums))
+    s3.put(DATA, key, spikes.to_parquet_bytes(table, None, sums, samples_verified=verified))
     return ShardDetected(correlation_id="r1", recording=RecordingRef(tenant="lab", prefix=PREFIX), shard_index=i,
                          n_shards=2, spikes_key=key, n_spikes=len(table), n_samples=10_000, seconds=0.1)
 
@@ -64,3 +64,24 @@ def test_the_waveforms_the_detector_summed_are_drawn_only_when_every_shard_has_t
     (done,) = on_shard_detected(shard(s3, 1, waveforms=True), deps)
     names = {k.rsplit("/", 1)[1] for k in s3.keys(DATA, done.summary_key.rsplit("/", 1)[0])}
     assert "waveforms.png" in names and "raster.png" in names
+
+
+def test_a_raw_upload_is_released_only_when_every_shard_was_checked_against_it(s3):
+    """Archive (the default) or delete (the lab's choice) only once every shard's decoded
+    samples matched the upload's digest; one unchecked shard keeps the raw files as they are."""
+    import json
+
+    setup_recording(s3)
+    deps = Deps(s3=s3, data_bucket=DATA)
+    on_shard_detected(shard(s3, 0, verified=True), deps)
+    on_shard_detected(shard(s3, 1, verified=False), deps)
+    assert s3.objects[(UPLOADS, "uploads/lab/r1/rec.bin")].tags == {"neurocyte-processed": "true"}
+
+    for choice, expected in ((None, "archive"), ("delete", "delete")):
+        s3.objects = {k: v for k, v in s3.objects.items() if not k[1].startswith(PREFIX + "results/")}
+        if choice:
+            s3.put(DATA, "usage/tenant=lab/settings.json", json.dumps({"raw_upload": choice}))
+        shard(s3, 0, verified=True)
+        on_shard_detected(shard(s3, 1, verified=True), deps)
+        assert s3.objects[(UPLOADS, "uploads/lab/r1/rec.bin")].tags == {"neurocyte-processed": "true",
+                                                                      "neurocyte-raw": expected}

@@ -126,10 +126,10 @@ def test_recording_hours_are_counted_per_month_and_a_lab_over_its_budget_is_refu
     (refused,) = on_object_created(first, deps(s3, limits=budget))
     assert isinstance(refused, RecordingRejected) and "recording-hours" in refused.reason
     assert f"used 0.00 of its 0 for {month}" in refused.reason
-    # Another lab has its own budget; a lab's limits.json overrides the default.
+    # Another lab has its own budget; a lab's settings.json overrides the default.
     assert isinstance(on_object_created(upload(s3, "lab2", "r3", _files(recording)), deps(s3, limits=budget))[0],
                       RecordingValidated)
-    s3.put(DATA, "usage/tenant=lab/limits.json", json.dumps({"max_recording_hours_per_month": 1.0}))
+    s3.put(DATA, "usage/tenant=lab/settings.json", json.dumps({"max_recording_hours_per_month": 1.0}))
     assert isinstance(on_object_created(first, deps(s3, limits=budget))[0], RecordingValidated)
 
 

@@ -27,7 +27,7 @@ from neurocyte_shared.science import results
 from neurocyte_shared.science.metrics import MetricsParams, Summary, summarize
 from neurocyte_shared.science.table import SpikeTable
 from neurocyte_shared.science.waveforms import Waveforms
-from neurocyte_shared.storage import claims, layout, pins, s3io, spikes
+from neurocyte_shared.storage import claims, layout, pins, s3io, spikes, usage
 from neurocyte_shared.storage.documents import RecordingDocument
 from neurocyte_shared.storage.layout import (
     REPORT_NAME,
@@ -136,16 +136,23 @@ def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, sh
     if results.publish(summary, merged, _S3Sink(deps, out), waveforms, inputs):
         log.info("summary_published", version=out.rsplit("/", 2)[-2], total_spikes=summary.total_spikes,
                  active_electrodes=summary.active_electrodes)
-        _mark_uploads_processed(deps, doc)
+        _mark_uploads_processed(deps, doc, verified=all(spikes.samples_verified(b) for b in blobs))
     else:
         log.info("summary_already_published")  # another worker won the race
 
 
-def _mark_uploads_processed(deps: Deps, doc: RecordingDocument) -> None:
-    """Tag the raw upload so the bucket's lifecycle rule moves it to Deep Archive."""
+def _mark_uploads_processed(deps: Deps, doc: RecordingDocument, verified: bool) -> None:
+    """Tag the raw upload for the bucket's lifecycle rules. Once every shard's decoded samples
+    matched the upload's (the store can give back the original samples), the raw files are
+    kept only once more: Deep Archive at once, or deleted where the lab chose so
+    (usage/tenant=<lab>/settings.json). Otherwise they stay, and only age into cheaper tiers."""
+    tags = [{"Key": "neurocyte-processed", "Value": "true"}]
+    if verified:
+        choice = usage.limits_for(deps.s3, deps.data_bucket, doc.tenant, usage.Limits()).raw_upload
+        tags.append({"Key": "neurocyte-raw", "Value": choice})
     for key in doc.upload_keys:
-        deps.s3.put_object_tagging(Bucket=doc.upload_bucket, Key=key, Tagging={
-            "TagSet": [{"Key": "neurocyte-processed", "Value": "true"}]})
+        deps.s3.put_object_tagging(Bucket=doc.upload_bucket, Key=key, Tagging={"TagSet": tags})
+    log.info("upload_tagged", verified=verified, raw=tags[-1]["Value"] if verified else "kept")
 
 
 class AggregatorSettings(EnvSettings):

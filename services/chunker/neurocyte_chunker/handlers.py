@@ -55,40 +55,41 @@ def on_recording_validated(event: RecordingValidated, deps: Deps) -> Iterator[Ev
     window = array.shards[0]
     n_shards = -(-info.n_samples // window)
 
+    digests: dict[int, str] = {}
+
     def ready(i: int) -> ShardReady:
         return ShardReady(correlation_id=event.correlation_id, recording=ref, store_key=store_key,
                           shard_index=i, n_shards=n_shards, start_sample=i * window,
-                          stop_sample=min((i + 1) * window, info.n_samples))
+                          stop_sample=min((i + 1) * window, info.n_samples), samples_digest=digests.get(i))
 
     # The output-exists gate: a shard is one object written in one PUT, so one that exists is
     # whole; a redelivered or resumed run writes only the missing ones (and announces all again).
+    # Every shard is still read: the upload's SHA-256 and each shard's digest need all of it.
     written = set(s3io.list_keys(deps.s3, deps.data_bucket, store_key + "/c/"))
-    todo = [i for i in range(n_shards) if f"{store_key}/c/{i}/0" not in written]
     started = time.perf_counter()
     # The next shard is read (from S3, hashed) while this one is encoded and written: the two
     # wait on different things. The reader is used by that one thread only, in order.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
-    bounds = {i: (i * window, min((i + 1) * window, info.n_samples)) for i in todo}
-    next_of = dict(zip(todo, todo[1:], strict=False))
-    pending = {todo[0]: pool.submit(reader.read, *bounds[todo[0]])} if todo else {}
+    bounds = [(i * window, min((i + 1) * window, info.n_samples)) for i in range(n_shards)]
+    pending = {0: pool.submit(reader.read, *bounds[0])}
     try:
         for i in range(n_shards):
-            if i not in bounds:
+            t0 = time.perf_counter()
+            data = pending.pop(i).result()
+            if i + 1 < n_shards:
+                pending[i + 1] = pool.submit(reader.read, *bounds[i + 1])
+            t1 = time.perf_counter()
+            digests[i] = store.samples_digest(data)  # the detector checks what it decodes against it
+            start, stop = bounds[i]
+            if f"{store_key}/c/{i}/0" in written:
                 log.info("shard_already_written", shard=i + 1, of=n_shards)
             else:
-                t0 = time.perf_counter()
-                data = pending.pop(i).result()
-                following = next_of.get(i)
-                if following is not None:
-                    pending[following] = pool.submit(reader.read, *bounds[following])
-                t1 = time.perf_counter()
-                start, stop = bounds[i]
                 array[start:stop, :] = data  # one whole shard: one object, written once
-                del data
                 log.info("shard_written", shard=i + 1, of=n_shards, wait_read_s=round(t1 - t0, 3),
                          write_s=round(time.perf_counter() - t1, 3),
                          mb_per_s=round(stop * info.n_channels * array.dtype.itemsize / 1e6
                                         / (time.perf_counter() - started), 1))
+            del data
             if i > 0:
                 yield ready(i - 1)  # both its neighbours are in the store now
     finally:

@@ -36,9 +36,9 @@ from neurocyte_shared.storage.documents import RecordingDocument
 log = structlog.get_logger()
 
 
-# Longer than learning takes on the largest recording we expect (about 15 s for 1,024
-# channels on one core); a claim older than this belongs to a worker that died.
-LEARN_TIMEOUT_S = 300.0
+# Eight times what learning takes on a 1,024-channel recording (about 15 s on one core); a
+# claim older than this belongs to a worker that died, and a waiting worker learns itself.
+LEARN_TIMEOUT_S = 120.0
 LEARN_POLL_S = 0.5
 WORKER = uuid.uuid4().hex
 
@@ -130,12 +130,22 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     noise, templates = recording_model(array, deps, params, prefix, locations,
                                        doc if event.detection_params is None else None)
 
+    def read(a: int, b: int) -> np.ndarray:
+        samples = array[a:b]
+        if event.samples_digest is not None:  # the decoded store against what the chunker read
+            got = store.samples_digest(samples[event.start_sample - a : event.stop_sample - a])
+            if got != event.samples_digest:
+                raise store.StoreMismatch(f"shard {event.shard_index} decodes to other samples than the upload's "
+                                          f"(digest {got}, chunker's {event.samples_digest})")
+        return samples
+
     table, saturated, waveforms = detect_window(
-        lambda a, b: array[a:b], event.start_sample, event.stop_sample, array.shape[0], fs, params,
+        read, event.start_sample, event.stop_sample, array.shape[0], fs, params,
         gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"], noise_uv=noise, channel_locations_um=locations,
         templates=templates)
     # Same key on redelivery: a second run overwrites with identical content.
-    deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(table, saturated, waveforms))
+    deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(
+        table, saturated, waveforms, samples_verified=event.samples_digest is not None))
     seconds = time.perf_counter() - started
     n = event.stop_sample - event.start_sample
     log.info("shard_detected", shard=event.shard_index, n_spikes=len(table), seconds=round(seconds, 3),

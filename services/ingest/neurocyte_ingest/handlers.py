@@ -27,7 +27,7 @@ from neurocyte_shared.messaging.events import (
     RecordingValidated,
     S3ObjectCreated,
 )
-from neurocyte_shared.messaging.logs import metric, redact_email
+from neurocyte_shared.messaging.logs import emf, redact_email
 from neurocyte_shared.storage import claims, layout, pins, s3io, usage
 from neurocyte_shared.storage.documents import (
     MAX_FILES,
@@ -50,7 +50,7 @@ class Deps:
     opener_for: Callable[..., Opener]  # (bucket, prefix, versions) -> opener of the pinned versions
     upload_deadline_s: float = 1800.0  # how long files listed in a manifest may keep arriving
     recheck_s: int = 30
-    limits: usage.Limits = field(default_factory=usage.Limits)  # a lab's own (limits.json) override these
+    limits: usage.Limits = field(default_factory=usage.Limits)  # a lab's own (settings.json) override these
 
 
 def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
@@ -123,7 +123,7 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
     limits = usage.limits_for(deps.s3, deps.data_bucket, tenant, deps.limits)
     total_bytes = sum(f.size_bytes for f in manifest.files)
     if total_bytes > limits.max_upload_gb * 1e9:
-        metric("LimitReached", limit="max_upload_gb")
+        log.info("limit_reached", **emf("LimitReached", limit="max_upload_gb"))
         return refuse(f"this upload is {total_bytes / 1e9:,.1f} GB, over your lab's limit of "
                       f"{limits.max_upload_gb:,.0f} GB per upload. Nothing was processed. Upload the recording "
                       "in shorter files, or ask your Neurocyte administrator to raise the limit.", email, name)
@@ -149,7 +149,7 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
     hours = sum(info.duration_s for _, info in found) / 3600.0
     used = usage.hours_used(deps.s3, deps.data_bucket, tenant, month, excluding=ours)
     if used + hours > limits.max_recording_hours_per_month:
-        metric("LimitReached", limit="max_recording_hours_per_month")
+        log.info("limit_reached", **emf("LimitReached", limit="max_recording_hours_per_month"))
         return refuse(f"this upload holds {hours:,.2f} recording-hours, and your lab has used {used:,.2f} of its "
                       f"{limits.max_recording_hours_per_month:,.0f} for {month} (UTC). Nothing was processed. "
                       "Upload it again next month, or ask your Neurocyte administrator to raise the limit.",
@@ -158,7 +158,7 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
     busy = usage.in_flight(deps.s3, deps.data_bucket, tenant, now, excluding=ours)
     if len(busy) + len(ours) > limits.max_in_flight and busy:
         waited = (now - obj["LastModified"]).total_seconds()
-        metric("LimitReached", limit="max_in_flight")
+        log.info("limit_reached", **emf("LimitReached", limit="max_in_flight"))
         if waited < usage.IN_FLIGHT_EXPIRY_S:  # its turn comes when one of them is emailed
             log.info("waiting_for_a_slot", in_flight=len(busy), limit=limits.max_in_flight, waited_s=round(waited))
             raise Deferred(f"{len(busy)} recordings of this lab are in progress (limit {limits.max_in_flight})",
@@ -347,7 +347,7 @@ class IngestSettings(EnvSettings):
     recheck_s: int = Field(30, ge=1, alias="NEUROCYTE_UPLOAD_RECHECK_S",
                            description="ingest: how often an incomplete upload is checked again (s)")
     max_upload_gb: float = Field(250.0, gt=0, alias="NEUROCYTE_MAX_UPLOAD_GB",
-                                 description="ingest: a lab's largest upload, all files (GB; per lab in limits.json)")
+                                 description="ingest: a lab's largest upload, all files (GB; per lab in settings.json)")
     max_in_flight: int = Field(20, ge=1, alias="NEUROCYTE_MAX_IN_FLIGHT",
                                description="ingest: a lab's recordings in progress at once; more wait their turn")
     max_recording_hours_per_month: float = Field(

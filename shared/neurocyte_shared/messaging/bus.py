@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from neurocyte_shared.messaging import health
 from neurocyte_shared.messaging.events import EVENT_TYPES, Event, S3ObjectCreated
+from neurocyte_shared.messaging.logs import emf
 
 SOURCE = "neurocyte"
 log = structlog.get_logger()
@@ -235,10 +236,7 @@ class Consumer:
         format), and, when the handler's owner can tell whom, an event for the uploader."""
         service = self._base_context.get("service", "unknown")
         log.error("dead_lettered", error=f"{type(exc).__name__}: {str(exc)[:300]}",
-                  _aws={"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
-                      "Namespace": "Neurocyte", "Dimensions": [["Service"]],
-                      "Metrics": [{"Name": "DeadLettered", "Unit": "Count"}]}]},
-                  Service=service, DeadLettered=1)
+                  **emf("DeadLettered", Service=service))
         if self.on_give_up is None:
             return
         try:

@@ -111,6 +111,9 @@ class ShardReady(Event):
     # A rerun's parameters (None: the services' own defaults); passed on to the aggregator.
     detection_params: dict[str, Any] | None = None
     metrics_params: dict[str, Any] | None = None
+    # The chunker's digest of the samples it read from the upload for this shard
+    # (storage/store.samples_digest); the detector checks the decoded store against it.
+    samples_digest: str | None = None
 
 
 class ShardDetected(Event):

@@ -42,14 +42,12 @@ def redact_email(address: str | None) -> str | None:
     return f"{local[:1]}***@{domain}"
 
 
-def metric(name: str, value: float = 1.0, unit: str = "Count", **dimensions: str) -> None:
-    """Log a metric in CloudWatch's Embedded Metric Format: on ECS (awslogs) CloudWatch turns
-    the line into a metric in the Neurocyte namespace, with no agent and no API call; locally
-    it is one more JSON log line (event "metric")."""
+def emf(name: str, value: float = 1.0, unit: str = "Count", **dimensions: str) -> dict:
+    """Fields that make a log line a metric in CloudWatch's Embedded Metric Format: on ECS
+    (awslogs) CloudWatch turns the line into a metric in the Neurocyte namespace, with no
+    agent and no API call; locally it is an ordinary JSON log line.
+    `log.error("dead_lettered", error=..., **emf("DeadLettered", Service="detector"))`."""
     import time
 
-    structlog.get_logger().info(
-        "metric", **{name: value}, **dimensions,
-        _aws={"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [
-            {"Namespace": "Neurocyte", "Dimensions": [sorted(dimensions)],
-             "Metrics": [{"Name": name, "Unit": unit}]}]})
+    return {name: value, **dimensions, "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [
+        {"Namespace": "Neurocyte", "Dimensions": [sorted(dimensions)], "Metrics": [{"Name": name, "Unit": unit}]}]}}

@@ -21,7 +21,7 @@ data bucket:     recordings/tenant=<t>/date=<YYYY-MM-DD>/<recording_id>/
                  web/used-links/<id>.json   the web front-end's users, labs, sessions
                  notifications/<tenant>/<recording_id>/<kind>.json   one per email: claimed,
                      then state "done" once SNS took it (a claim: storage/claims.py)
-                 usage/tenant=<t>/limits.json   a lab's own limits, where an operator set them
+                 usage/tenant=<t>/settings.json   a lab's own limits and raw-upload choice, where set
                  usage/tenant=<t>/month=<YYYY-MM>/<recording_id>~<seconds>   each recording
                      validated that month (its length in the name: a listing sums the month)
                  usage/tenant=<t>/in-flight/<recording_id>   validated, not yet emailed
@@ -230,8 +230,8 @@ def experiment_results_prefix(tenant: str, name: str, result_id: str) -> str:
 EXPERIMENT_NAME = "experiment.json"
 
 
-def tenant_limits_key(tenant: str) -> str:
-    return f"usage/tenant={tenant}/limits.json"
+def tenant_settings_key(tenant: str) -> str:
+    return f"usage/tenant={tenant}/settings.json"
 
 
 def usage_month_prefix(tenant: str, month: str) -> str:

@@ -24,6 +24,7 @@ SCHEMA = pa.schema(
 
 SATURATION_KEY = b"neurocyte.saturated_samples"
 WAVEFORMS_KEY = b"neurocyte.waveforms"
+VERIFIED_KEY = b"neurocyte.samples_verified"  # the shard's decoded samples matched the upload's digest
 
 
 def _column(values: np.ndarray, dtype: np.dtype, arrow_type: pa.DataType) -> pa.Array:
@@ -44,10 +45,11 @@ def arrow_table(table: SpikeTable, schema: pa.Schema = SCHEMA) -> pa.Table:
 
 
 def to_parquet_bytes(table: SpikeTable, saturated: np.ndarray | None = None,
-                     waveforms: Waveforms | None = None) -> bytes:
+                     waveforms: Waveforms | None = None, *, samples_verified: bool = False) -> bytes:
     """saturated: per-channel clipped-sample counts of the window; waveforms: its spikes'
-    waveform sums; both kept in the file's metadata."""
-    meta = {}
+    waveform sums; samples_verified: the store's samples were checked against the upload's;
+    all kept in the file's metadata."""
+    meta = {VERIFIED_KEY: b"true"} if samples_verified else {}
     if saturated is not None:
         meta[SATURATION_KEY] = json.dumps([int(v) for v in saturated]).encode()
     if waveforms is not None:
@@ -77,3 +79,7 @@ def saturation_from_parquet_bytes(data: bytes) -> np.ndarray | None:
     meta = pq.read_schema(io.BytesIO(data)).metadata or {}
     raw = meta.get(SATURATION_KEY)
     return None if raw is None else np.asarray(json.loads(raw), dtype=np.int64)
+
+
+def samples_verified(data: bytes) -> bool:
+    return (pq.read_schema(io.BytesIO(data)).metadata or {}).get(VERIFIED_KEY) == b"true"

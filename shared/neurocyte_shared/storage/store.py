@@ -23,6 +23,18 @@ SHARD_TARGET_BYTES = 64 * 1024 * 1024
 CHUNK_S = 0.05
 
 
+def samples_digest(samples: np.ndarray) -> str:
+    """A digest of samples (C order, their own dtype): the chunker's of what it read from the
+    upload and the detector's of what it decoded from the store must be equal."""
+    import hashlib
+
+    return hashlib.blake2b(np.ascontiguousarray(samples).data, digest_size=16).hexdigest()
+
+
+class StoreMismatch(RuntimeError):
+    """The store does not give back the samples the upload had (raised, so retried, then failed)."""
+
+
 def store_url(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key.rstrip('/')}"
 

@@ -2,7 +2,8 @@
 not yet emailed) and recording-hours per calendar month (UTC).
 
 Defaults come from the ingest service's settings (and the template's parameters); an
-operator can set a lab's own in usage/tenant=<t>/limits.json (any of the three fields).
+operator can set a lab's own in usage/tenant=<t>/settings.json (any of the fields, and
+`raw_upload`: what becomes of the raw files once the store is verified).
 Usage is kept as one small object per recording (layout.py), written by ingest when it
 validates the recording; the notifier removes the in-flight marker when it sends the
 recording's last email. Two uploads validated at the same instant can both pass a limit
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,10 +31,14 @@ class Limits(BaseModel):
     max_upload_gb: float = Field(250.0, gt=0, description="largest upload (all its files), GB")
     max_in_flight: int = Field(20, ge=1, description="recordings being processed at once; more wait their turn")
     max_recording_hours_per_month: float = Field(200.0, gt=0, description="recording-hours validated per month")
+    # Not a limit but the lab's choice, kept beside its limits: once every shard of the store
+    # has been checked against the upload, the raw files go to Deep Archive or are deleted.
+    raw_upload: Literal["archive", "delete"] = Field(
+        "archive", description="what becomes of a raw upload once its Zarr store is verified")
 
 
 def limits_for(s3: Any, bucket: str, tenant: str, defaults: Limits) -> Limits:
-    raw = s3io.get_bytes_if_exists(s3, bucket, layout.tenant_limits_key(tenant))
+    raw = s3io.get_bytes_if_exists(s3, bucket, layout.tenant_settings_key(tenant))
     if raw is None:
         return defaults
     return defaults.model_copy(update=Limits.model_validate({**defaults.model_dump(), **json.loads(raw)}).model_dump())
