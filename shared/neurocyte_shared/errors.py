@@ -20,3 +20,12 @@ def explain(error: ValidationError, what: str) -> str:
     if more > 0:
         lines.append(f"... and {more} more problem(s)")
     return "; ".join(lines)
+
+
+def human_size(n_bytes: float) -> str:
+    """2.4 MB, 250 GB: sizes as a file manager says them (decimal units)."""
+    units = ("bytes", "kB", "MB", "GB", "TB")
+    n, i = float(n_bytes), 0
+    while n >= 1000 and i < len(units) - 1:
+        n, i = n / 1000, i + 1
+    return f"{n:.1f} {units[i]}" if n < 10 and i else f"{n:.0f} {units[i]}"

@@ -35,10 +35,11 @@ def _only_refused(stack, lab: str, rid: str) -> None:
 
 def test_an_upload_over_the_labs_size_limit_is_refused_by_email(stack, tmp_path):
     lab, rid, email = f"big-{uuid.uuid4().hex[:6]}", "too-big", f"big-{uuid.uuid4().hex[:6]}@example.org"
-    _lab_limits(stack, lab, max_upload_gb=0.0001)  # 100 kB; the recording is 256 kB
+    _lab_limits(stack, lab, max_upload_gb=0.0001)  # 100 kB; the recording is 1.3 MB
     stack.upload(_recording(tmp_path, 1), email=email, tenant=lab, rid=rid)
     body = _body(wait_for(lambda: stack.mail_to(email), 120, "the refusal email")[0])
-    assert "over your lab's limit of 0 GB per upload" in body and "Nothing was processed" in body
+    assert "this upload is 1.3 MB, over your lab's limit of 100 kB per upload" in body
+    assert "Nothing was processed" in body
     _only_refused(stack, lab, rid)
 
 

@@ -270,3 +270,36 @@ def _upload_keys(stack, email: str) -> list[str]:
     prefix = f"uploads/{layout.tenant_for_email(email)}/"
     return [o["Key"] for page in stack.s3.get_paginator("list_objects_v2").paginate(Bucket=stack.uploads, Prefix=prefix)
             for o in page.get("Contents", [])]
+
+
+def test_the_page_says_when_a_recording_is_over_the_labs_upload_limit(stack, browser, tmp_path):
+    """A lab's own limit (usage/tenant=<lab>/settings.json) is what the page checks, per recording
+    and in plain words, before a byte is sent; the site refuses it too if the page is bypassed."""
+    import json
+
+    from neurocyte_shared.storage import layout
+
+    web, email = L.web_url(), f"carla-{uuid.uuid4().hex[:6]}@lab.org"
+    lab = layout.tenant_for_email(email)
+    stack.s3.put_object(Bucket=stack.data, Key=layout.tenant_settings_key(lab),
+                        Body=json.dumps({"max_upload_gb": 0.0002}))  # 200 kB
+    bin_path, json_path, _ = write_recording(tmp_path, "big", SyntheticSpec(n_channels=16, duration_s=4.0,
+                                                                            n_units=4, seed=9))
+    page = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
+    page.goto(f"{web}/")
+    page.fill("#email", email)
+    page.click("text=Email me a sign-in link")
+    page.wait_for_selector("text=Check your email")
+    page.goto(_link(stack, email))
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(f"{web}/recordings")
+    _drop(page, {"big.bin": bin_path.read_bytes(), "big.json": json_path.read_bytes()})
+    page.wait_for_selector("#check:has-text(\"over your lab's limit of 200 kB per upload\")")
+    page.screenshot(path=str(IMAGES / "web-limit.png"))
+    assert "big: 2.6 MB" in page.locator("#check").inner_text()  # said per recording, both files together
+
+    s, csrf = _session(stack, email)
+    r = s.post(f"{web}/api/uploads", json={"files": [{"name": "big.bin", "size": bin_path.stat().st_size},
+                                                      {"name": "big.json", "size": json_path.stat().st_size}]},
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 400 and "over your lab's limit" in r.json()["error"]

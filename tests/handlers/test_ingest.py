@@ -142,7 +142,13 @@ def test_a_lab_at_its_in_flight_limit_waits_until_a_recording_is_emailed(s3, rec
     second = upload(s3, "lab", "r2", {"other.bin": recording[0][::-1], "other.json": recording[1]})
     with pytest.raises(Deferred, match="1 recordings of this lab are in progress"):
         on_object_created(second, deps(s3, limits=one))
+    # What the web page and `neurocyte status` show meanwhile.
+    from neurocyte_shared.storage.status import status_of
+
+    queued = status_of(s3, {"DataBucketName": DATA}, "lab", "r2")
+    assert queued.stage == "queued" and "1 of your lab's recordings are in progress" in queued.detail
     usage.finished(s3, DATA, "lab", "r1")  # the notifier, once r1's email is sent
     assert isinstance(on_object_created(second, deps(s3, limits=one))[0], RecordingValidated)
+    assert usage.waiting_reason(s3, DATA, "lab", "r2") is None
     # A redelivery of a validated manifest does not wait behind itself.
     assert isinstance(on_object_created(second, deps(s3, limits=one))[0], RecordingValidated)

@@ -16,6 +16,7 @@ import structlog
 from botocore.exceptions import ClientError
 from pydantic import Field, ValidationError
 
+from neurocyte_shared.errors import human_size
 from neurocyte_shared.formats import InvalidRecording, Opener, check_all, identify
 from neurocyte_shared.messaging.bus import Deferred
 from neurocyte_shared.messaging.config import EnvSettings, Settings
@@ -124,9 +125,10 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
     total_bytes = sum(f.size_bytes for f in manifest.files)
     if total_bytes > limits.max_upload_gb * 1e9:
         log.info("limit_reached", **emf("LimitReached", limit="max_upload_gb"))
-        return refuse(f"this upload is {total_bytes / 1e9:,.1f} GB, over your lab's limit of "
-                      f"{limits.max_upload_gb:,.0f} GB per upload. Nothing was processed. Upload the recording "
-                      "in shorter files, or ask your Neurocyte administrator to raise the limit.", email, name)
+        return refuse(f"this upload is {human_size(total_bytes)}, over your lab's limit of "
+                      f"{human_size(limits.max_upload_gb * 1e9)} per upload. Nothing was processed. Upload the "
+                      "recording in shorter files, or ask your Neurocyte administrator to raise the limit.",
+                      email, name)
 
     sizes = {f.name: f.size_bytes for f in manifest.files}
     versions = {upload_prefix + f.name: present[upload_prefix + f.name]["version"] for f in manifest.files}
@@ -161,8 +163,10 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
         log.info("limit_reached", **emf("LimitReached", limit="max_in_flight"))
         if waited < usage.IN_FLIGHT_EXPIRY_S:  # its turn comes when one of them is emailed
             log.info("waiting_for_a_slot", in_flight=len(busy), limit=limits.max_in_flight, waited_s=round(waited))
+            usage.waiting(deps.s3, deps.data_bucket, tenant, recording_id, len(busy), limits.max_in_flight)
             raise Deferred(f"{len(busy)} recordings of this lab are in progress (limit {limits.max_in_flight})",
                            min(300, max(deps.recheck_s, int(waited / 10))))
+        usage.not_waiting(deps.s3, deps.data_bucket, tenant, recording_id)
         return refuse(f"your lab has had {len(busy)} recordings in progress (its limit is {limits.max_in_flight}) "
                       f"for the {_duration(usage.IN_FLIGHT_EXPIRY_S)} this upload waited for its turn. Nothing "
                       "was processed. Upload it again, or ask your Neurocyte administrator.", email, name)
@@ -175,6 +179,7 @@ def on_object_created(event: S3ObjectCreated, deps: Deps) -> list[Event]:
     if earlier is not None:
         return _id_taken(earlier, recording_id, email, name, this_manifest, refuse)
 
+    usage.not_waiting(deps.s3, deps.data_bucket, tenant, recording_id)  # if it waited for a slot
     infos = [info for _, info in found]
     uploaded_at = obj["LastModified"].astimezone(UTC)
     record = {"upload_id": recording_id, "recording_name": name, "uploaded_at": uploaded_at.isoformat(),

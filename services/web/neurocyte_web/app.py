@@ -34,7 +34,7 @@ from neurocyte_shared.storage.documents import UploadManifest, canonical_email
 from . import rerun
 from .identity import Directory, InvalidToken, User
 from .settings import WebSettings
-from .uploads import upload_routes
+from .uploads import upload_limit, upload_routes
 
 log = structlog.get_logger()
 HERE = Path(__file__).parent
@@ -166,7 +166,7 @@ def create_app(settings: WebSettings, s3: Any, ses: Any, publish: Callable[[list
         if user is None:
             return RedirectResponse("/signin", 303)
         return page(request, "recordings.html", recordings=lab_recordings(user), members=directory.members(user.lab),
-                    max_upload_bytes=settings.max_upload_bytes)
+                    max_upload_bytes=upload_limit(settings, s3, user.lab))
 
     async def recordings_api(request: Request) -> Response:
         user = signed_in(request)
@@ -281,7 +281,7 @@ def create_app(settings: WebSettings, s3: Any, ses: Any, publish: Callable[[list
         email = str(form.get("email", "")).strip()
         if "@" not in email or not directory.invite(user.lab, email):
             return page(request, "recordings.html", 400, recordings=lab_recordings(user),
-                        members=directory.members(user.lab), max_upload_bytes=settings.max_upload_bytes,
+                        members=directory.members(user.lab), max_upload_bytes=upload_limit(settings, s3, user.lab),
                         error=f"{email} could not be invited: it is not an address, or it already belongs to "
                               "another lab.")
         return RedirectResponse("/recordings", 303)

@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from neurocyte_shared.errors import human_size
 from neurocyte_shared.formats import InvalidRecording, identify
-from neurocyte_shared.storage import layout, s3io
+from neurocyte_shared.storage import layout, s3io, usage
 from neurocyte_shared.storage.documents import ManifestExperiment, ManifestFile, UploadManifest
 
 from .identity import User
@@ -39,6 +40,13 @@ def file_key(user: User, rid: str, key: str) -> str | None:
     return None if name == layout.MANIFEST_NAME else key
 
 
+def upload_limit(settings: WebSettings, s3: Any, lab: str) -> int:
+    """The most a lab may upload at once, in bytes: the page's own ceiling or the lab's limit
+    (storage/usage.py; ingest enforces it too), whichever is lower."""
+    lab_gb = usage.limits_for(s3, settings.data_bucket, lab, usage.Limits()).max_upload_gb
+    return min(settings.max_upload_bytes, int(lab_gb * 1e9))
+
+
 def upload_routes(settings: WebSettings, s3: Any, guard: Guard) -> list[Route]:
     """The page's upload API; `guard` answers for a request without a session or CSRF token."""
 
@@ -50,13 +58,14 @@ def upload_routes(settings: WebSettings, s3: Any, guard: Guard) -> list[Route]:
         key = file_key(user, request.path_params["rid"], request.query_params.get("key", ""))
         return (user, key) if key else JSONResponse({"error": NOT_YOURS}, 403)
 
-    def check_files(files: list[dict]) -> str | None:
+    def check_files(files: list[dict], limit: int) -> str | None:
         names = [str(f.get("name", "")) for f in files]
         if not names:
             return "Choose at least one file."
-        for f in files:
-            if int(f.get("size", 0)) > settings.max_upload_bytes:
-                return f"{f['name']} is larger than your lab's limit of {settings.max_upload_bytes / 1e9:.0f} GB."
+        total = sum(int(f.get("size", 0)) for f in files)
+        if total > limit:
+            return (f"These files are {human_size(total)} together, over your lab's limit of {human_size(limit)} "
+                    "per upload. Upload the recording in shorter files, or ask your administrator.")
         try:
             for n in names:
                 layout.check_segment(n, "file name")
@@ -70,7 +79,7 @@ def upload_routes(settings: WebSettings, s3: Any, guard: Guard) -> list[Route]:
         if isinstance(user, Response):
             return user
         files = (await request.json()).get("files") or []
-        problem = check_files(files)
+        problem = check_files(files, upload_limit(settings, s3, user.lab))
         if problem:
             return JSONResponse({"error": problem}, 400)
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", files[0]["name"].split(".")[0]).strip("-.")[:60] or "recording"

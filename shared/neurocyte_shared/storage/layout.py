@@ -25,6 +25,7 @@ data bucket:     recordings/tenant=<t>/date=<YYYY-MM-DD>/<recording_id>/
                  usage/tenant=<t>/month=<YYYY-MM>/<recording_id>~<seconds>   each recording
                      validated that month (its length in the name: a listing sums the month)
                  usage/tenant=<t>/in-flight/<recording_id>   validated, not yet emailed
+                 usage/tenant=<t>/waiting/<recording_id>.json   an upload waiting for a slot
 Versions are named by the hashes of the parameters, so reprocessing with other parameters
 writes beside a published result, never over it or mixed with it. The tenant/date
 partitions let Athena query spike tables across recordings.
@@ -248,3 +249,8 @@ def in_flight_prefix(tenant: str) -> str:
 
 def in_flight_key(tenant: str, recording_id: str) -> str:
     return f"{in_flight_prefix(tenant)}{recording_id}"
+
+
+def waiting_key(tenant: str, recording_id: str) -> str:
+    """An upload held back by its lab's in-flight limit, and why (what the web page shows)."""
+    return f"usage/tenant={tenant}/waiting/{recording_id}.json"

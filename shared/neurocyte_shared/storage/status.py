@@ -52,6 +52,12 @@ def status_of(s3, outputs: dict[str, str], tenant: str, recording_id: str,
         if sent:
             st.stage, st.done = "rejected, emailed", True
         return st
+    if not keys:  # held back by the lab's in-flight limit?
+        from neurocyte_shared.storage import usage
+
+        reason = usage.waiting_reason(s3, data, tenant, recording_id)
+        if reason:
+            st = RecordingStatus(recording_id, tenant, "queued", reason)
     if layout.RECORDING_NAME in names:
         st = RecordingStatus(recording_id, tenant, "validated", "waiting for the chunker")
     if "raw.zarr/zarr.json" in names:

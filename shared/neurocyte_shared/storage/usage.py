@@ -76,3 +76,21 @@ def record(s3: Any, bucket: str, tenant: str, month: str, recording_id: str, sec
 
 def finished(s3: Any, bucket: str, tenant: str, recording_id: str) -> None:
     s3.delete_object(Bucket=bucket, Key=layout.in_flight_key(tenant, recording_id))
+
+
+def waiting(s3: Any, bucket: str, tenant: str, recording_id: str, in_flight_now: int, limit: int) -> None:
+    s3io.put_json(s3, bucket, layout.waiting_key(tenant, recording_id),
+                  {"in_flight": in_flight_now, "limit": limit, "checked_at": datetime.now(UTC).isoformat()})
+
+
+def not_waiting(s3: Any, bucket: str, tenant: str, recording_id: str) -> None:
+    s3.delete_object(Bucket=bucket, Key=layout.waiting_key(tenant, recording_id))
+
+
+def waiting_reason(s3: Any, bucket: str, tenant: str, recording_id: str) -> str | None:
+    raw = s3io.get_bytes_if_exists(s3, bucket, layout.waiting_key(tenant, recording_id))
+    if raw is None:
+        return None
+    w = json.loads(raw)
+    return (f"waiting for its turn: {w['in_flight']} of your lab's recordings are in progress "
+            f"(its limit is {w['limit']}); it starts when one of them is emailed")

@@ -22,16 +22,27 @@
   const stem = (name) => name.split(".")[0];
   const suffix = (name) => KNOWN.find((s) => name.toLowerCase().endsWith(s));
 
+  function size(bytes) { // 2.4 MB, 250 GB: what a file manager would say
+    const units = ["bytes", "kB", "MB", "GB", "TB"];
+    let i = 0;
+    while (bytes >= 1000 && i < units.length - 1) { bytes /= 1000; i += 1; }
+    return `${bytes < 10 && i ? bytes.toFixed(1) : Math.round(bytes)} ${units[i]}`;
+  }
+
   // What can be said before a byte is sent, in plain words.
   function problems(files) {
     const out = [];
     const names = new Set(files.map((f) => f.name));
     for (const f of files) {
       if (!suffix(f.name)) out.push(`${f.name}: not a recording format Neurocyte reads (.bin with .json or .meta, .raw.h5, .h5, .brw, .nwb).`);
-      if (f.size > maxBytes) out.push(`${f.name} is larger than your lab's limit of ${(maxBytes / 1e9).toFixed(0)} GB.`);
       if (f.name.toLowerCase().endsWith(".bin") && !names.has(stem(f.name) + ".json") && !names.has(stem(f.name) + ".meta"))
         out.push(`${f.name} needs its companion: add ${stem(f.name)}.json (raw binary) or ${stem(f.name)}.meta (SpikeGLX).`);
     }
+    const totals = {}; // per recording, as the files are grouped when sent
+    for (const f of files) totals[stem(f.name)] = (totals[stem(f.name)] || 0) + f.size;
+    for (const [name, total] of Object.entries(totals))
+      if (total > maxBytes)
+        out.push(`${name}: ${size(total)}, over your lab's limit of ${size(maxBytes)} per upload. Upload the recording in shorter files, or ask your administrator.`);
     return out;
   }
 
@@ -43,7 +54,7 @@
   // The bytes go up without a Content-Type (a typeless slice of the file, no copy): a presigned
   // part URL signs none, and LocalStack, unlike S3, counts one sent against the signature.
   const uppy = new Uppy.Uppy({
-    autoProceed: false, restrictions: { maxFileSize: maxBytes },
+    autoProceed: false, // sizes are checked per recording by problems(), in our words
     onBeforeFileAdded: (file) => ({ ...file, data: file.data.slice(0, file.data.size, "") }),
   });
   uppy.use(Uppy.Dashboard, {
