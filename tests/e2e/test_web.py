@@ -61,6 +61,18 @@ def browser():
         b.close()
 
 
+def _sign_in(stack, page, email: str) -> None:
+    """As a user does: ask for a link, open it from the email, confirm."""
+    web = L.web_url()
+    page.goto(f"{web}/")
+    page.fill("#email", email)
+    page.click("text=Email me a sign-in link")
+    page.wait_for_selector("text=Check your email")
+    page.goto(_link(stack, email))
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(f"{web}/recordings")
+
+
 def _drop(page, files: dict[str, bytes]) -> None:
     """Drag files onto the page's drop zone, as a user would from their file manager."""
     payload = {name: base64.b64encode(data).decode() for name, data in files.items()}
@@ -130,14 +142,7 @@ def test_a_lab_signs_in_drops_a_recording_and_reads_its_report(stack, browser, t
 
     # Another lab's user sees none of it.
     bob = browser.new_context().new_page()
-    bob.goto(f"{web}/signin")
-    bob_email = f"bob-{uuid.uuid4().hex[:6]}@other.org"
-    bob.fill("#email", bob_email)
-    bob.click("text=Email me a sign-in link")
-    bob.wait_for_selector("text=Check your email")
-    bob.goto(_link(stack, bob_email))
-    bob.click("button:has-text('Sign in')")
-    bob.wait_for_url(f"{web}/recordings")
+    _sign_in(stack, bob, f"bob-{uuid.uuid4().hex[:6]}@other.org")
     assert bob.locator("#recordings tbody", has_text="slice7").count() == 0
     assert bob.goto(recording_url).status == 404
     assert bob.goto(recording_url + "/files/summary.json").status == 404
@@ -231,20 +236,14 @@ def test_a_plate_goes_up_with_its_plate_map_and_its_experiment_is_emailed(stack,
     """Two wells' recordings dropped with an experiment name and a plate map: a map that cannot
     be used is refused on the page before a byte is sent; a good one travels in each manifest, and
     once both recordings are analysed the experiment's email comes."""
-    web, ana = L.web_url(), f"ana-{uuid.uuid4().hex[:6]}@lab.org"
+    ana = f"ana-{uuid.uuid4().hex[:6]}@lab.org"
     files = {}
     for well, seed in (("A1", 31), ("A2", 32)):
         b, j, _ = write_recording(tmp_path, well, SyntheticSpec(n_channels=16, duration_s=6.0, n_units=8, seed=seed))
         files[b.name], files[j.name] = b.read_bytes(), j.read_bytes()
     header = "file,stream,well,condition,compound,concentration,concentration_unit,genotype,div,replicate,baseline_file"
     page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
-    page.goto(f"{web}/")
-    page.fill("#email", ana)
-    page.click("text=Email me a sign-in link")
-    page.wait_for_selector("text=Check your email")
-    page.goto(_link(stack, ana))
-    page.click("button:has-text('Sign in')")
-    page.wait_for_url(f"{web}/recordings")
+    _sign_in(stack, page, ana)
 
     page.click("#experiment summary")
     page.fill("#experiment-name", "plate9")
@@ -286,13 +285,7 @@ def test_the_page_says_when_a_recording_is_over_the_labs_upload_limit(stack, bro
     bin_path, json_path, _ = write_recording(tmp_path, "big", SyntheticSpec(n_channels=16, duration_s=4.0,
                                                                             n_units=4, seed=9))
     page = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
-    page.goto(f"{web}/")
-    page.fill("#email", email)
-    page.click("text=Email me a sign-in link")
-    page.wait_for_selector("text=Check your email")
-    page.goto(_link(stack, email))
-    page.click("button:has-text('Sign in')")
-    page.wait_for_url(f"{web}/recordings")
+    _sign_in(stack, page, email)
     _drop(page, {"big.bin": bin_path.read_bytes(), "big.json": json_path.read_bytes()})
     page.wait_for_selector("#check:has-text(\"over your lab's limit of 200 kB per upload\")")
     page.screenshot(path=str(IMAGES / "web-limit.png"))
