@@ -11,6 +11,7 @@ Generates the recording once, with known spikes (`synthetic.write_recording`, in
      starts it with a user's defaults (started here if it is not running), timed to the
      manifest (upload) and to the result email (upload to email);
 and prints side by side: upload time, upload-to-email time, the standalone time, their ratio;
+the floor this machine sets (the upload plus one read of it back through LocalStack, no work);
 each stage's busy time (the sum of its handlers' seconds for this recording, from the services'
 logs) and throughput; each service's peak RSS (VmHWM: since the process started; a stack started
 here has run nothing else); whether the pipeline's spike table has the standalone's rows, and
@@ -144,6 +145,7 @@ def main() -> None:
         proc = subprocess.run([str(NEUROCYTE), "submit", str(bin_path), str(json_path), "--email", email,
                                "--reprocess"], capture_output=True, text=True, check=True)
         upload_s = time.perf_counter() - t0
+        cpu_uploaded = cpu_seconds(local)
         rid = proc.stdout.strip().splitlines()[-1].strip()
         deadline = time.monotonic() + 3600
         while not L.mail_to(local, email):
@@ -156,6 +158,10 @@ def main() -> None:
         stages = stage_busy(local, rid)
         rss = peak_rss_mb(local)
         same = compare(rid, out)
+        print("floor: reading the upload back once through LocalStack ...", flush=True)
+        cpu_read = cpu_seconds(local)
+        read_s = read_back(local, rid)
+        read_cpu = cpu_seconds(local)["localstack"] - cpu_read["localstack"]
     finally:
         if started_here:
             subprocess.run([str(NEUROCYTE), "down"], check=False)
@@ -169,6 +175,10 @@ def main() -> None:
     print(f"{'upload (neurocyte submit)':34} {upload_s:>9.1f}   ({size_gb * 1e3 / upload_s:.0f} MB/s)")
     print(f"{'upload to email':34} {email_s:>9.1f}   {email_s / alone_s:.1f}x the standalone run")
     print(f"{'manifest to email':34} {to_email:>9.1f}   {to_email / alone_s:.1f}x")
+    upload_ls = cpu_uploaded["localstack"] - cpu_before.get("localstack", 0.0)
+    floor = upload_s + read_s
+    print(f"{'floor: upload + one read back':34} {floor:>9.1f}   {floor / alone_s:.1f}x   (the read {read_s:.1f} s; "
+          f"LocalStack CPU s: {upload_ls:.0f} taking the upload, {read_cpu:.0f} serving the read)")
     print("stage          busy s   span s   throughput (busy)")
     order = ("ingest", "chunker", "detector", "aggregator", "notifier")
     for s, v in sorted(stages.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
@@ -185,11 +195,33 @@ def main() -> None:
               "cpus": os.cpu_count(), "seconds_recorded": seconds, "size_gb": size_gb, "standalone_s": alone_s,
               "standalone_peak_mb": alone_mb, "standalone_cpu_s": alone_cpu, "cpu_s": cpu,
               "upload_s": upload_s, "upload_to_email_s": email_s,
-              "ratio": email_s / alone_s, "stages": stages, "peak_rss_mb": rss, "spikes": same,
+              "ratio": email_s / alone_s, "manifest_to_email_s": to_email,
+              "floor": {"read_back_s": read_s, "upload_plus_read_s": floor, "ratio": floor / alone_s,
+                        "localstack_cpu_upload_s": round(upload_ls, 1), "localstack_cpu_read_s": round(read_cpu, 1)},
+              "stages": stages, "peak_rss_mb": rss, "spikes": same,
               "recording_id": rid}
     path = HERE / "results" / f"pipeline-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"written {path.relative_to(ROOT)}")
+
+
+def read_back(local: L.Local, rid: str) -> float:
+    """Seconds to GET the recording's upload once from LocalStack and drop it: the least any
+    design that keeps the upload in S3 must add to the upload on this machine, before any
+    processing (the chunker reads it once today)."""
+    from neurocyte_shared.messaging import aws
+    from neurocyte_shared.storage import s3io
+
+    local.use()
+    s3 = aws.client("s3")
+    bucket = L.stack_outputs(local)["UploadBucketName"]
+    keys = [k for k in s3io.list_keys(s3, bucket, "") if rid in k and not k.endswith(".json")]
+    t0 = time.perf_counter()
+    for key in keys:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        while body.read(16 << 20):
+            pass
+    return time.perf_counter() - t0
 
 
 def compare(rid: str, standalone: Path) -> dict:

@@ -133,8 +133,9 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     def read(a: int, b: int) -> np.ndarray:
         samples = array[a:b]
         if event.samples_digest is not None:  # the decoded store against what the chunker read
-            got = store.samples_digest(samples[event.start_sample - a : event.stop_sample - a])
-            if got != event.samples_digest:
+            same, got = store.digest_matches(samples[event.start_sample - a : event.stop_sample - a],
+                                             event.samples_digest)
+            if not same:
                 raise store.StoreMismatch(f"shard {event.shard_index} decodes to other samples than the upload's "
                                           f"(digest {got}, chunker's {event.samples_digest})")
         return samples

@@ -23,12 +23,29 @@ SHARD_TARGET_BYTES = 64 * 1024 * 1024
 CHUNK_S = 0.05
 
 
-def samples_digest(samples: np.ndarray) -> str:
-    """A digest of samples (C order, their own dtype): the chunker's of what it read from the
-    upload and the detector's of what it decoded from the store must be equal."""
-    import hashlib
+def samples_digest(samples: np.ndarray, algorithm: str = "xxh3-128") -> str:
+    """A digest of samples (C order, their own dtype), named by its algorithm: the chunker's of
+    what it read from the upload and the detector's of what it decoded from the store must be
+    equal. It guards against bugs and corruption, not an adversary (the upload's SHA-256 does
+    that), so the fast non-cryptographic XXH3 serves; a digest without a prefix is blake2b-128,
+    as announced before XXH3, so shards in flight across an upgrade still check."""
+    data = np.ascontiguousarray(samples).data
+    if algorithm == "xxh3-128":
+        import xxhash
 
-    return hashlib.blake2b(np.ascontiguousarray(samples).data, digest_size=16).hexdigest()
+        return "xxh3-128:" + xxhash.xxh3_128_hexdigest(data)
+    if algorithm == "blake2b-128":
+        import hashlib
+
+        return hashlib.blake2b(data, digest_size=16).hexdigest()
+    raise ValueError(f"unknown samples digest {algorithm!r}")
+
+
+def digest_matches(samples: np.ndarray, announced: str) -> tuple[bool, str]:
+    """(whether `samples` have the `announced` digest, their digest by the same algorithm)."""
+    algorithm = announced.partition(":")[0] if ":" in announced else "blake2b-128"
+    got = samples_digest(samples, algorithm)
+    return got == announced, got
 
 
 class StoreMismatch(RuntimeError):
