@@ -205,16 +205,22 @@ def main() -> None:
     print(f"written {path.relative_to(ROOT)}")
 
 
+def _stack_s3(local: L.Local) -> tuple:
+    """(an S3 client on the local stack, the stack's outputs)."""
+    from neurocyte_shared.messaging import aws
+
+    local.use()
+    return aws.client("s3"), L.stack_outputs(local)
+
+
 def read_back(local: L.Local, rid: str) -> float:
     """Seconds to GET the recording's upload once from LocalStack and drop it: the least any
     design that keeps the upload in S3 must add to the upload on this machine, before any
     processing (the chunker reads it once today)."""
-    from neurocyte_shared.messaging import aws
     from neurocyte_shared.storage import s3io
 
-    local.use()
-    s3 = aws.client("s3")
-    bucket = L.stack_outputs(local)["UploadBucketName"]
+    s3, outputs = _stack_s3(local)
+    bucket = outputs["UploadBucketName"]
     keys = [k for k in s3io.list_keys(s3, bucket, "") if rid in k and not k.endswith(".json")]
     t0 = time.perf_counter()
     for key in keys:
@@ -228,13 +234,10 @@ def compare(rid: str, standalone: Path) -> dict:
     """The pipeline's published spike table against the standalone run's."""
     import pyarrow.parquet as pq
 
-    from neurocyte_shared.messaging import aws
     from neurocyte_shared.storage import s3io
 
-    local = L.Local.from_env()
-    local.use()
-    s3 = aws.client("s3")
-    bucket = L.stack_outputs(local)["DataBucketName"]
+    s3, outputs = _stack_s3(L.Local.from_env())
+    bucket = outputs["DataBucketName"]
     key = next(k for k in s3io.list_keys(s3, bucket, "recordings/") if f"/{rid}/results/" in k
                and k.endswith("/spikes.parquet"))
     ours = pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key)))
