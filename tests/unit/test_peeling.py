@@ -105,6 +105,27 @@ def test_peeling_windows_with_margins_equal_the_whole_recording():
     assert _found(whole, hidden[-len(borders):], SMALL) == len(borders)
 
 
+def test_a_spike_under_a_neighbour_fitted_a_sample_off_is_found_by_fitting_the_neighbour_again(monkeypatch):
+    """SMALL fires 0.2 ms after BIG: BIG's first fit slides a sample towards SMALL and takes part
+    of it, so what remains of SMALL is not explained well enough by its template. Fitting BIG
+    again with SMALL's fit taken away (matching pursuit's refit) finds it."""
+    n = 400_000
+    borders = [99_950, 100_000, 100_050, 199_975, 200_025, 299_996]
+    x, hidden, planted = _recording(n, seed=5, hidden_at=np.r_[np.arange(19) * 20_100 + 2_650, borders])
+    params = DetectionParams()
+    noise, templates = _learned(x, params)
+    refit = detect_spikes(x, FS, params, noise_uv=noise, channel_locations_um=LOC, templates=templates)
+    assert _found(refit, hidden, SMALL) == hidden.size
+
+    from neurocyte_shared.science.detection import peeling
+
+    subtract = peeling._Fit.subtract
+    monkeypatch.setattr(peeling._Fit, "subtract", lambda self, x, t, c, share, **_: subtract(self, x, t, c, share))
+    once = detect_spikes(x, FS, params, noise_uv=noise, channel_locations_um=LOC, templates=templates)
+    assert _found(once, hidden, SMALL) == hidden.size - 1
+    assert _extra(refit, planted) <= _extra(once, planted)  # and nothing invented
+
+
 def test_templates_are_learned_the_same_way_every_time_and_survive_storage():
     x, _, _ = _recording(seed=2)
     params = DetectionParams()
@@ -230,3 +251,19 @@ def test_clipped_samples_and_bad_channels_are_not_read():
     assert _found(found, beside, 21) == beside.size
     on_artefacts = found.sample_index[found.channel_index == artefacts]
     assert _found(found, between, artefacts) == between.size and on_artefacts.size == between.size
+
+
+def test_k_means_halves_of_one_unit_are_merged_and_two_units_are_not():
+    from neurocyte_shared.science.detection.templates import _kmeans, _merge_alike
+
+    rng = np.random.default_rng(3)
+    shape = np.outer(SHAPE, np.exp(-np.arange(9) / 3.0)).ravel()  # one unit over 9 channels
+    one = 100.0 * shape + rng.standard_normal((300, shape.size)) * 6.0
+    labels = _kmeans(one, 3, np.random.default_rng(0))
+    assert np.unique(labels).size == 3  # k-means splits the noise
+    assert np.unique(_merge_alike(one, labels)).size == 1
+    other = 100.0 * np.outer(SHAPE, np.exp(-np.abs(np.arange(9) - 4) / 2.0)).ravel()  # peaks elsewhere
+    two = np.vstack([one[:150], other + rng.standard_normal((150, shape.size)) * 6.0])
+    merged = _merge_alike(two, _kmeans(two, 3, np.random.default_rng(0)))
+    assert np.unique(merged).size == 2
+    assert np.unique(merged[:150]).size == 1 and np.unique(merged[150:]).size == 1

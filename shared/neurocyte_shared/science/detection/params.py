@@ -23,10 +23,18 @@ TEMPLATE_BEFORE_MS, TEMPLATE_AFTER_MS = 1.5, 3.0  # the filtered spike's extent 
 TEMPLATE_MAX_CHANNELS = 40  # nearest channels within peel_radius_um a template spans
 TEMPLATE_MIN_SPIKES = 10  # isolated spikes a peak channel needs for templates of its own
 TEMPLATE_MAX_CLUSTERS = 4  # templates per peak channel (units that peak on the same electrode)
+# Two clusters of a channel are one unit split by k-means when their means differ by no more than
+# this, per dimension, in units of what the noise in two means of their sizes gives (pure noise
+# split by k-means: 1.6-2.0 on the bench; two units: far above)
+TEMPLATE_MERGE_STAT = 2.5
 TEMPLATE_MIN_SHARE = 0.1  # a template needs this share of its channel's spikes: fewer are coincidences
 TEMPLATE_SNIPPET_BUDGET = 16_384  # isolated spikes kept for learning, over all channels
 SNIPPET_BATCH = 2_048  # spikes gathered at once (float32: 44 MB at 30 kHz)
-ISOLATION_UM = 100.0  # a learning spike has no other spike this close within its window
+# a learning spike has no other spike this close within its window: a little beyond the fit's
+# reach on a dense grid (40 channels at 17.5 um). On the bench's 17.5 um grid with 120 units,
+# 100 um left isolated spikes enough for 56 templates, 75 um for 92 (60 um: 100, but precision
+# 0.990 against 0.992)
+ISOLATION_UM = 75.0
 CANDIDATE_UM = 30.0  # a spike is fitted with the templates of peak channels this close (nearest neighbours)
 PEEL_SHIFT = 1  # samples a template may move to fit
 PEEL_FIT_MS = (0.3, 0.7)  # the fit looks this far before and after the peak,
@@ -58,7 +66,7 @@ class DetectionParams(BaseModel):
     echo_window_ms: float = Field(
         3.0, ge=0, description="after-wave suppression: look back this far for a larger spike (0: off)")
     echo_ratio: float = Field(
-        8.0, gt=1, description="a peak this many times smaller than a spike just before it is its after-wave")
+        6.0, gt=1, description="a peak this many times smaller than a spike just before it is its after-wave")
     peel: bool = Field(True, description="learn spike templates from the recording, subtract the spikes found and "
                        "detect again on what remains: finds spikes hidden under a larger one nearby")
     peel_threshold_mad: float = Field(
@@ -74,7 +82,7 @@ class DetectionParams(BaseModel):
     peel_max_invented: float = Field(
         0.2, ge=0, le=1, description="a template is not used if, subtracted from its own isolated spikes, it "
         "leaves a spike-sized peak for more than this share of them (1: keep every template)")
-    noise_chunks: int = Field(20, ge=1, description="random chunks used to estimate the noise (and learn templates)")
+    noise_chunks: int = Field(30, ge=1, description="random chunks used to estimate the noise (and learn templates)")
     noise_chunk_s: float = Field(0.5, gt=0, description="length of each noise chunk")
 
     def dead_time_samples(self, sampling_rate_hz: float) -> int:

@@ -80,9 +80,13 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     # A spike found in what remains is kept only where a template explains it, as for the
     # spikes subtracted above (largest first, and subtracted in turn: x is what remains).
     t, c, a = t[keep], c[keep], hidden.amplitude_uv[keep]
+    # A spike short of that share is tried once more with the found spike that hid it fitted
+    # again (its first fit may have taken part of this one): matching pursuit's refit.
     largest = np.argsort(-np.abs(a), kind="stable")
     explained = np.zeros(t.size, bool)
-    explained[largest] = fit.subtract(x, t[largest], c[largest], params.peel_accept_share)[1] >= 0
+    prior = tuple(p[used][by_start].copy() for p in placed)
+    explained[largest] = fit.subtract(x, t[largest], c[largest], params.peel_accept_share,
+                                      prior=prior, prior_min_share=params.peel_min_share)[1] >= 0
     return SpikeTable.concat([
         SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside]),
         SpikeTable(t[explained], c[explained], a[explained], np.ones(int(explained.sum()), bool))])
@@ -97,15 +101,19 @@ class _Fit:
         self.noise_var = np.square(np.asarray(noise_uv, np.float32))
         self.fit = tuple(int(round(ms * 1e-3 * sampling_rate_hz)) for ms in PEEL_FIT_MS)
 
-    def subtract(self, x: np.ndarray, times: np.ndarray, channels: np.ndarray,
-                 min_share: float) -> tuple[np.ndarray, ...]:
+    def subtract(self, x: np.ndarray, times: np.ndarray, channels: np.ndarray, min_share: float, *,
+                 prior: tuple[np.ndarray, ...] | None = None, prior_min_share: float = 0.0) -> tuple[np.ndarray, ...]:
         """Subtract these spikes from x in the order given, each only where its best template
-        removes min_share of the signal's energy: (start, template or -1, amplitude)."""
+        removes min_share of the signal's energy: (start, template or -1, amplitude). prior:
+        placements subtracted before, sorted by start (start, template, amplitude; updated in
+        place where a refit moves one), for the refit of a spike short of min_share."""
         n, tm = times.size, self.templates
         placed = np.zeros(n, np.int64), np.full(n, -1, np.int32), np.zeros(n, np.float32)
+        if prior is None:
+            prior = np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
         _kernels.kernels.peel(x, times, channels, tm.waveforms, tm.support, tm.n_support, self.noise_var, self.first,
                               self.cand, tm.before, PEEL_SHIFT, PEEL_SCALE[0], PEEL_SCALE[1], *self.fit,
-                              PEEL_FIT_CHANNELS, min_share, *placed)
+                              PEEL_FIT_CHANNELS, min_share, prior_min_share, *prior, *placed)
         return placed
 
 

@@ -17,6 +17,7 @@ from .params import (
     SNIPPET_BATCH,
     TEMPLATE_MAX_CHANNELS,
     TEMPLATE_MAX_CLUSTERS,
+    TEMPLATE_MERGE_STAT,
     TEMPLATE_MIN_SHARE,
     TEMPLATE_MIN_SPIKES,
     TEMPLATE_SNIPPET_BUDGET,
@@ -164,7 +165,7 @@ def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
             continue
         flat = flat.reshape(flat.shape[0], -1).astype(np.float64)
         k = max(1, min(TEMPLATE_MAX_CLUSTERS, flat.shape[0] // (2 * TEMPLATE_MIN_SPIKES)))
-        labels = _kmeans(flat, k, rng) if k > 1 else np.zeros(flat.shape[0], np.int64)
+        labels = _merge_alike(flat, _kmeans(flat, k, rng)) if k > 1 else np.zeros(flat.shape[0], np.int64)
         for j in range(k):
             members = flat[labels == j]
             if members.shape[0] >= max(TEMPLATE_MIN_SPIKES // 2, TEMPLATE_MIN_SHARE * flat.shape[0]):
@@ -208,6 +209,35 @@ def _invents(members: np.ndarray, mean: np.ndarray, noise_uv: np.ndarray, before
     score = residual * sign if sign is not None else np.abs(residual)
     invented = (score > params.peel_threshold_mad).any(axis=(1, 2))
     return float(invented.mean()) > params.peel_max_invented
+
+
+def _merge_alike(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Labels with the clusters that are one unit merged, closest pair first: k-means splits one
+    unit's spikes along the noise, and each part's mean is a noisier template than the whole.
+    Per dimension, the squared difference of two means over what the noise gives for means of
+    their sizes (the clusters' own pooled spread): about 1 for two halves of the same spikes
+    drawn at random, 1.6-2.0 once k-means chooses the split."""
+    labels = labels.copy()
+    while True:
+        ids = np.unique(labels)
+        if ids.size < 2:
+            return labels
+        stats = []
+        for a in range(ids.size):
+            for b in range(a + 1, ids.size):
+                pa, pb = points[labels == ids[a]], points[labels == ids[b]]
+                if pa.shape[0] < 2 or pb.shape[0] < 2:
+                    continue
+                ma, mb = pa.mean(0), pb.mean(0)
+                spread = np.concatenate([pa - ma, pb - mb]).var(0) + 1e-12
+                stat = float(((ma - mb) ** 2 / spread).mean() / (1 / pa.shape[0] + 1 / pb.shape[0]))
+                stats.append((stat, ids[a], ids[b]))
+        if not stats:
+            return labels
+        stat, keep, gone = min(stats)
+        if stat >= TEMPLATE_MERGE_STAT:
+            return labels
+        labels[labels == gone] = keep
 
 
 def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:

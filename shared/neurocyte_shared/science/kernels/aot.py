@@ -53,7 +53,8 @@ _EXPORTS = {
     "find_peaks": ("find_peaks",
                    "Tuple((i8[::1], i4[::1]))(f4[:, ::1], f4[::1], i8, i8, i8, i8, f4, i8, i8, i4[:, ::1], i4[::1])"),
     "peel": ("peel", "void(f4[:, ::1], i8[::1], i4[::1], f4[:, :, ::1], i4[:, ::1], i4[::1], f4[::1], i8[::1], "
-                     "i8[::1], i8, i8, f8, f8, i8, i8, i8, f8, i8[::1], i4[::1], f4[::1])"),
+                     "i8[::1], i8, i8, f8, f8, i8, i8, i8, f8, f8, i8[::1], i4[::1], f4[::1], i8[::1], i4[::1], "
+                     "f4[::1])"),
     "subtracted_at": ("subtracted_at", "f4[::1](i8[::1], i4[::1], i8[::1], i4[::1], f4[::1], f4[:, :, ::1], "
                                        "i4[:, ::1], i4[::1])"),
 }
@@ -158,6 +159,10 @@ class _Compiled:
         fit_after,
         fit_channels,
         min_share,
+        prior_min_share,
+        prior_start,
+        prior_template,
+        prior_amplitude,
         placed_start,
         placed_template,
         placed_amplitude,
@@ -180,6 +185,10 @@ class _Compiled:
             int(fit_after),
             int(fit_channels),
             float(min_share),
+            float(prior_min_share),
+            _out(prior_start, np.int64, 1),
+            _out(prior_template, np.int32, 1),
+            _out(prior_amplitude, np.float32, 1),
             _out(placed_start, np.int64, 1),
             _out(placed_template, np.int32, 1),
             _out(placed_amplitude, np.float32, 1),

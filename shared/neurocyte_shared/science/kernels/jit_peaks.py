@@ -148,9 +148,99 @@ def _fit(x, s0, templates, support, n_support, j, tt, noise_energy, f0, f1, fit_
     return gain, a, share
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _best_fit(x, t, c, templates, support, n_support, energy, noise_energy, first, cand, before, shift, a_min,
+              a_max, f0, f1, fit_channels):
+    """(gain, template, start, amplitude, share) of the template that removes the most energy at
+    sample t for a spike peaking on channel c: each candidate at t, then the best one +-shift."""
+    best_gain, best_j, best_s, best_a, best_share = 0.0, -1, 0, 0.0, 0.0
+    for k in range(first[c], first[c + 1]):
+        j = cand[k]
+        gain, a, share = _fit(x, t - before, templates, support, n_support, j, energy[j], noise_energy[j], f0, f1,
+                              fit_channels, a_min, a_max)
+        if gain > best_gain:
+            best_gain, best_j, best_s, best_a, best_share = gain, j, t - before, a, share
+    if best_j >= 0:
+        s_mid = best_s
+        for d in range(-shift, shift + 1):
+            if d != 0:
+                gain, a, share = _fit(x, s_mid + d, templates, support, n_support, best_j, energy[best_j],
+                                      noise_energy[best_j], f0, f1, fit_channels, a_min, a_max)
+                if gain > best_gain:
+                    best_gain, best_s, best_a, best_share = gain, s_mid + d, a, share
+    return best_gain, best_j, best_s, best_a, best_share
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _place(x, templates, support, n_support, j, s, a32, sign):
+    """Subtract (sign 1) or add back (sign -1) template j at start s, scaled by a32."""
+    for u in range(templates.shape[1]):
+        for q in range(n_support[j]):
+            v = a32 * templates[j, u, q]
+            if sign > 0:
+                x[s + u, support[j, q]] -= v
+            else:
+                x[s + u, support[j, q]] += v
+
+
+@njit(cache=True, nogil=True)
+def _refit(x, t, c, j, s, a, templates, support, n_support, energy, noise_energy, first, cand, before, shift,
+           a_min, a_max, f0, f1, fit_channels, min_share, prior_min_share, prior_start, prior_template,
+           prior_amplitude):
+    """A spike at (t, c) that no template explains well enough (its best fit: template j at s,
+    amplitude a) may sit under an earlier spike whose fit took part of it: the earlier
+    placement that subtracted the most at (t, c) is put back and fitted again with this spike's
+    best fit taken away (its own template, +-shift), then this spike is fitted again on what
+    remains. Kept only if both fits explain their share (prior_min_share, min_share); the
+    earlier placement is then updated in place. Returns (template, start, amplitude) of this
+    spike, template -1 (and x as it was) if not."""
+    width = templates.shape[1]
+    n_prior = prior_start.shape[0]
+    k = np.searchsorted(prior_start, t - width - 2 * shift)
+    k_best, v_best = -1, 0.0
+    while k < n_prior and prior_start[k] <= t + 2 * shift:
+        jk, u = prior_template[k], t - prior_start[k]
+        if 0 <= u < width:
+            for q in range(n_support[jk]):
+                if support[jk, q] == c:
+                    v = abs(prior_amplitude[k] * templates[jk, u, q])
+                    if v > v_best:
+                        k_best, v_best = k, v
+                    break
+        k += 1
+    if k_best < 0:
+        return -1, 0, 0.0
+    jk, sk, ak = prior_template[k_best], prior_start[k_best], prior_amplitude[k_best]
+    _place(x, templates, support, n_support, jk, sk, ak, -1)  # the earlier spike put back
+    a32 = np.float32(a)
+    _place(x, templates, support, n_support, j, s, a32, 1)
+    g2, s2, a2, share2 = 0.0, sk, 0.0, 0.0
+    for d in range(-shift, shift + 1):
+        gain, a_d, share = _fit(x, sk + d, templates, support, n_support, jk, energy[jk], noise_energy[jk], f0, f1,
+                                fit_channels, a_min, a_max)
+        if gain > g2:
+            g2, s2, a2, share2 = gain, sk + d, a_d, share
+    _place(x, templates, support, n_support, j, s, a32, -1)
+    if g2 <= 0.0 or share2 < prior_min_share:
+        _place(x, templates, support, n_support, jk, sk, ak, 1)
+        return -1, 0, 0.0
+    ak2 = np.float32(a2)
+    _place(x, templates, support, n_support, jk, s2, ak2, 1)
+    gain, j3, s3, a3, share3 = _best_fit(x, t, c, templates, support, n_support, energy, noise_energy, first, cand,
+                                         before, shift, a_min, a_max, f0, f1, fit_channels)
+    if j3 < 0 or share3 < min_share:
+        _place(x, templates, support, n_support, jk, s2, ak2, -1)
+        _place(x, templates, support, n_support, jk, sk, ak, 1)
+        return -1, 0, 0.0
+    prior_start[k_best] = s2
+    prior_amplitude[k_best] = ak2
+    return j3, s3, a3
+
+
 @njit(cache=True, nogil=True)
 def peel(x, times, channels, templates, support, n_support, noise_var, first, cand, before, shift, a_min, a_max,
-         fit_before, fit_after, fit_channels, min_share, placed_start, placed_template, placed_amplitude):
+         fit_before, fit_after, fit_channels, min_share, prior_min_share, prior_start, prior_template,
+         prior_amplitude, placed_start, placed_template, placed_amplitude):
     """Subtract from x (samples x channels, float32, in place) each spike (times[i],
     channels[i]), in the order given, as the template that removes the most energy: the
     candidates are cand[first[c]:first[c + 1]] for peak channel c, each tried at the spike's
@@ -162,7 +252,9 @@ def peel(x, times, channels, templates, support, n_support, noise_var, first, ca
     Matching pursuit's acceptance: the best fit is subtracted only if it removes at least
     min_share of the signal's energy in the fit window (beyond the noise's, from noise_var per
     channel); a template that does not explain the signal would leave its mismatch behind,
-    which looks like a spike. A spike left as it is (no fit, no template for its channel, or a window
+    which looks like a spike. prior_*: spikes subtracted before (sorted by start; may be
+    empty): a spike short of min_share is tried again with the earlier spike under it fitted
+    anew (`_refit`). A spike left as it is (no fit, no template for its channel, or a window
     leaving x) has placed_template -1; otherwise placed_start/template/amplitude[i] say what
     was subtracted where (for `subtracted_at`, cheaper than keeping a copy of x)."""
     width = templates.shape[1]
@@ -178,38 +270,24 @@ def peel(x, times, channels, templates, support, n_support, noise_var, first, ca
                 energy[j] += templates[j, u, q] * templates[j, u, q]
     for i in range(times.shape[0]):
         c = channels[i]
-        best_gain = 0.0
-        best_j = -1
-        best_s = 0
-        best_a = 0.0
-        best_share = 0.0
-        # the template first, at the spike's sample; then the shift, for that template only
-        for k in range(first[c], first[c + 1]):
-            j = cand[k]
-            gain, a, share = _fit(x, times[i] - before, templates, support, n_support, j, energy[j],
-                                  noise_energy[j], f0, f1, fit_channels, a_min, a_max)
-            if gain > best_gain:
-                best_gain, best_j, best_s, best_a, best_share = gain, j, times[i] - before, a, share
-        if best_j >= 0:
-            s_mid = best_s
-            for d in range(-shift, shift + 1):
-                if d != 0:
-                    gain, a, share = _fit(x, s_mid + d, templates, support, n_support, best_j, energy[best_j],
-                                          noise_energy[best_j], f0, f1, fit_channels, a_min, a_max)
-                    if gain > best_gain:
-                        best_gain, best_s, best_a, best_share = gain, s_mid + d, a, share
+        best_gain, best_j, best_s, best_a, best_share = _best_fit(
+            x, times[i], c, templates, support, n_support, energy, noise_energy, first, cand, before, shift, a_min,
+            a_max, f0, f1, fit_channels)
         if best_j >= 0 and best_share < min_share:
-            best_j = -1
+            if prior_start.shape[0] > 0:
+                best_j, best_s, best_a = _refit(
+                    x, times[i], c, best_j, best_s, best_a, templates, support, n_support, energy, noise_energy,
+                    first, cand, before, shift, a_min, a_max, f0, f1, fit_channels, min_share, prior_min_share,
+                    prior_start, prior_template, prior_amplitude)
+            else:
+                best_j = -1
         placed_template[i] = best_j
         if best_j < 0:
             continue
         a32 = np.float32(best_a)
         placed_start[i] = best_s
         placed_amplitude[i] = a32
-        for u in range(width):
-            for q in range(n_support[best_j]):
-                v = a32 * templates[best_j, u, q]
-                x[best_s + u, support[best_j, q]] -= v
+        _place(x, templates, support, n_support, best_j, best_s, a32, 1)
 
 
 @njit(cache=True, nogil=True)
