@@ -150,13 +150,25 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
     if not np.issubdtype(raw.dtype, np.integer) or raw.shape[0] == 0:
         return
     info = np.iinfo(raw.dtype)
+    n = raw.shape[0]
     reach = max(1, int(round(BLANK_MS * 1e-3 * sampling_rate_hz)))
-    for c in np.flatnonzero(((raw.max(axis=0) == info.max) | (raw.min(axis=0) == info.min)) & ~bad):
-        at = np.flatnonzero((raw[:, c] == info.max) | (raw[:, c] == info.min))
-        if at.size > BAD_CLIPPED_SHARE * raw.shape[0]:  # an electrode that lives at the rails: its noise
-            x[:, c] = 0.0  # is measured low (flat while clipped), and every crossing is suspect
-            continue
-        edges = np.zeros(raw.shape[0] + 1, np.int32)  # +1 at each run's start, -1 past its end
-        np.add.at(edges, np.maximum(at - reach, 0), 1)
-        np.add.at(edges, np.minimum(at + reach + 1, raw.shape[0]), -1)
-        x[np.cumsum(edges[:-1]) > 0, c] = 0.0
+    # Clipped samples are few (a few hundred per second on a real recording whose electrodes
+    # touch the rails now and then): found in one pass, then silenced run by run.
+    t, c = np.divmod(np.flatnonzero((raw == info.max) | (raw == info.min)), raw.shape[1])
+    if not t.size:
+        return
+    # an electrode that lives at the rails: its noise is measured low (flat while clipped), and
+    # every crossing is suspect
+    rails = (np.bincount(c, minlength=raw.shape[1]) > BAD_CLIPPED_SHARE * n) & ~bad
+    x[:, rails] = 0.0
+    keep = ~(rails | bad)[c]
+    order = np.lexsort((t[keep], c[keep]))
+    t, c = t[keep][order], c[keep][order]
+    if not t.size:
+        return
+    lo, hi = np.maximum(t - reach, 0), np.minimum(t + reach + 1, n)
+    # overlapping reaches on one electrode make one run (t ascends within an electrode)
+    first = np.flatnonzero(np.r_[True, (c[1:] != c[:-1]) | (lo[1:] > hi[:-1])])
+    last = np.r_[first[1:], t.size] - 1
+    for a, b, ch in zip(lo[first].tolist(), hi[last].tolist(), c[first].tolist()):
+        x[a:b, ch] = 0.0
