@@ -120,21 +120,34 @@ def background_binary(data: Path, name: str, rate: float) -> None:
         "layout": "samples_by_channels", "channel_locations_um": locations}))
 
 
+def _near(truth: dict) -> np.ndarray:
+    """channels x channels: within NEAR_UM of each other."""
+    loc = truth["channel_locations_um"]
+    return np.linalg.norm(loc[:, None, :] - loc[None, :, :], axis=-1) <= NEAR_UM
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with lo[i] <= j < hi[i], in order of i then j."""
+    n = hi - lo
+    which = np.repeat(np.arange(lo.size), n)
+    return which, np.arange(which.size) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+
+
+def _spike_snr(truth: dict) -> np.ndarray:
+    """Each ground-truth spike's SNR: its own where a family scales spikes, else its unit's."""
+    return truth["spike_snr"] if "spike_snr" in truth else truth["snr"][truth["unit_index"]]
+
+
 def match(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, rate: float) -> tuple[np.ndarray, np.ndarray]:
     """(ground-truth spike found, detection used), one-to-one, closest in time first."""
     gt_t = truth["sample_index"].astype(np.int64)
     gt_u = truth["unit_index"].astype(np.int64)
-    loc = truth["channel_locations_um"]
-    near = np.linalg.norm(loc[:, None, :] - loc[None, :, :], axis=-1) <= NEAR_UM
-    unit_near = near[truth["peak_channel"]]  # (units, channels)
+    unit_near = _near(truth)[truth["peak_channel"]]  # (units, channels)
     tol = int(round(MATCH_MS * 1e-3 * rate))
     order = np.argsort(det_samples, kind="stable")
     ds, dc = det_samples[order], det_channels[order]
-    lo = np.searchsorted(ds, gt_t - tol, side="left")
-    hi = np.searchsorted(ds, gt_t + tol, side="right")
-    width = hi - lo
-    pair_gt = np.repeat(np.arange(gt_t.size), width)
-    pair_det = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if width.sum() else np.zeros(0, int)
+    pair_gt, pair_det = _ranges(np.searchsorted(ds, gt_t - tol, side="left"),
+                                np.searchsorted(ds, gt_t + tol, side="right"))
     ok = unit_near[gt_u[pair_gt], dc[pair_det]]
     pair_gt, pair_det = pair_gt[ok], pair_det[ok]
     dist = np.abs(ds[pair_det] - gt_t[pair_gt])
@@ -179,24 +192,18 @@ def attributed(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, r
     gt_t = truth["sample_index"].astype(np.int64)
     gt_u = truth["unit_index"].astype(np.int64)
     peak = np.abs(truth["templates"]).max(axis=(1, 2))
-    snr = truth["spike_snr"] if "spike_snr" in truth else truth["snr"][gt_u]
-    scale = snr / peak[gt_u]  # each spike's own size (bursting units shrink), noise-free
+    scale = _spike_snr(truth) / peak[gt_u]  # each spike's own size (bursting units shrink), noise-free
     by_time = np.argsort(gt_t, kind="stable")
     ts = gt_t[by_time]
     t, c = det_samples.astype(np.int64), det_channels.astype(np.int64)
-    lo = np.searchsorted(ts, t - (width - 1 - nb), "left")
-    hi = np.searchsorted(ts, t + nb, "right")
-    n = hi - lo
-    det = np.repeat(np.arange(t.size), n)
-    spike = by_time[np.arange(det.size) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)]
+    det, at = _ranges(np.searchsorted(ts, t - (width - 1 - nb), "left"), np.searchsorted(ts, t + nb, "right"))
+    spike = by_time[at]
     value = -f[gt_u[spike], t[det] - gt_t[spike] + nb, c[det]] * scale[spike]
     best = np.lexsort((value, det))  # per detection, its largest value last
     last = np.r_[det[best][1:] != det[best][:-1], True]
     det, spike, value = det[best][last], spike[best][last], value[best][last]
-    loc = truth["channel_locations_um"]
-    near = np.linalg.norm(loc[:, None, :] - loc[None, :, :], axis=-1) <= NEAR_UM
     tol = int(round(MATCH_MS * 1e-3 * rate))
-    hit = (value > 0) & (np.abs(t[det] - gt_t[spike]) <= tol) & near[truth["peak_channel"][gt_u[spike]], c[det]]
+    hit = (value > 0) & (np.abs(t[det] - gt_t[spike]) <= tol) & _near(truth)[truth["peak_channel"][gt_u[spike]], c[det]]
     found = np.zeros(gt_t.size, bool)
     found[spike[hit]] = True
     return found
@@ -278,8 +285,7 @@ def score(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, rate: 
     out of precision (it is neither a hit nor a false positive)."""
     gt_used, det_found = match(det_samples, det_channels, truth, rate)
     hits = int(gt_used.sum())
-    snr = truth["spike_snr"] if "spike_snr" in truth else truth["snr"][truth["unit_index"]]
-    strong = snr >= 5
+    strong = _spike_snr(truth) >= 5
     counted = det_samples.size
     if native is not None:
         own = _same_channel_near(det_samples, det_channels, *native, int(round(MATCH_MS * 1e-3 * rate)))

@@ -73,8 +73,9 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     t, c = hidden.sample_index, hidden.channel_index
     used = placed[1] >= 0
     by_start = np.argsort(placed[0][used], kind="stable")
-    removed = _kernels.kernels.subtracted_at(t, c, *(p[used][by_start] for p in placed), templates.waveforms,
-                                    templates.support, templates.n_support)
+    prior = tuple(p[used][by_start] for p in placed)  # what was subtracted, by start (a copy: refits move it)
+    removed = _kernels.kernels.subtracted_at(t, c, *prior, templates.waveforms, templates.support,
+                                             templates.n_support)
     keep = np.abs(hidden.amplitude_uv) >= PEEL_RATIO * np.abs(removed)
     keep &= ~_near_on_channel(t, c, found.sample_index, found.channel_index, params.dead_time_samples(sampling_rate_hz))
     # A spike found in what remains is kept only where a template explains it, as for the
@@ -84,7 +85,6 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     # again (its first fit may have taken part of this one): matching pursuit's refit.
     largest = np.argsort(-np.abs(a), kind="stable")
     explained = np.zeros(t.size, bool)
-    prior = tuple(p[used][by_start].copy() for p in placed)
     explained[largest] = fit.subtract(x, t[largest], c[largest], params.peel_accept_share,
                                       prior=prior, prior_min_share=params.peel_min_share)[1] >= 0
     return SpikeTable.concat([

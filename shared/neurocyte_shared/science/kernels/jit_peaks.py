@@ -149,6 +149,21 @@ def _fit(x, s0, templates, support, n_support, j, tt, noise_energy, f0, f1, fit_
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _shifted(x, j, s_mid, gain, a, share, templates, support, n_support, energy, noise_energy, shift, a_min, a_max,
+             f0, f1, fit_channels):
+    """(gain, start, amplitude, share): the best of template j at s_mid (its fit given) and at
+    s_mid +-shift."""
+    best_gain, best_s, best_a, best_share = gain, s_mid, a, share
+    for d in range(-shift, shift + 1):
+        if d != 0:
+            g, a_d, share_d = _fit(x, s_mid + d, templates, support, n_support, j, energy[j], noise_energy[j], f0, f1,
+                                   fit_channels, a_min, a_max)
+            if g > best_gain:
+                best_gain, best_s, best_a, best_share = g, s_mid + d, a_d, share_d
+    return best_gain, best_s, best_a, best_share
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _best_fit(x, t, c, templates, support, n_support, energy, noise_energy, first, cand, before, shift, a_min,
               a_max, f0, f1, fit_channels):
     """(gain, template, start, amplitude, share) of the template that removes the most energy at
@@ -161,26 +176,18 @@ def _best_fit(x, t, c, templates, support, n_support, energy, noise_energy, firs
         if gain > best_gain:
             best_gain, best_j, best_s, best_a, best_share = gain, j, t - before, a, share
     if best_j >= 0:
-        s_mid = best_s
-        for d in range(-shift, shift + 1):
-            if d != 0:
-                gain, a, share = _fit(x, s_mid + d, templates, support, n_support, best_j, energy[best_j],
-                                      noise_energy[best_j], f0, f1, fit_channels, a_min, a_max)
-                if gain > best_gain:
-                    best_gain, best_s, best_a, best_share = gain, s_mid + d, a, share
+        best_gain, best_s, best_a, best_share = _shifted(x, best_j, best_s, best_gain, best_a, best_share, templates,
+                                                         support, n_support, energy, noise_energy, shift, a_min,
+                                                         a_max, f0, f1, fit_channels)
     return best_gain, best_j, best_s, best_a, best_share
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _place(x, templates, support, n_support, j, s, a32, sign):
-    """Subtract (sign 1) or add back (sign -1) template j at start s, scaled by a32."""
+def _place(x, templates, support, n_support, j, s, a32):
+    """Subtract template j at start s, scaled by a32 (-a32 adds it back exactly: negation is)."""
     for u in range(templates.shape[1]):
         for q in range(n_support[j]):
-            v = a32 * templates[j, u, q]
-            if sign > 0:
-                x[s + u, support[j, q]] -= v
-            else:
-                x[s + u, support[j, q]] += v
+            x[s + u, support[j, q]] -= a32 * templates[j, u, q]
 
 
 @njit(cache=True, nogil=True)
@@ -211,26 +218,24 @@ def _refit(x, t, c, j, s, a, templates, support, n_support, energy, noise_energy
     if k_best < 0:
         return -1, 0, 0.0
     jk, sk, ak = prior_template[k_best], prior_start[k_best], prior_amplitude[k_best]
-    _place(x, templates, support, n_support, jk, sk, ak, -1)  # the earlier spike put back
+    _place(x, templates, support, n_support, jk, sk, -ak)  # the earlier spike put back
     a32 = np.float32(a)
-    _place(x, templates, support, n_support, j, s, a32, 1)
-    g2, s2, a2, share2 = 0.0, sk, 0.0, 0.0
-    for d in range(-shift, shift + 1):
-        gain, a_d, share = _fit(x, sk + d, templates, support, n_support, jk, energy[jk], noise_energy[jk], f0, f1,
-                                fit_channels, a_min, a_max)
-        if gain > g2:
-            g2, s2, a2, share2 = gain, sk + d, a_d, share
-    _place(x, templates, support, n_support, j, s, a32, -1)
+    _place(x, templates, support, n_support, j, s, a32)
+    gain, a_k, share_k = _fit(x, sk, templates, support, n_support, jk, energy[jk], noise_energy[jk], f0, f1,
+                              fit_channels, a_min, a_max)
+    g2, s2, a2, share2 = _shifted(x, jk, sk, gain, a_k, share_k, templates, support, n_support, energy,
+                                  noise_energy, shift, a_min, a_max, f0, f1, fit_channels)
+    _place(x, templates, support, n_support, j, s, -a32)
     if g2 <= 0.0 or share2 < prior_min_share:
-        _place(x, templates, support, n_support, jk, sk, ak, 1)
+        _place(x, templates, support, n_support, jk, sk, ak)
         return -1, 0, 0.0
     ak2 = np.float32(a2)
-    _place(x, templates, support, n_support, jk, s2, ak2, 1)
+    _place(x, templates, support, n_support, jk, s2, ak2)
     gain, j3, s3, a3, share3 = _best_fit(x, t, c, templates, support, n_support, energy, noise_energy, first, cand,
                                          before, shift, a_min, a_max, f0, f1, fit_channels)
     if j3 < 0 or share3 < min_share:
-        _place(x, templates, support, n_support, jk, s2, ak2, -1)
-        _place(x, templates, support, n_support, jk, sk, ak, 1)
+        _place(x, templates, support, n_support, jk, s2, -ak2)
+        _place(x, templates, support, n_support, jk, sk, ak)
         return -1, 0, 0.0
     prior_start[k_best] = s2
     prior_amplitude[k_best] = ak2
@@ -287,7 +292,7 @@ def peel(x, times, channels, templates, support, n_support, noise_var, first, ca
         a32 = np.float32(best_a)
         placed_start[i] = best_s
         placed_amplitude[i] = a32
-        _place(x, templates, support, n_support, best_j, best_s, a32, 1)
+        _place(x, templates, support, n_support, best_j, best_s, a32)
 
 
 @njit(cache=True, nogil=True)
