@@ -20,7 +20,10 @@ F16_MAX = float(np.finfo(np.float16).max)
 # Peeling (see `Templates`). Fixed rather than parameters: measured on the bench recordings,
 # and none trades recall for precision the way peel_threshold_mad does.
 TEMPLATE_BEFORE_MS, TEMPLATE_AFTER_MS = 1.5, 3.0  # the filtered spike's extent around its peak
-TEMPLATE_MAX_CHANNELS = 40  # nearest channels within peel_radius_um a template spans
+# nearest channels within peel_radius_um a template spans. A large spike on a 17.5 um grid
+# still reaches 5-15x the noise 60-80 um away: with 40 channels (62 um) the tail left behind
+# made three quarters of the peaks found after subtraction, even with the true templates
+TEMPLATE_MAX_CHANNELS = 64
 TEMPLATE_MIN_SPIKES = 10  # isolated spikes a peak channel needs for templates of its own
 TEMPLATE_MAX_CLUSTERS = 4  # templates per peak channel (units that peak on the same electrode)
 # Two clusters of a channel are one unit split by k-means when their means differ by no more than
@@ -79,8 +82,10 @@ class DetectionParams(BaseModel):
     peel_accept_share: float = Field(
         0.8, ge=0, le=1, description="a spike found in what remains is kept only if a template explains this "
         "share of its energy: the mismatch of a poorly fitted spike is not a spike")
+    # 0.5, not less: on a dense grid another unit's spike falls in a template's footprint and
+    # window for about a sixth of its isolated spikes, so a stricter share drops good templates
     peel_max_invented: float = Field(
-        0.2, ge=0, le=1, description="a template is not used if, subtracted from its own isolated spikes, it "
+        0.5, ge=0, le=1, description="a template is not used if, subtracted from its own isolated spikes, it "
         "leaves a spike-sized peak for more than this share of them (1: keep every template)")
     noise_chunks: int = Field(30, ge=1, description="random chunks used to estimate the noise (and learn templates)")
     noise_chunk_s: float = Field(0.5, gt=0, description="length of each noise chunk")

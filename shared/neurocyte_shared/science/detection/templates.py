@@ -69,7 +69,9 @@ class Templates:
 @dataclass(frozen=True)
 class _Layout:
     distances: np.ndarray  # channels x channels, um
-    support: np.ndarray  # channels x TEMPLATE_MAX_CHANNELS: nearest channels within the radius, nearest first
+    # channels x (at most TEMPLATE_MAX_CHANNELS: as many as the best-surrounded channel has):
+    # nearest channels within the radius, nearest first
+    support: np.ndarray
     n_support: np.ndarray
 
 
@@ -90,7 +92,9 @@ def _layout_of(locations: bytes, n_channels: int, radius_um: float) -> _Layout:
     rows, cols = rows[order], cols[order]
     rank = _rank_in_row(rows)
     kept = rank < TEMPLATE_MAX_CHANNELS
-    support = np.zeros((n_channels, TEMPLATE_MAX_CHANNELS), np.int32)
+    # no wider than needed: snippets and templates take this many columns (a 2-column probe
+    # has far fewer channels within the radius than a dense grid)
+    support = np.zeros((n_channels, int(rank[kept].max(initial=0)) + 1), np.int32)
     support[rows[kept], rank[kept]] = cols[kept]
     n_support = np.bincount(rows[kept], minlength=n_channels).astype(np.int32)
     return _Layout(distances, support, n_support)
@@ -123,12 +127,12 @@ def _snippets(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, n
     t, c = t[kept], c[kept]
     if not t.size:
         return {}
-    # spikes x width x TEMPLATE_MAX_CHANNELS, then each channel's own support. float16: a
-    # template is a mean of these, and half the memory (the budget of snippets is 16 K x 40
-    # channels x the width: 178 MB at 30 kHz, not 356); clipped: an artefact, not inf.
+    # spikes x width x support, then each channel's own support. float16: a template is a
+    # mean of these, and half the memory (the budget of snippets is 16 K x at most 64 channels
+    # x the width: 285 MB at 30 kHz, not 570); clipped: an artefact, not inf.
     # In batches: float32 gathers of a few thousand spikes at most, whatever the chunk holds.
     offsets = np.arange(-before, after + 1)[None, :, None]
-    snippets = np.empty((t.size, before + after + 1, TEMPLATE_MAX_CHANNELS), np.float16)
+    snippets = np.empty((t.size, before + after + 1, layout.support.shape[1]), np.float16)
     for a in range(0, t.size, SNIPPET_BATCH):
         b = min(a + SNIPPET_BATCH, t.size)
         batch = x[t[a:b, None, None] + offsets, layout.support[c[a:b]][:, None, :]]
@@ -174,7 +178,7 @@ def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
                 if _invents(members.reshape(members.shape[0], width, -1), mean.reshape(width, -1), noise,
                             before, sampling_rate_hz, params):
                     continue
-                w = np.zeros((width, TEMPLATE_MAX_CHANNELS), np.float32)
+                w = np.zeros((width, layout.support.shape[1]), np.float32)
                 w[:, : layout.n_support[c]] = mean.reshape(width, -1)
                 waveforms.append(w)
                 anchors.append(c)
