@@ -18,9 +18,11 @@ from .params import (
     TEMPLATE_MAX_CHANNELS,
     TEMPLATE_MAX_CLUSTERS,
     TEMPLATE_MERGE_STAT,
+    TEMPLATE_MIN_MEMBERS,
     TEMPLATE_MIN_SHARE,
     TEMPLATE_MIN_SPIKES,
     TEMPLATE_SNIPPET_BUDGET,
+    TEMPLATE_SPIKES_PER_CLUSTER,
     DetectionParams,
     _template_after,
     _template_before,
@@ -168,11 +170,11 @@ def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
         if flat.shape[0] < TEMPLATE_MIN_SPIKES:
             continue
         flat = flat.reshape(flat.shape[0], -1).astype(np.float64)
-        k = max(1, min(TEMPLATE_MAX_CLUSTERS, flat.shape[0] // (2 * TEMPLATE_MIN_SPIKES)))
+        k = max(1, min(TEMPLATE_MAX_CLUSTERS, flat.shape[0] // TEMPLATE_SPIKES_PER_CLUSTER))
         labels = _merge_alike(flat, _kmeans(flat, k, rng)) if k > 1 else np.zeros(flat.shape[0], np.int64)
         for j in range(k):
             members = flat[labels == j]
-            if members.shape[0] >= max(TEMPLATE_MIN_SPIKES // 2, TEMPLATE_MIN_SHARE * flat.shape[0]):
+            if members.shape[0] >= max(TEMPLATE_MIN_MEMBERS, TEMPLATE_MIN_SHARE * flat.shape[0]):
                 mean = members.mean(0)
                 noise = noise_uv[layout.support[c, : layout.n_support[c]]]
                 if _invents(members.reshape(members.shape[0], width, -1), mean.reshape(width, -1), noise,
