@@ -32,9 +32,9 @@ from .peaks import _rank_in_row, _squared_distances, find_peaks
 
 @dataclass(frozen=True)
 class Templates:
-    """Spike templates of a recording: waveforms[j] (width x TEMPLATE_MAX_CHANNELS, float32 uV,
-    preprocessed) over channels support[j, :n_support[j]], sample `before` on the peak of
-    peak channel anchor[j]."""
+    """Spike templates of a recording: waveforms[j] (width x the layout's support columns, at
+    most TEMPLATE_MAX_CHANNELS; float32 uV, preprocessed) over channels
+    support[j, :n_support[j]], sample `before` on the peak of peak channel anchor[j]."""
 
     waveforms: np.ndarray
     support: np.ndarray
