@@ -194,6 +194,27 @@ def test_templates_learn_from_each_channels_first_isolated_spikes_as_recorded():
         assert np.array_equal(found[BIG][k], x[t - before : t + after + 1][:, support].astype(np.float16))
 
 
+def test_the_snippet_budget_goes_to_the_channels_that_have_spikes():
+    """Channels with few isolated spikes keep them all and leave the rest of the budget to
+    busy ones; the total stays within the budget, and nothing is cut that fits."""
+    from neurocyte_shared.science.detection.params import TEMPLATE_MIN_SPIKES
+    from neurocyte_shared.science.detection.templates import _water_level
+
+    counts = np.array([3, 10, 100, 200])
+    assert _water_level(counts, 1_000) == 200  # everything fits
+    level = _water_level(counts, 100)  # 3 + 10 kept whole, 87 shared by the two busy channels
+    assert level == 43 and np.minimum(counts, level).sum() <= 100 < np.minimum(counts, level + 1).sum()
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        counts, budget = rng.integers(0, 300, rng.integers(1, 40)), int(rng.integers(50, 5_000))
+        level = _water_level(counts, budget)
+        if counts.sum() <= budget:
+            assert level >= counts.max()
+        else:
+            assert np.minimum(counts, level).sum() <= budget or level == TEMPLATE_MIN_SPIKES
+            assert np.minimum(counts, level + 1).sum() > budget
+
+
 def test_peeling_does_not_invent_spikes_where_its_template_does_not_fit():
     """A neuron on BIG's electrode whose spikes spread further than the template learned there
     (templates from one recording, a second recording where that electrode sees another cell):

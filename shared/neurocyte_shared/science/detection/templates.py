@@ -145,7 +145,24 @@ def _snippets(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, n
 
 
 def _snippet_cap(n_channels: int) -> int:
+    """Isolated spikes one chunk keeps per channel: an even share of the budget."""
     return max(TEMPLATE_MIN_SPIKES, TEMPLATE_SNIPPET_BUDGET // n_channels)
+
+
+def _water_level(counts: np.ndarray, budget: int) -> int:
+    """The largest per-channel cap L with sum(min(counts, L)) <= budget (at least
+    TEMPLATE_MIN_SPIKES): channels with fewer spikes than L keep them all, and what they leave
+    goes to the others."""
+    counts = np.sort(counts)
+    if counts.size == 0 or counts.sum() <= budget:
+        return int(counts.max(initial=TEMPLATE_MIN_SPIKES))
+    below = np.concatenate([[0], np.cumsum(counts)[:-1]])  # spikes of the channels under counts[i]
+    # with L = counts[i], the total is below[i] + L * (n - i); the level lies past the last
+    # count that fits
+    n = counts.size
+    fits = below + counts * (n - np.arange(n)) <= budget
+    i = int(np.argmin(fits))  # the first count that does not fit (one does: the sum exceeds budget)
+    return max(TEMPLATE_MIN_SPIKES, int((budget - below[i]) // (n - i)))
 
 
 def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
@@ -157,19 +174,28 @@ def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
     before, after = _template_before(sampling_rate_hz), _template_after(sampling_rate_hz)
     width = before + after + 1
     layout = _layout(channel_locations_um, n_channels, params.peel_radius_um)
-    cap = _snippet_cap(n_channels)
-    snippets: dict[int, list[np.ndarray]] = {}
+    gathered: dict[int, list[np.ndarray]] = {}
     for chunk in per_chunk:
         for c, found in chunk.items():
-            kept = snippets.setdefault(c, [])
-            kept.append(found[: max(0, cap - sum(map(len, kept)))])
+            gathered.setdefault(c, []).append(found)
+    # The budget is shared by the channels that have spikes to learn from, not split evenly
+    # over all of them: on a 384-channel probe half the channels are no unit's peak, and an
+    # even split left each busy channel 42 of the 85 it had gathered (too few to tell apart
+    # two units that peak on it).
+    level = _water_level(np.array([sum(map(len, v)) for v in gathered.values()], np.int64),
+                         TEMPLATE_SNIPPET_BUDGET)
+    snippets: dict[int, list[np.ndarray]] = {}
+    for c, parts in gathered.items():
+        kept = snippets.setdefault(c, [])
+        for found in parts:
+            kept.append(found[: max(0, level - sum(map(len, kept)))])
     waveforms, anchors = [], []
     rng = np.random.default_rng(0)
     for c in sorted(snippets):
         flat = np.concatenate(snippets[c])
         if flat.shape[0] < TEMPLATE_MIN_SPIKES:
             continue
-        flat = flat.reshape(flat.shape[0], -1).astype(np.float64)
+        flat = flat.reshape(flat.shape[0], -1).astype(np.float32)
         k = max(1, min(TEMPLATE_MAX_CLUSTERS, flat.shape[0] // TEMPLATE_SPIKES_PER_CLUSTER))
         labels = _merge_alike(flat, _kmeans(flat, k, rng)) if k > 1 else np.zeros(flat.shape[0], np.int64)
         for j in range(k):
@@ -224,19 +250,19 @@ def _merge_alike(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
     their sizes (the clusters' own pooled spread): about 1 for two halves of the same spikes
     drawn at random, 1.6-2.0 once k-means chooses the split."""
     labels = labels.copy()
-    while True:
-        ids = np.unique(labels)
-        if ids.size < 2:
-            return labels
+    # per cluster: size, mean and sum of squared deviations per dimension, computed once and
+    # again only for a merged cluster (each pair's pooled spread is (SS_a + SS_b) / (n_a + n_b))
+    moments = {int(j): _moments(points[labels == j]) for j in np.unique(labels)}
+    while len(moments) > 1:
         stats = []
-        for a in range(ids.size):
-            for b in range(a + 1, ids.size):
-                pa, pb = points[labels == ids[a]], points[labels == ids[b]]
-                if pa.shape[0] < 2 or pb.shape[0] < 2:
+        ids = sorted(moments)
+        for a in range(len(ids)):
+            for b in range(a + 1, len(ids)):
+                (na, ma, ssa), (nb, mb, ssb) = moments[ids[a]], moments[ids[b]]
+                if na < 2 or nb < 2:
                     continue
-                ma, mb = pa.mean(0), pb.mean(0)
-                spread = np.concatenate([pa - ma, pb - mb]).var(0) + 1e-12
-                stat = float(((ma - mb) ** 2 / spread).mean() / (1 / pa.shape[0] + 1 / pb.shape[0]))
+                spread = (ssa + ssb) / (na + nb) + 1e-12
+                stat = float(((ma - mb) ** 2 / spread).mean() / (1 / na + 1 / nb))
                 stats.append((stat, ids[a], ids[b]))
         if not stats:
             return labels
@@ -244,6 +270,14 @@ def _merge_alike(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if stat >= TEMPLATE_MERGE_STAT:
             return labels
         labels[labels == gone] = keep
+        del moments[gone]
+        moments[keep] = _moments(points[labels == keep])
+    return labels
+
+
+def _moments(points: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    mean = points.mean(0)
+    return points.shape[0], mean, ((points - mean) ** 2).sum(0)
 
 
 def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:
