@@ -215,6 +215,24 @@ def test_the_snippet_budget_goes_to_the_channels_that_have_spikes():
             assert np.minimum(counts, level + 1).sum() > budget
 
 
+def test_clustering_sets_aside_snippets_with_another_spike_in_them():
+    """k-means++ seeds on the farthest snippets, those with another neuron's spike in the window:
+    the clusters it spends on them are too small for a template, so it runs again without them,
+    and two units on one electrode come out as two clusters, not one mixed."""
+    from neurocyte_shared.science.detection.templates import _clusters
+
+    rng = np.random.default_rng(1)  # with these, k-means alone puts both units in one cluster
+    a = rng.standard_normal((60, 400)).astype(np.float32)  # snippets: samples x channels, flat
+    b = rng.standard_normal((60, 400)).astype(np.float32) + 1.0
+    odd = rng.standard_normal((6, 400)).astype(np.float32) * 30.0
+    labels = _clusters(np.concatenate([a, b, odd]), 4, np.random.default_rng(0))
+    assert (labels[120:] == -1).all()
+    unit_a, unit_b = set(labels[:60]) - {-1}, set(labels[60:120]) - {-1}
+    assert len(unit_a) == len(unit_b) == 1 and unit_a != unit_b
+    # the clusters set aside may take a few of a unit's snippets with them: a template is a mean
+    assert (labels[:120] == -1).sum() <= 12
+
+
 def test_peeling_does_not_invent_spikes_where_its_template_does_not_fit():
     """A neuron on BIG's electrode whose spikes spread further than the template learned there
     (templates from one recording, a second recording where that electrode sees another cell):
