@@ -185,15 +185,10 @@ def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
     # two units that peak on it).
     level = _water_level(np.array([sum(map(len, v)) for v in gathered.values()], np.int64),
                          TEMPLATE_SNIPPET_BUDGET)
-    snippets: dict[int, list[np.ndarray]] = {}
-    for c, parts in gathered.items():
-        kept = snippets.setdefault(c, [])
-        for found in parts:
-            kept.append(found[: max(0, level - sum(map(len, kept)))])
     waveforms, anchors = [], []
     rng = np.random.default_rng(0)
-    for c in sorted(snippets):
-        flat = np.concatenate(snippets[c])
+    for c in sorted(gathered):
+        flat = np.concatenate(gathered[c])[:level]  # the first ones in chunk order
         if flat.shape[0] < TEMPLATE_MIN_SPIKES:
             continue
         flat = flat.reshape(flat.shape[0], -1).astype(np.float32)
