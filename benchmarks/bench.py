@@ -301,6 +301,23 @@ def score(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, rate: 
     }
 
 
+ARTEFACT_NEAR_MS = 15.0  # a detection this close to a clipped sample on its electrode is on an artefact
+
+
+def background_figures(t: np.ndarray, c: np.ndarray, bin_path: Path, json_path: Path) -> dict:
+    """What a method found on the hybrid's real recording alone, and how many of those lie
+    within ARTEFACT_NEAR_MS of a sample at the rails on the same electrode: the recording's
+    stimulation artefacts and their ringing, which are not spikes."""
+    meta = json.loads(json_path.read_text())
+    raw = np.memmap(bin_path, dtype=meta.get("dtype", "<i2"), mode="r").reshape(-1, meta["n_channels"])
+    info = np.iinfo(raw.dtype)
+    ct, cc = np.nonzero((raw == info.min) | (raw == info.max))
+    near = _same_channel_near(t.astype(np.int64), c.astype(np.int64), ct.astype(np.int64), cc.astype(np.int64),
+                              int(round(ARTEFACT_NEAR_MS * 1e-3 * meta["sampling_rate_hz"])))
+    return {"background_detections": int(t.size), "background_on_artefacts": int(near.sum()),
+            "background_seconds": raw.shape[0] / meta["sampling_rate_hz"]}
+
+
 def _same_channel_near(t: np.ndarray, c: np.ndarray, t_other: np.ndarray, c_other: np.ndarray, tol: int) -> np.ndarray:
     """For each (t, c): a detection in (t_other, c_other) on channel c within +-tol samples."""
     span = np.int64(max(int(t.max(initial=0)), int(t_other.max(initial=0))) + tol + 2)
@@ -482,6 +499,9 @@ def main() -> None:
                 "peak_mb": mem[method],
                 **score(*dets[method], truth, rate, native.get(method)),
             }
+            if method in native:
+                row.update(background_figures(*native[method], args.data / f"{name}.bg.bin",
+                                              args.data / f"{name}.bg.json"))
             if method.startswith("neurocyte"):
                 row["speedup_vs_si_faster"] = si_best / med
             rows.append(row)
@@ -516,6 +536,12 @@ def main() -> None:
             f"{r['recall']:>7.3f} {r['precision']:>9.3f} {r['recall_snr_ge_5']:>10.3f} {r['recall_by_chance']:>7.3f} "
             f"{r['recall_attributed']:>7.3f} {r['peak_mb']:>8.0f}"
         )
+    for r in rows:
+        if "background_detections" in r:
+            print(f"{r['recording']} without the injected spikes (the real recording alone, "
+                  f"{r['background_seconds']:.0f} s): {r['method']} finds {r['background_detections']}, "
+                  f"{r['background_on_artefacts']} of them within {ARTEFACT_NEAR_MS:g} ms of a clipped sample "
+                  "on their electrode (stimulation artefacts)")
     if aot_build_s is not None:
         print(
             f"\nneurocyte: compiling the kernels ahead of time (make setup, once per change of kernels.py) took "

@@ -2,6 +2,7 @@
 subtracted as its template. Arrays only: no AWS, no files."""
 
 import numpy as np
+import pytest
 
 from neurocyte_shared.science.detection import (
     DetectionParams,
@@ -290,6 +291,105 @@ def test_clipped_samples_and_bad_channels_are_not_read():
     assert _found(found, beside, 21) == beside.size
     on_artefacts = found.sample_index[found.channel_index == artefacts]
     assert _found(found, between, artefacts) == between.size and on_artefacts.size == between.size
+
+
+def test_a_stimulation_artefact_is_silenced_until_its_recovery_is_quiet(monkeypatch):
+    """A stimulation artefact as the real Multi Channel Systems recording has them: 0.35 ms at
+    the rail, then 1.5 ms near the other rail, then back within a ms. Filtered, that rings
+    beyond the threshold for longer than the fixed 5 ms: those rings are not spikes, and a
+    spike 20 ms after each artefact still is."""
+    from neurocyte_shared.science.detection import filters
+
+    rng = np.random.default_rng(5)
+    n, channels = 200_000, [8, 9, 10]
+    x = rng.standard_normal((n, N_CH)) * 6.0
+    stims = np.arange(1, 20) * 10_000
+    k = np.arange(400)
+    recovery = np.where(k < 30, -1_600.0, -1_600.0 * np.exp(-(k - 30) / 10.0))  # 1.5 ms by the other rail
+    for s in stims:
+        x[s + 7 : s + 407, channels] += recovery[:, None]
+        _fire(x, 9, int(s) + 400, 150.0)  # 20 ms after the artefact began
+    raw = np.clip(np.round(x / 0.05), -32768, 32767).astype(np.int16)
+    for s in stims:
+        raw[s : s + 7, channels] = np.iinfo(np.int16).max
+    params = DetectionParams(peel=False)
+
+    def artefact_spikes():
+        found = detect_spikes(raw, FS, params, gain_uv=0.05, channel_locations_um=LOC)
+        near = np.isin(found.channel_index, channels)
+        lag = found.sample_index[near, None] - stims[None, :]
+        return int(((lag > -100) & (lag < 300)).any(axis=1).sum()), _found(found, stims + 400, 9)
+
+    assert artefact_spikes() == (0, stims.size)
+    monkeypatch.setattr(filters, "ARTEFACT_MAX_MS", 0.0)  # the fixed 5 ms alone
+    assert artefact_spikes()[0] >= stims.size
+
+
+def _stimulated(n: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """int16 traces (0.05 uV steps) with a stimulus every 0.5 s seen on every electrode at once
+    (300-600 uV, far from the rails), a spike on SMALL 20 ms after each, and a 40x-noise spike on
+    BIG between them: (raw, stimuli, big spikes)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, N_CH)) * 6.0
+    stims = np.arange(1, n // 10_000) * 10_000
+    k = np.arange(200)
+    # 0.2 ms up, 1.3 ms down while the amplifier recovers, then back with a 0.75 ms time constant
+    pulse = np.where(k < 4, 300.0, np.where(k < 30, -600.0, -250.0 * np.exp(-(k - 30) / 15.0)))
+    gains = rng.uniform(0.5, 1.5, N_CH)  # nearer the stimulating electrode, larger
+    for s in stims:
+        x[s : s + 200] += np.outer(pulse, gains)
+        _fire(x, SMALL, int(s) + 400, 150.0)
+    big = stims[:-1] + 5_000
+    for s in big:
+        _fire(x, BIG, int(s), 240.0)  # 40x the noise
+    raw = np.round(x / 0.05).astype(np.int16)
+    assert np.abs(raw).max() < 32_000  # nothing reaches the rails
+    return raw, stims, big
+
+
+def test_stimulation_artefacts_on_every_electrode_are_silenced_and_large_spikes_are_not():
+    """A stimulus seen on every electrode at once (as in the real Multi Channel Systems
+    recording, never at the rails) rings for milliseconds: none of it is a spike. A neuron at
+    40x the noise on a few electrodes is not an artefact, nor are spikes 20 ms after each
+    stimulus."""
+    raw, stims, big = _stimulated()
+    found = detect_spikes(raw, FS, DetectionParams(peel=False), gain_uv=0.05, channel_locations_um=LOC)
+    lag = found.sample_index[:, None] - stims[None, :]
+    assert not ((lag > -100) & (lag < 300)).any()  # within -5 .. +15 ms of a stimulus
+    assert _found(found, stims + 400, SMALL) == stims.size
+    assert _found(found, big, BIG) == big.size
+
+
+def test_silenced_samples_are_counted_once_and_the_report_says_how_many():
+    """What detection silences is counted per window inside its own bounds, so windows add up
+    to the whole recording's figure (within 1 %); the summary says what share of the recording
+    was not read."""
+    from neurocyte_shared.science.detection.windows import detect_window
+    from neurocyte_shared.science.metrics import summarize
+
+    raw, stims, _ = _stimulated()
+    params = DetectionParams(peel=False)
+    whole = np.zeros(N_CH, np.int64)
+    detect_spikes(raw, FS, params, gain_uv=0.05, channel_locations_um=LOC, silenced=whole)
+    assert whole.sum() > stims.size * 20 * 10  # at least 1 ms on 10 electrodes per stimulus
+    noise = learn_recording(lambda a, b: raw[a:b], raw.shape[0], FS, params, 0.05)[0]
+    again = np.zeros(N_CH, np.int64)
+    detect_spikes(raw, FS, params, gain_uv=0.05, noise_uv=noise, channel_locations_um=LOC, silenced=again)
+    windows = np.zeros(N_CH, np.int64)
+    for start in range(0, raw.shape[0], 15_000):  # windows whose margins cut through stimuli
+        _, unread, _ = detect_window(lambda a, b: raw[a:b], start, min(start + 15_000, raw.shape[0]), raw.shape[0],
+                                     FS, params, gain_uv=0.05, offset_uv=0.0, noise_uv=noise,
+                                     channel_locations_um=LOC, templates=None, gather_waveforms=False)
+        windows += unread.silenced
+    # as the whole recording, but for an electrode the artefact barely reaches: filtered in a
+    # window with margins, its samples differ from the whole's by a little, and one near 5x the
+    # noise can fall either side
+    assert np.abs(windows - again).sum() <= 0.01 * again.sum()
+    s = summarize(SpikeTable.empty(), recording_id="r", recording_name="r", format="binary", n_channels=N_CH,
+                  sampling_rate_hz=FS, n_samples=raw.shape[0], channel_ids=tuple(map(str, range(N_CH))),
+                  channel_locations_um=tuple(map(tuple, LOC)), detection_parameters={}, silenced_samples=windows)
+    assert s.quality.silenced_fraction == pytest.approx(windows.sum() / raw.size)
+    assert any("stimulation artefacts" in n for n in s.quality.notes)
 
 
 def test_k_means_halves_of_one_unit_are_merged_and_two_units_are_not():

@@ -311,6 +311,12 @@ def analyse_recording(files: tuple[Path, ...], params: dict, stream: str | None,
     info, p, recording = _local_recording(files, params, stream)
     noise: list[np.ndarray] = []
     clipped = np.zeros(info.n_channels, np.int64)
+    silenced = np.zeros(info.n_channels, np.int64)
+
+    def unread(u) -> None:  # each window's clipped and silenced samples
+        np.add(clipped, u.clipped, out=clipped)
+        np.add(silenced, u.silenced, out=silenced)
+
     waveforms: list = []
     tables = []
     with _detecting(files, info.n_samples) as on_progress:
@@ -319,7 +325,7 @@ def analyse_recording(files: tuple[Path, ...], params: dict, stream: str | None,
             p,
             jobs=jobs,
             on_noise=noise.append,
-            on_saturation=lambda c: np.add(clipped, c, out=clipped),
+            on_saturation=unread,
             on_waveforms=waveforms.append,
             on_progress=on_progress,
         ):
@@ -340,6 +346,7 @@ def analyse_recording(files: tuple[Path, ...], params: dict, stream: str | None,
         detection_parameters=p.model_dump(),
         noise_uv=noise[0] if noise else None,
         saturated_samples=clipped,
+        silenced_samples=silenced,
     )
     return summary, merged, Waveforms.merged(waveforms), p
 

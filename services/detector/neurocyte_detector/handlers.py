@@ -140,13 +140,13 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
                                           f"(digest {got}, chunker's {event.samples_digest})")
         return samples
 
-    table, saturated, waveforms = detect_window(
+    table, unread, waveforms = detect_window(
         read, event.start_sample, event.stop_sample, array.shape[0], fs, params,
         gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"], noise_uv=noise, channel_locations_um=locations,
         templates=templates)
     # Same key on redelivery: a second run overwrites with identical content.
     deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(
-        table, saturated, waveforms, samples_verified=event.samples_digest is not None))
+        table, unread.clipped, waveforms, silenced=unread.silenced, samples_verified=event.samples_digest is not None))
     seconds = time.perf_counter() - started
     n = event.stop_sample - event.start_sample
     log.info("shard_detected", shard=event.shard_index, n_spikes=len(table), seconds=round(seconds, 3),

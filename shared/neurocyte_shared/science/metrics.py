@@ -117,6 +117,7 @@ class Synchrony(BaseModel):
 
 
 FLAT_NOISE_UV = 0.01  # below this noise level a channel is constant: real electrodes have microvolts
+SILENCED_NOTE_FRACTION = 0.001  # the report says how much detection silenced from this share up
 
 
 class Quality(BaseModel):
@@ -125,6 +126,9 @@ class Quality(BaseModel):
     noisy_electrodes: list[int] = Field(description="channel indices firing above noisy_rate_hz")
     saturated_electrodes: list[int] = Field([], description="channel indices clipped more than allowed")
     flat_electrodes: list[int] = Field([], description="channel indices whose signal never leaves its baseline")
+    silenced_fraction: float | None = Field(
+        None, description="share of the electrodes' samples detection did not read: around stimulation artefacts "
+        "and clipped samples, until each trace was quiet again")
     median_noise_uv: float | None = None
     notes: list[str]
 
@@ -402,6 +406,7 @@ def summarize(
     detection_parameters: dict,
     noise_uv: np.ndarray | None = None,
     saturated_samples: np.ndarray | None = None,
+    silenced_samples: np.ndarray | None = None,
     params: MetricsParams = MetricsParams(),
 ) -> Summary:
     duration_s = n_samples / sampling_rate_hz
@@ -456,8 +461,16 @@ def summarize(
         if saturated:
             notes.append(f"{len(saturated)} electrodes are clipped (> {100 * params.saturated_max_fraction:g} % of "
                          "samples at the converter's limits): check the gain or the reference")
+    silenced_fraction = None
+    if silenced_samples is not None and n_samples > 0 and n_channels > 0:
+        silenced = np.asarray(silenced_samples, np.int64)
+        silenced_fraction = float(silenced.sum()) / (n_samples * n_channels)
+        if silenced_fraction >= SILENCED_NOTE_FRACTION:
+            notes.append(f"Detection did not read {100 * silenced_fraction:.1f} % of the recording (on "
+                         f"{int((silenced > 0).sum())} electrodes): around stimulation artefacts and clipped "
+                         "samples, until each trace was quiet again. Spikes there are not counted.")
     quality = Quality(silent_electrodes=silent, noisy_electrodes=noisy, saturated_electrodes=saturated,
-                      flat_electrodes=flat,
+                      flat_electrodes=flat, silenced_fraction=silenced_fraction,
                       median_noise_uv=float(np.median(noise_uv)) if noise_uv is not None and noise_uv.size else None,
                       notes=notes)
     return Summary(

@@ -23,6 +23,7 @@ SCHEMA = pa.schema(
 
 
 SATURATION_KEY = b"neurocyte.saturated_samples"
+SILENCED_KEY = b"neurocyte.silenced_samples"
 WAVEFORMS_KEY = b"neurocyte.waveforms"
 VERIFIED_KEY = b"neurocyte.samples_verified"  # the shard's decoded samples matched the upload's digest
 
@@ -45,13 +46,17 @@ def arrow_table(table: SpikeTable, schema: pa.Schema = SCHEMA) -> pa.Table:
 
 
 def to_parquet_bytes(table: SpikeTable, saturated: np.ndarray | None = None,
-                     waveforms: Waveforms | None = None, *, samples_verified: bool = False) -> bytes:
-    """saturated: per-channel clipped-sample counts of the window; waveforms: its spikes'
-    waveform sums; samples_verified: the store's samples were checked against the upload's;
-    all kept in the file's metadata."""
+                     waveforms: Waveforms | None = None, *, silenced: np.ndarray | None = None,
+                     samples_verified: bool = False) -> bytes:
+    """saturated: per-channel clipped-sample counts of the window; silenced: per-channel counts
+    of the samples detection silenced around clipped ones and stimulation artefacts; waveforms:
+    its spikes' waveform sums; samples_verified: the store's samples were checked against the
+    upload's; all kept in the file's metadata."""
     meta = {VERIFIED_KEY: b"true"} if samples_verified else {}
     if saturated is not None:
         meta[SATURATION_KEY] = json.dumps([int(v) for v in saturated]).encode()
+    if silenced is not None:
+        meta[SILENCED_KEY] = json.dumps([int(v) for v in silenced]).encode()
     if waveforms is not None:
         meta[WAVEFORMS_KEY] = base64.b64encode(waveforms.to_bytes())
     t = arrow_table(table, SCHEMA.with_metadata(meta) if meta else SCHEMA)
@@ -76,8 +81,15 @@ def waveforms_from_parquet_bytes(data: bytes) -> Waveforms | None:
 
 
 def saturation_from_parquet_bytes(data: bytes) -> np.ndarray | None:
-    meta = pq.read_schema(io.BytesIO(data)).metadata or {}
-    raw = meta.get(SATURATION_KEY)
+    return _counts(data, SATURATION_KEY)
+
+
+def silenced_from_parquet_bytes(data: bytes) -> np.ndarray | None:
+    return _counts(data, SILENCED_KEY)
+
+
+def _counts(data: bytes, key: bytes) -> np.ndarray | None:
+    raw = (pq.read_schema(io.BytesIO(data)).metadata or {}).get(key)
     return None if raw is None else np.asarray(json.loads(raw), dtype=np.int64)
 
 

@@ -4,7 +4,8 @@ Pipeline, with SpikeInterface's defaults and names:
     raw -> microvolts (float32) -> bandpass (Butterworth, second-order sections, forward
     and backward) -> common reference (median or mean across channels) -> what must not be
     read is silenced (`filters.blank`: hot and dead electrodes, electrodes that live at the
-    converter's rails, and 5 ms around any other clipped sample) -> threshold in
+    converter's rails, and around any other clipped sample and any stimulation artefact until
+    the trace is quiet) -> threshold in
     multiples of the per-channel noise (MAD / 0.6745) -> a peak must be the extreme within
     +-dead_time_ms on its channel and on every channel within radius_um (spatial
     de-duplication: one spike seen on five electrodes is one row, on its peak channel)
@@ -55,6 +56,7 @@ def detect_spikes(
     templates: Templates | None = None,
     first_sample: int = 0,
     waveforms: Waveforms | None = None,
+    silenced: np.ndarray | None = None,
 ) -> SpikeTable:
     """Detect spikes in traces (samples x channels, as recorded; raw integers with their gain
     to microvolts, or float microvolts with the default gain 1).
@@ -67,10 +69,12 @@ def detect_spikes(
     through the recording in blocks of time counted from its start, so that windows agree).
     waveforms: if given, the spikes' filtered waveforms are summed into it (before peeling
     subtracts anything; the spikes peeling finds are not in it).
+    silenced: if given (int64 per channel), the samples in `valid` that `blank` silenced around
+    clipped samples and stimulation artefacts are counted into it.
     """
     x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv)
     noise = noise_levels(x) if noise_uv is None else noise_uv
-    blank(x, traces, noise, sampling_rate_hz)
+    blank(x, traces, noise, sampling_rate_hz, silenced=silenced, valid=valid, first_sample=first_sample)
     if not params.peel:
         found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
                            valid=valid)
@@ -134,7 +138,7 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
             return None
         levels = noise_levels(core)
         if params.peel:  # templates are learned from what detection reads
-            blank(x, raw, levels, sampling_rate_hz)
+            blank(x, raw, levels, sampling_rate_hz, first_sample=lo)
         found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um) if params.peel else {}
         return levels, found
 

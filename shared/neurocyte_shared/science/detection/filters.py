@@ -7,7 +7,22 @@ from functools import lru_cache
 import numpy as np
 
 from . import _kernels
-from .params import BAD_CLIPPED_SHARE, BAD_NOISE_RATIO, BLANK_MS, MAD_TO_SIGMA, DetectionParams
+from .params import (
+    ARTEFACT_END_MAD,
+    ARTEFACT_MAD,
+    ARTEFACT_MAX_MS,
+    ARTEFACT_MIN_ELECTRODES,
+    ARTEFACT_PROBES,
+    ARTEFACT_QUIET_MS,
+    ARTEFACT_REACH_MAD,
+    ARTEFACT_SHARE,
+    ARTEFACT_STRIDE_MS,
+    BAD_CLIPPED_SHARE,
+    BAD_NOISE_RATIO,
+    BLANK_MS,
+    MAD_TO_SIGMA,
+    DetectionParams,
+)
 
 
 def butter_bandpass_sos(order: int, freq_min_hz: float, freq_max_hz: float, sampling_rate_hz: float) -> np.ndarray:
@@ -138,19 +153,31 @@ def bad_channels(noise_uv: np.ndarray) -> np.ndarray:
     return (noise_uv > BAD_NOISE_RATIO * median) | (noise_uv < median / BAD_NOISE_RATIO)
 
 
-def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz: float) -> None:
+def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz: float, *,
+          silenced: np.ndarray | None = None, valid: tuple[int, int] | None = None, first_sample: int = 0) -> None:
     """Silence (set to 0, in place) what detection must not read in preprocessed traces x: bad
     channels (`bad_channels`), channels clipped for more than BAD_CLIPPED_SHARE of the samples,
-    and on other channels the samples within BLANK_MS of a raw sample at the integer type's
-    limits (the filter rings where a trace was clipped: every such ring would be a spike).
-    Silenced samples neither make peaks nor beat a neighbour's."""
+    stimulation artefacts (`_artefacts`: a quarter of the electrodes far beyond their noise at once), and
+    on other channels the samples within BLANK_MS of a raw sample at the integer type's limits
+    (the filter rings where a trace was clipped: every such ring would be a spike). From an
+    artefact or a clipped sample, each electrode is silenced on until its trace is quiet
+    (`_loud_extent`). Silenced samples neither make peaks nor beat a neighbour's. silenced: if
+    given, each channel's count of the samples in `valid` (default: all) silenced around clipped
+    samples and artefacts is added to it (bad channels are not counted: they are reported as such).
+    first_sample: x's first sample's index in the recording (artefacts are looked for at the same
+    samples whatever the window)."""
     bad = bad_channels(noise_uv)
     if bad.any():
         x[:, bad] = 0.0
+    n = x.shape[0]
+    quiet = max(1, int(round(ARTEFACT_QUIET_MS * 1e-3 * sampling_rate_hz)))
+    cap = int(round(ARTEFACT_MAX_MS * 1e-3 * sampling_rate_hz))
+    count = _Count(silenced, valid or (0, n))
+    for t0, t1 in _artefacts(x, noise_uv, bad, sampling_rate_hz, quiet, first_sample):
+        _silence(x, slice(None), t0, t1, noise_uv, quiet, cap, count)
     if not np.issubdtype(raw.dtype, np.integer) or raw.shape[0] == 0:
         return
     info = np.iinfo(raw.dtype)
-    n = raw.shape[0]
     reach = max(1, int(round(BLANK_MS * 1e-3 * sampling_rate_hz)))
     # Clipped samples are few (a few hundred per second on a real recording whose electrodes
     # touch the rails now and then): found block by block, then silenced run by run.
@@ -170,8 +197,89 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
     # overlapping reaches on one electrode make one run (t ascends within an electrode)
     first = np.flatnonzero(np.r_[True, (c[1:] != c[:-1]) | (lo[1:] > hi[:-1])])
     last = np.r_[first[1:], t.size] - 1
-    for a, b, ch in zip(lo[first].tolist(), hi[last].tolist(), c[first].tolist()):
+    for a, b, t0, t1, ch in zip(lo[first].tolist(), hi[last].tolist(), t[first].tolist(), t[last].tolist(),
+                                c[first].tolist()):
+        _silence(x, slice(ch, ch + 1), t0, t1 + 1, noise_uv, quiet, cap, count)  # reads x: before the next line
+        count(x[a:b, ch : ch + 1], np.ones((b - a, 1), bool), a, slice(ch, ch + 1))
         x[a:b, ch] = 0.0
+
+
+def _artefacts(x: np.ndarray, noise_uv: np.ndarray, bad: np.ndarray, sampling_rate_hz: float,
+               quiet: int, first_sample: int = 0) -> list[tuple[int, int]]:
+    """(first, last + 1) sample of each stimulation artefact's core in x: rows, looked at every
+    ARTEFACT_STRIDE_MS from the recording's start (x begins at its sample first_sample), on at
+    most ARTEFACT_PROBES readable electrodes spread over the array,
+    where ARTEFACT_SHARE of them (and at least ARTEFACT_MIN_ELECTRODES) are beyond ARTEFACT_MAD x
+    their noise; rows closer than `quiet` make one core, widened by the stride each way."""
+    probes = np.flatnonzero(~bad & (np.asarray(noise_uv) > 0))
+    if probes.size > ARTEFACT_PROBES:  # an artefact reaches the whole array: a sample of it tells
+        probes = probes[np.linspace(0, probes.size - 1, ARTEFACT_PROBES).round().astype(np.int64)]
+    need = max(ARTEFACT_MIN_ELECTRODES, int(np.ceil(ARTEFACT_SHARE * probes.size)))
+    if probes.size < need or x.shape[0] == 0:
+        return []
+    stride = max(1, int(round(ARTEFACT_STRIDE_MS * 1e-3 * sampling_rate_hz)))
+    level = (ARTEFACT_MAD * np.asarray(noise_uv, np.float32)[probes]).astype(np.float32)
+    step = stride * max(1, CLIP_BLOCK // probes.size)  # samples at a time: the copies stay cache-sized
+    hits = [np.flatnonzero(np.count_nonzero(np.abs(x[a : a + step : stride, probes]) >= level, axis=1) >= need)
+            * stride + a for a in range((-first_sample) % stride, x.shape[0], step)]
+    hits = np.concatenate(hits)
+    if not hits.size:
+        return []
+    split = np.flatnonzero(np.diff(hits) > quiet) + 1
+    # widened by the stride: the core may reach past the rows looked at
+    starts = np.maximum(hits[np.r_[0, split]] - stride, 0)
+    ends = np.minimum(hits[np.r_[split - 1, hits.size - 1]] + stride + 1, x.shape[0])
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+class _Count:
+    """Adds, per channel, the samples about to be silenced inside `valid` that were not already
+    (a filtered sample is never exactly 0 otherwise) to `silenced`, if given."""
+
+    def __init__(self, silenced: np.ndarray | None, valid: tuple[int, int]):
+        self.silenced, self.valid = silenced, valid
+
+    def __call__(self, block: np.ndarray, mask: np.ndarray, first: int, channels: slice) -> None:
+        if self.silenced is None:
+            return
+        rows = np.arange(block.shape[0]) + first
+        inside = (rows >= self.valid[0]) & (rows < self.valid[1])
+        self.silenced[channels] += np.count_nonzero(mask[inside] & (block[inside] != 0), axis=0)
+
+
+def _silence(x: np.ndarray, channels: slice, t0: int, t1: int, noise_uv: np.ndarray, quiet: int, cap: int,
+             count: _Count) -> None:
+    """On each of these channels that x[t0:t1] takes beyond ARTEFACT_REACH_MAD x the noise: zero
+    that stretch and the loud one either side (beyond ARTEFACT_END_MAD: `_loud_extent`, at most
+    cap samples each way). A channel the artefact does not reach keeps its samples."""
+    n = x.shape[0]
+    noise = np.asarray(noise_uv, np.float32)[channels]
+    lv = ARTEFACT_END_MAD * noise
+    hit = (np.abs(x[t0:t1, channels]) >= ARTEFACT_REACH_MAD * noise).any(axis=0)
+    if not hit.any():
+        return
+    after = np.where(hit, _loud_extent(x[t1 : min(t1 + cap, n), channels], lv, quiet), 0)
+    before = np.where(hit, _loud_extent(x[max(t0 - cap, 0) : t0, channels][::-1], lv, quiet), 0)
+    first = t0 - int(before.max())
+    block = x[first : t1 + int(after.max()), channels]
+    rows = np.arange(block.shape[0])[:, None] + first
+    mask = hit & (rows >= t0 - before) & (rows < t1 + after)
+    count(block, mask, first, channels)
+    block[mask] = 0.0
+
+
+def _loud_extent(trace: np.ndarray, levels: np.ndarray, quiet: int) -> np.ndarray:
+    """Per column of trace (samples x channels): samples from its start to the first stretch of
+    `quiet` samples all below the column's level in magnitude (0 if it starts quiet; all of it
+    if it never is)."""
+    m = trace.shape[0]
+    loud = np.abs(trace) >= levels
+    if m <= quiet:
+        return np.where(loud.any(axis=0), m, 0)
+    seen = np.zeros((m + 1, trace.shape[1]), np.int32)
+    np.cumsum(loud, axis=0, out=seen[1:])
+    busy = seen[quiet:] > seen[:-quiet]  # row i: a loud sample among i .. i + quiet - 1
+    return np.where(busy.all(axis=0), m, np.argmin(busy, axis=0))
 
 
 CLIP_BLOCK = 1 << 18  # samples of a block searched for clipped ones: cache-sized

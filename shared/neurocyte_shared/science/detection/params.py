@@ -15,6 +15,25 @@ BAD_CLIPPED_SHARE = 0.01  # a channel clipped this share of a window's samples i
 # a clipped sample silences its channel this far each way: the filter rings that long after a
 # jump to the rail
 BLANK_MS = 5.0
+# A stimulation artefact: at least ARTEFACT_SHARE of the electrodes (and ARTEFACT_MIN_ELECTRODES)
+# beyond ARTEFACT_MAD x their noise at once, looked for every ARTEFACT_STRIDE_MS. Its core lasts
+# a millisecond or more (50-1,600x the noise for 4 ms on all 8 electrodes of the real Multi Channel
+# Systems recording, whose artefacts never reach the rails); a quarter, not half, as the common
+# reference takes the shared part away and leaves the electrodes that differ from the median
+# (no neuron's spike reaches 30x the noise on a quarter of an array)
+ARTEFACT_MAD = 30.0
+ARTEFACT_SHARE = 0.25
+ARTEFACT_MIN_ELECTRODES = 4
+ARTEFACT_STRIDE_MS = 0.5
+ARTEFACT_PROBES = 64  # electrodes looked at, spread over the array (all of a smaller one)
+# An artefact or a clipped sample silences each electrode outwards until the filtered trace stays
+# below ARTEFACT_END_MAD x the noise for ARTEFACT_QUIET_MS (at most ARTEFACT_MAX_MS each way): the
+# recovery rings above the threshold for 10-12 ms in that recording (at a fixed 5 ms every
+# artefact left a dozen false spikes)
+ARTEFACT_END_MAD = 3.0
+ARTEFACT_REACH_MAD = 5.0  # an electrode the artefact reaches: this far beyond its noise in the core
+ARTEFACT_QUIET_MS = 2.0
+ARTEFACT_MAX_MS = 50.0
 F16_MAX = float(np.finfo(np.float16).max)
 
 # Peeling (see `Templates`). Fixed rather than parameters: measured on the bench recordings,

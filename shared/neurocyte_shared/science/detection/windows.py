@@ -32,6 +32,15 @@ from neurocyte_shared.science.waveforms import Waveforms
 MAX_WINDOW_VALUES = 8 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Unread:
+    """Per channel, a window's samples detection could not read: at the converter's rails
+    (clipped), and silenced around those and around stimulation artefacts (silenced)."""
+
+    clipped: np.ndarray
+    silenced: np.ndarray
+
+
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
@@ -84,33 +93,36 @@ def detect_window(read: Callable[[int, int], np.ndarray], start: int, stop: int,
                   sampling_rate_hz: float, params: DetectionParams, *, gain_uv: float, offset_uv: float,
                   noise_uv: np.ndarray, channel_locations_um: np.ndarray | None, templates: Templates | None,
                   count_saturated: bool = True,
-                  gather_waveforms: bool = True) -> tuple[SpikeTable, np.ndarray | None, Waveforms | None]:
+                  gather_waveforms: bool = True) -> tuple[SpikeTable, Unread | None, Waveforms | None]:
     """One window [start, stop) of a recording: read with margins (so its spikes equal the
     whole recording's), detected with what was learned from the whole recording, sample
-    indices from the recording's start; per channel, the window's clipped samples; and the
-    sums of its spikes' waveforms (for the report).
+    indices from the recording's start; per channel, the window's clipped and silenced samples
+    (`Unread`); and the sums of its spikes' waveforms (for the report).
     `read(a, b)` returns raw samples a..b x channels. The detector service runs it per shard,
     `detect_recording` per window."""
     margin = params.margin_samples(sampling_rate_hz)
     lo, hi = max(0, start - margin), min(n_samples, stop + margin)
     raw = read(lo, hi)
-    clipped = saturated_samples(raw[start - lo : stop - lo]) if count_saturated else None
+    unread = Unread(saturated_samples(raw[start - lo : stop - lo]), np.zeros(raw.shape[1], np.int64)) \
+        if count_saturated else None
     waveforms = Waveforms.empty(raw.shape[1], sampling_rate_hz) if gather_waveforms else None
     table = detect_spikes(raw, sampling_rate_hz, params, gain_uv=gain_uv, offset_uv=offset_uv, noise_uv=noise_uv,
                           channel_locations_um=channel_locations_um, valid=(start - lo, stop - lo),
-                          templates=templates, first_sample=lo, waveforms=waveforms)
-    return table.shifted(lo), clipped, waveforms
+                          templates=templates, first_sample=lo, waveforms=waveforms,
+                          silenced=unread.silenced if unread else None)
+    return table.shifted(lo), unread, waveforms
 
 
 def detect_recording(recording: LocalRecording, params: DetectionParams = DetectionParams(), *,
                      window_s: float = 1.0, jobs: int = 1,
                      on_progress: Callable[[int, int], None] | None = None,
                      on_noise: Callable[[np.ndarray], None] | None = None,
-                     on_saturation: Callable[[np.ndarray], None] | None = None,
+                     on_saturation: Callable[[Unread], None] | None = None,
                      on_waveforms: Callable[[Waveforms], None] | None = None) -> Iterator[SpikeTable]:
     """Spike tables of successive windows, in order, with sample indices from the recording start.
     on_noise receives the per-channel noise (uV) once it is estimated; on_saturation each
-    window's per-channel count of clipped samples; on_waveforms each window's waveform sums."""
+    window's per-channel counts of clipped and silenced samples; on_waveforms each window's
+    waveform sums."""
     local = threading.local()
     opened: list[RecordingReader] = []
     lock = threading.Lock()
@@ -135,7 +147,7 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
         on_noise(noise)
     margin = params.margin_samples(fs)
 
-    def window(start: int, stop: int) -> tuple[SpikeTable, np.ndarray | None, Waveforms | None]:
+    def window(start: int, stop: int) -> tuple[SpikeTable, Unread | None, Waveforms | None]:
         return detect_window(lambda a, b: reader().read(a, b), start, stop, info.n_samples, fs, params,
                              gain_uv=info.gain_uv, offset_uv=info.offset_uv, noise_uv=noise,
                              channel_locations_um=locations, templates=templates,
@@ -145,10 +157,10 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
     windows = [(s, min(s + step, info.n_samples)) for s in range(0, info.n_samples, step)]
     done = 0
     try:
-        for n, (table, clipped, waveforms) in _run(window, windows, pool, jobs):
+        for n, (table, unread, waveforms) in _run(window, windows, pool, jobs):
             done += n
-            if on_saturation and clipped is not None:
-                on_saturation(clipped)  # here, in the caller's thread, in window order
+            if on_saturation and unread is not None:
+                on_saturation(unread)  # here, in the caller's thread, in window order
             if on_waveforms and waveforms is not None:
                 on_waveforms(waveforms)
             if on_progress:
