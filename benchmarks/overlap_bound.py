@@ -33,6 +33,7 @@ from neurocyte_shared.science.detection import (
     find_peaks,
     preprocess,
 )
+from neurocyte_shared.science.detection.filters import blank
 from neurocyte_shared.science.detection.windows import LocalRecording
 
 
@@ -57,7 +58,10 @@ def bound(name: str, data: Path, params: DetectionParams) -> list[dict]:
     rate = info.sampling_rate_hz
     locations = np.asarray(info.channel_locations_um, dtype=np.float64)
     noise = estimate_noise(reader.read, info.n_samples, rate, params, info.gain_uv, info.offset_uv)
-    x = preprocess(reader.read(0, info.n_samples), rate, params, info.gain_uv, info.offset_uv)
+    raw = reader.read(0, info.n_samples)
+    x = preprocess(raw, rate, params, info.gain_uv, info.offset_uv)
+    blank(x, raw, noise, rate)  # what detection does not read (bad electrodes, clipped samples, artefacts)
+    del raw
     reader.close()
     found = find_peaks(x, rate, params, noise_uv=noise, channel_locations_um=locations)
     gt_found, _ = match(found.sample_index, found.channel_index, truth, rate)
