@@ -29,6 +29,7 @@ It also shows that our peak memory does not grow with the recording's length, an
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -308,14 +309,24 @@ def background_figures(t: np.ndarray, c: np.ndarray, bin_path: Path, json_path: 
     """What a method found on the hybrid's real recording alone, and how many of those lie
     within ARTEFACT_NEAR_MS of a sample at the rails on the same electrode: the recording's
     stimulation artefacts and their ringing, which are not spikes."""
+    rate, n_samples, ct, cc = _clipped(bin_path, json_path)
+    tol = int(round(ARTEFACT_NEAR_MS * 1e-3 * rate))
+    near = _same_channel_near(t.astype(np.int64), c.astype(np.int64), ct, cc, tol)
+    return {"background_detections": int(t.size), "background_on_artefacts": int(near.sum()),
+            "background_seconds": n_samples / rate}
+
+
+@functools.lru_cache(maxsize=2)
+def _clipped(bin_path: Path, json_path: Path) -> tuple[float, int, np.ndarray, np.ndarray]:
+    """(rate, samples, sample and channel of each sample at the rails) of a recording: read once
+    for all the methods, found as detection finds them."""
+    from neurocyte_shared.science.detection.filters import _at_rails
+
     meta = json.loads(json_path.read_text())
     raw = np.memmap(bin_path, dtype=meta.get("dtype", "<i2"), mode="r").reshape(-1, meta["n_channels"])
     info = np.iinfo(raw.dtype)
-    ct, cc = np.nonzero((raw == info.min) | (raw == info.max))
-    near = _same_channel_near(t.astype(np.int64), c.astype(np.int64), ct.astype(np.int64), cc.astype(np.int64),
-                              int(round(ARTEFACT_NEAR_MS * 1e-3 * meta["sampling_rate_hz"])))
-    return {"background_detections": int(t.size), "background_on_artefacts": int(near.sum()),
-            "background_seconds": raw.shape[0] / meta["sampling_rate_hz"]}
+    ct, cc = np.divmod(_at_rails(raw, info.min, info.max), raw.shape[1])
+    return meta["sampling_rate_hz"], raw.shape[0], ct.astype(np.int64), cc.astype(np.int64)
 
 
 def _same_channel_near(t: np.ndarray, c: np.ndarray, t_other: np.ndarray, c_other: np.ndarray, tol: int) -> np.ndarray:

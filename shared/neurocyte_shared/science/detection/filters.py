@@ -199,9 +199,7 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
     last = np.r_[first[1:], t.size] - 1
     for a, b, t0, t1, ch in zip(lo[first].tolist(), hi[last].tolist(), t[first].tolist(), t[last].tolist(),
                                 c[first].tolist()):
-        _silence(x, slice(ch, ch + 1), t0, t1 + 1, noise_uv, quiet, cap, count)  # reads x: before the next line
-        count(x[a:b, ch : ch + 1], np.ones((b - a, 1), bool), a, slice(ch, ch + 1))
-        x[a:b, ch] = 0.0
+        _silence(x, slice(ch, ch + 1), t0, t1 + 1, noise_uv, quiet, cap, count, at_least=(a, b))
 
 
 def _artefacts(x: np.ndarray, noise_uv: np.ndarray, bad: np.ndarray, sampling_rate_hz: float,
@@ -248,22 +246,24 @@ class _Count:
 
 
 def _silence(x: np.ndarray, channels: slice, t0: int, t1: int, noise_uv: np.ndarray, quiet: int, cap: int,
-             count: _Count) -> None:
+             count: _Count, at_least: tuple[int, int] | None = None) -> None:
     """On each of these channels that x[t0:t1] takes beyond ARTEFACT_REACH_MAD x the noise: zero
     that stretch and the loud one either side (beyond ARTEFACT_END_MAD: `_loud_extent`, at most
-    cap samples each way). A channel the artefact does not reach keeps its samples."""
+    cap samples each way). A channel the artefact does not reach keeps its samples, but for
+    x[at_least], which is zeroed on every one of them."""
     n = x.shape[0]
     noise = np.asarray(noise_uv, np.float32)[channels]
     lv = ARTEFACT_END_MAD * noise
     hit = (np.abs(x[t0:t1, channels]) >= ARTEFACT_REACH_MAD * noise).any(axis=0)
-    if not hit.any():
+    if not hit.any() and at_least is None:
         return
     after = np.where(hit, _loud_extent(x[t1 : min(t1 + cap, n), channels], lv, quiet), 0)
     before = np.where(hit, _loud_extent(x[max(t0 - cap, 0) : t0, channels][::-1], lv, quiet), 0)
-    first = t0 - int(before.max())
-    block = x[first : t1 + int(after.max()), channels]
+    a, b = at_least or (t0, t0)
+    first, last = min(t0 - int(before.max()), a), max(t1 + int(after.max()), b)
+    block = x[first:last, channels]
     rows = np.arange(block.shape[0])[:, None] + first
-    mask = hit & (rows >= t0 - before) & (rows < t1 + after)
+    mask = (hit & (rows >= t0 - before) & (rows < t1 + after)) | ((rows >= a) & (rows < b))
     count(block, mask, first, channels)
     block[mask] = 0.0
 
