@@ -60,7 +60,8 @@ def bound(name: str, data: Path, params: DetectionParams) -> list[dict]:
     noise = estimate_noise(reader.read, info.n_samples, rate, params, info.gain_uv, info.offset_uv)
     raw = reader.read(0, info.n_samples)
     x = preprocess(raw, rate, params, info.gain_uv, info.offset_uv)
-    blank(x, raw, noise, rate)  # what detection does not read (bad electrodes, clipped samples, artefacts)
+    # what detection does not read (bad electrodes, clipped samples, artefacts)
+    blank(x, raw, noise, rate, artefact_mad=params.artefact_mad)
     del raw
     reader.close()
     found = find_peaks(x, rate, params, noise_uv=noise, channel_locations_um=locations)

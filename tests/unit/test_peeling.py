@@ -358,6 +358,19 @@ def test_stimulation_artefacts_on_every_electrode_are_silenced_and_large_spikes_
     assert not ((lag > -100) & (lag < 300)).any()  # within -5 .. +15 ms of a stimulus
     assert _found(found, stims + 400, SMALL) == stims.size
     assert _found(found, big, BIG) == big.size
+    # artefact_mad=0 (a recording whose artefacts were removed before upload): nothing is
+    # silenced, and the rings come back
+    off = DetectionParams(peel=False, artefact_mad=0)
+    silenced = np.zeros(N_CH, np.int64)
+    found = detect_spikes(raw, FS, off, gain_uv=0.05, channel_locations_um=LOC, silenced=silenced)
+    lag = found.sample_index[:, None] - stims[None, :]
+    assert ((lag > -100) & (lag < 300)).any(axis=0).sum() >= stims.size // 2 and silenced.sum() == 0
+
+
+@pytest.mark.parametrize("mad", [-1.0, 5.0, 9.9])
+def test_artefact_mad_is_off_or_beyond_any_spike(mad):
+    with pytest.raises(ValueError, match="artefact_mad"):
+        DetectionParams(artefact_mad=mad)
 
 
 def test_silenced_samples_are_counted_once_and_the_report_says_how_many():

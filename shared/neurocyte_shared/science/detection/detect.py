@@ -74,7 +74,8 @@ def detect_spikes(
     """
     x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv)
     noise = noise_levels(x) if noise_uv is None else noise_uv
-    blank(x, traces, noise, sampling_rate_hz, silenced=silenced, valid=valid, first_sample=first_sample)
+    blank(x, traces, noise, sampling_rate_hz, artefact_mad=params.artefact_mad, silenced=silenced, valid=valid,
+          first_sample=first_sample)
     if not params.peel:
         found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
                            valid=valid)
@@ -138,7 +139,7 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
             return None
         levels = noise_levels(core)
         if params.peel:  # templates are learned from what detection reads
-            blank(x, raw, levels, sampling_rate_hz, first_sample=lo)
+            blank(x, raw, levels, sampling_rate_hz, artefact_mad=params.artefact_mad, first_sample=lo)
         found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um) if params.peel else {}
         return levels, found
 

@@ -9,7 +9,6 @@ import numpy as np
 from . import _kernels
 from .params import (
     ARTEFACT_END_MAD,
-    ARTEFACT_MAD,
     ARTEFACT_MAX_MS,
     ARTEFACT_MIN_ELECTRODES,
     ARTEFACT_PROBES,
@@ -153,7 +152,7 @@ def bad_channels(noise_uv: np.ndarray) -> np.ndarray:
     return (noise_uv > BAD_NOISE_RATIO * median) | (noise_uv < median / BAD_NOISE_RATIO)
 
 
-def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz: float, *,
+def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz: float, *, artefact_mad: float,
           silenced: np.ndarray | None = None, valid: tuple[int, int] | None = None, first_sample: int = 0) -> None:
     """Silence (set to 0, in place) what detection must not read in preprocessed traces x: bad
     channels (`bad_channels`), channels clipped for more than BAD_CLIPPED_SHARE of the samples,
@@ -165,7 +164,8 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
     given, each channel's count of the samples in `valid` (default: all) silenced around clipped
     samples and artefacts is added to it (bad channels are not counted: they are reported as such).
     first_sample: x's first sample's index in the recording (artefacts are looked for at the same
-    samples whatever the window)."""
+    samples whatever the window). artefact_mad: `DetectionParams.artefact_mad` (0: no artefacts
+    are looked for; clipped samples still are)."""
     bad = bad_channels(noise_uv)
     if bad.any():
         x[:, bad] = 0.0
@@ -173,7 +173,7 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
     quiet = max(1, int(round(ARTEFACT_QUIET_MS * 1e-3 * sampling_rate_hz)))
     cap = int(round(ARTEFACT_MAX_MS * 1e-3 * sampling_rate_hz))
     count = _Count(silenced, valid or (0, n))
-    for t0, t1 in _artefacts(x, noise_uv, bad, sampling_rate_hz, quiet, first_sample):
+    for t0, t1 in _artefacts(x, noise_uv, bad, sampling_rate_hz, quiet, first_sample, artefact_mad):
         _silence(x, slice(None), t0, t1, noise_uv, quiet, cap, count)
     if not np.issubdtype(raw.dtype, np.integer) or raw.shape[0] == 0:
         return
@@ -203,20 +203,20 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
 
 
 def _artefacts(x: np.ndarray, noise_uv: np.ndarray, bad: np.ndarray, sampling_rate_hz: float,
-               quiet: int, first_sample: int = 0) -> list[tuple[int, int]]:
+               quiet: int, first_sample: int, mad: float) -> list[tuple[int, int]]:
     """(first, last + 1) sample of each stimulation artefact's core in x: rows, looked at every
     ARTEFACT_STRIDE_MS from the recording's start (x begins at its sample first_sample), on at
     most ARTEFACT_PROBES readable electrodes spread over the array,
-    where ARTEFACT_SHARE of them (and at least ARTEFACT_MIN_ELECTRODES) are beyond ARTEFACT_MAD x
-    their noise; rows closer than `quiet` make one core, widened by the stride each way."""
+    where ARTEFACT_SHARE of them (and at least ARTEFACT_MIN_ELECTRODES) are beyond mad x their
+    noise (none if mad is 0); rows closer than `quiet` make one core, widened by the stride each way."""
     probes = np.flatnonzero(~bad & (np.asarray(noise_uv) > 0))
     if probes.size > ARTEFACT_PROBES:  # an artefact reaches the whole array: a sample of it tells
         probes = probes[np.linspace(0, probes.size - 1, ARTEFACT_PROBES).round().astype(np.int64)]
     need = max(ARTEFACT_MIN_ELECTRODES, int(np.ceil(ARTEFACT_SHARE * probes.size)))
-    if probes.size < need or x.shape[0] == 0:
+    if probes.size < need or x.shape[0] == 0 or mad <= 0:
         return []
     stride = max(1, int(round(ARTEFACT_STRIDE_MS * 1e-3 * sampling_rate_hz)))
-    level = (ARTEFACT_MAD * np.asarray(noise_uv, np.float32)[probes]).astype(np.float32)
+    level = (mad * np.asarray(noise_uv, np.float32)[probes]).astype(np.float32)
     step = stride * max(1, CLIP_BLOCK // probes.size)  # samples at a time: the copies stay cache-sized
     hits = [np.flatnonzero(np.count_nonzero(np.abs(x[a : a + step : stride, probes]) >= level, axis=1) >= need)
             * stride + a for a in range((-first_sample) % stride, x.shape[0], step)]

@@ -7,7 +7,7 @@ import math
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAD_TO_SIGMA = 0.6744897501960817  # MAD of a standard normal
 BAD_NOISE_RATIO = 4.0  # a channel this many times noisier or quieter than the median one is not read
@@ -16,20 +16,18 @@ BAD_CLIPPED_SHARE = 0.01  # a channel clipped this share of a window's samples i
 # jump to the rail
 BLANK_MS = 5.0
 # A stimulation artefact: at least ARTEFACT_SHARE of the electrodes (and ARTEFACT_MIN_ELECTRODES)
-# beyond ARTEFACT_MAD x their noise at once, looked for every ARTEFACT_STRIDE_MS. Its core lasts
-# a millisecond or more (50-1,600x the noise for 4 ms on all 8 electrodes of the real Multi Channel
-# Systems recording, whose artefacts never reach the rails); a quarter, not half, as the common
-# reference takes the shared part away and leaves the electrodes that differ from the median
-# (no neuron's spike reaches 30x the noise on a quarter of an array)
-ARTEFACT_MAD = 30.0
+# beyond DetectionParams.artefact_mad x their noise at once, looked for every ARTEFACT_STRIDE_MS.
+# A quarter, not half, as the common reference takes the shared part away and leaves the
+# electrodes that differ from the median
 ARTEFACT_SHARE = 0.25
+ARTEFACT_MIN_MAD = 10.0  # DetectionParams.artefact_mad, if not 0 (off), at least this
 ARTEFACT_MIN_ELECTRODES = 4
 ARTEFACT_STRIDE_MS = 0.5
 ARTEFACT_PROBES = 64  # electrodes looked at, spread over the array (all of a smaller one)
 # An artefact or a clipped sample silences each electrode outwards until the filtered trace stays
 # below ARTEFACT_END_MAD x the noise for ARTEFACT_QUIET_MS (at most ARTEFACT_MAX_MS each way): the
-# recovery rings above the threshold for 10-12 ms in that recording (at a fixed 5 ms every
-# artefact left a dozen false spikes)
+# recovery rings above the threshold for 10-12 ms in the real Multi Channel Systems recording
+# (at a fixed 5 ms every artefact left a dozen false spikes; with 1 ms of quiet, rings came back)
 ARTEFACT_END_MAD = 3.0
 ARTEFACT_REACH_MAD = 5.0  # an electrode the artefact reaches: this far beyond its noise in the core
 ARTEFACT_QUIET_MS = 2.0
@@ -115,8 +113,23 @@ class DetectionParams(BaseModel):
     peel_max_invented: float = Field(
         0.5, ge=0, le=1, description="a template is not used if, subtracted from its own isolated spikes, it "
         "leaves a spike-sized peak for more than this share of them (1: keep every template)")
+    # 30: the real Multi Channel Systems recording's artefacts reach 50-1,600x the noise for 4 ms
+    # on all of its 8 electrodes (never the rails); no neuron's spike reaches 30x on a quarter of
+    # an array. Below ARTEFACT_MIN_MAD a large spike could pass for one.
+    artefact_mad: float = Field(
+        30.0, ge=0, description="a stimulation artefact: a quarter of the electrodes beyond this many times their "
+        "noise at once; every electrode it reaches is silenced until its trace is quiet (0: off, for a recording "
+        "whose artefacts were removed before upload)")
     noise_chunks: int = Field(30, ge=1, description="random chunks used to estimate the noise (and learn templates)")
     noise_chunk_s: float = Field(0.5, gt=0, description="length of each noise chunk")
+
+    @field_validator("artefact_mad")
+    @classmethod
+    def _artefact_mad_off_or_large(cls, value: float) -> float:
+        if 0 < value < ARTEFACT_MIN_MAD:
+            raise ValueError(f"artefact_mad must be 0 (off) or at least {ARTEFACT_MIN_MAD:g}: "
+                             "a large spike could be taken for an artefact below that")
+        return value
 
     def dead_time_samples(self, sampling_rate_hz: float) -> int:
         return int(round(self.dead_time_ms * 1e-3 * sampling_rate_hz))
