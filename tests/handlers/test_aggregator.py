@@ -1,6 +1,8 @@
 """The aggregator's handler against in-memory S3: nothing until every shard is in, then one
 version published with summary.json last, and the same answer for a duplicate."""
 
+import json
+
 import numpy as np
 
 from neurocyte_aggregator.handlers import Deps, on_shard_detected
@@ -26,7 +28,8 @@ def setup_recording(s3) -> None:
     s3.put(UPLOADS, "uploads/lab/r1/rec.bin", b"x")
 
 
-def shard(s3, i: int, waveforms: bool = False, verified: bool = False) -> ShardDetected:
+def shard(s3, i: int, waveforms: bool = False, verified: bool = False,
+          artefacts: list[int] | None = None) -> ShardDetected:
     t = np.arange(i * 10_000, (i + 1) * 10_000, 50, dtype=np.int64)
     table = SpikeTable(t, (t // 50 % 2).astype(np.int32), np.full(t.size, -60.0, np.float32))
     key = layout.shard_spikes_key(PREFIX, i, "abc")
@@ -35,7 +38,7 @@ def shard(s3, i: int, waveforms: bool = False, verified: bool = False) -> ShardD
         sums = Waveforms.empty(2, 1000.0)
         sums.add(np.linspace(-60, 0, 10_000, dtype=np.float32)[:, None].repeat(2, 1), t - i * 10_000,
                  table.channel_index)
-    s3.put(DATA, key, spikes.to_parquet_bytes(table, None, sums, samples_verified=verified))
+    s3.put(DATA, key, spikes.to_parquet_bytes(table, None, sums, artefacts=artefacts, samples_verified=verified))
     return ShardDetected(correlation_id="r1", recording=RecordingRef(tenant="lab", prefix=PREFIX), shard_index=i,
                          n_shards=2, spikes_key=key, n_spikes=len(table), n_samples=10_000, seconds=0.1)
 
@@ -64,6 +67,16 @@ def test_the_waveforms_the_detector_summed_are_drawn_only_when_every_shard_has_t
     (done,) = on_shard_detected(shard(s3, 1, waveforms=True), deps)
     names = {k.rsplit("/", 1)[1] for k in s3.keys(DATA, done.summary_key.rsplit("/", 1)[0])}
     assert "waveforms.png" in names and "raster.png" in names
+
+
+def test_the_stimulation_artefacts_of_every_shard_are_in_the_summary(s3):
+    setup_recording(s3)
+    deps = Deps(s3=s3, data_bucket=DATA)
+    on_shard_detected(shard(s3, 1, artefacts=[12_000]), deps)  # shards arrive in any order
+    (done,) = on_shard_detected(shard(s3, 0, artefacts=[2_000, 7_000]), deps)
+    quality = json.loads(s3.objects[(DATA, done.summary_key)].body)["quality"]
+    assert quality["stimulation_artefacts_s"] == [2.0, 7.0, 12.0]
+    assert any("3 stimulation artefacts were found (one every 5 s" in n for n in quality["notes"])
 
 
 def test_a_raw_upload_is_released_only_when_every_shard_was_checked_against_it(s3):

@@ -135,21 +135,23 @@ def test_real_mcs_files_written_by_mcs_software():
 
 def test_real_mcs_stimulation_artefacts_make_no_spikes():
     """The real recording has a stimulus every 1.25 s, on all 8 electrodes at once, never at the
-    rails: filtered, 50-1,600x the noise, ringing for ~10 ms. Detection found 157 spikes within
+    rails: filtered, 50-1,600x the noise, ringing for ~10 ms. Detection found 190 spikes within
     15 ms of them before it looked for artefacts that do not clip; none may lie from 5 ms before
-    to 15 ms after one."""
+    to 15 ms after one. Each stimulus is reported, once, where it begins."""
     from neurocyte_shared.science.detection import detect_spikes, learn_recording
     from neurocyte_shared.science.detection.params import DetectionParams
 
     r = _open_file(REAL / "mcs-w8-spikes-rawdata.h5")
     raw, rate, gain = r.read(0, r.info.n_samples), r.info.sampling_rate_hz, r.info.gain_uv
     r.close()
-    stimuli = np.array([49_046, 74_028, 99_010, 123_992, 148_975])  # where all 8 electrodes jump (samples)
+    stimuli = np.array([24_063, 49_046, 74_028, 99_010, 123_992, 148_975])  # where all 8 electrodes jump (samples)
     params = DetectionParams()
     noise, templates = learn_recording(lambda a, b: raw[a:b], raw.shape[0], rate, params, gain)  # as the CLI does
-    found = detect_spikes(raw, rate, params, gain_uv=gain, noise_uv=noise, templates=templates)
+    artefacts: list[int] = []
+    found = detect_spikes(raw, rate, params, gain_uv=gain, noise_uv=noise, templates=templates, artefacts=artefacts)
     lag = (found.sample_index[:, None] - stimuli[None, :]) / rate * 1e3
     assert len(found) > 0 and not ((lag > -5) & (lag < 15)).any()
+    assert len(artefacts) == stimuli.size and np.abs(np.array(artefacts) - stimuli).max() <= 0.001 * rate
 
 
 # --------------------------------------------------------------------------- SpikeGLX

@@ -389,20 +389,31 @@ def test_silenced_samples_are_counted_once_and_the_report_says_how_many():
     again = np.zeros(N_CH, np.int64)
     detect_spikes(raw, FS, params, gain_uv=0.05, noise_uv=noise, channel_locations_um=LOC, silenced=again)
     windows = np.zeros(N_CH, np.int64)
+    whole_artefacts: list[int] = []
+    detect_spikes(raw, FS, params, gain_uv=0.05, noise_uv=noise, channel_locations_um=LOC, artefacts=whole_artefacts)
+    artefacts: list[int] = []
     for start in range(0, raw.shape[0], 15_000):  # windows whose margins cut through stimuli
         _, unread, _ = detect_window(lambda a, b: raw[a:b], start, min(start + 15_000, raw.shape[0]), raw.shape[0],
                                      FS, params, gain_uv=0.05, offset_uv=0.0, noise_uv=noise,
                                      channel_locations_um=LOC, templates=None, gather_waveforms=False)
         windows += unread.silenced
+        artefacts += unread.artefacts
+    # each stimulus once (a window's margins see its neighbours' too), where it begins, and
+    # at the same sample whatever the windows
+    assert artefacts == whole_artefacts and len(artefacts) == stims.size
+    assert np.abs(np.array(artefacts) - stims).max() <= 0.001 * FS
     # as the whole recording, but for an electrode the artefact barely reaches: filtered in a
     # window with margins, its samples differ from the whole's by a little, and one near 5x the
     # noise can fall either side
     assert np.abs(windows - again).sum() <= 0.01 * again.sum()
     s = summarize(SpikeTable.empty(), recording_id="r", recording_name="r", format="binary", n_channels=N_CH,
                   sampling_rate_hz=FS, n_samples=raw.shape[0], channel_ids=tuple(map(str, range(N_CH))),
-                  channel_locations_um=tuple(map(tuple, LOC)), detection_parameters={}, silenced_samples=windows)
+                  channel_locations_um=tuple(map(tuple, LOC)), detection_parameters={}, silenced_samples=windows,
+                  artefact_samples=np.array(artefacts))
     assert s.quality.silenced_fraction == pytest.approx(windows.sum() / raw.size)
-    assert any("stimulation artefacts" in n for n in s.quality.notes)
+    assert any("did not read" in n and "stimulation artefacts" in n for n in s.quality.notes)
+    assert s.quality.stimulation_artefacts_s == pytest.approx(list(np.array(artefacts) / FS))
+    assert any(f"{stims.size} stimulation artefacts were found (one every 0.5 s" in n for n in s.quality.notes)
 
 
 def test_k_means_halves_of_one_unit_are_merged_and_two_units_are_not():

@@ -312,10 +312,12 @@ def analyse_recording(files: tuple[Path, ...], params: dict, stream: str | None,
     noise: list[np.ndarray] = []
     clipped = np.zeros(info.n_channels, np.int64)
     silenced = np.zeros(info.n_channels, np.int64)
+    artefacts: list[int] = []
 
-    def unread(u) -> None:  # each window's clipped and silenced samples
+    def unread(u) -> None:  # each window's clipped and silenced samples, and its artefacts
         np.add(clipped, u.clipped, out=clipped)
         np.add(silenced, u.silenced, out=silenced)
+        artefacts.extend(u.artefacts)
 
     waveforms: list = []
     tables = []
@@ -347,6 +349,7 @@ def analyse_recording(files: tuple[Path, ...], params: dict, stream: str | None,
         noise_uv=noise[0] if noise else None,
         saturated_samples=clipped,
         silenced_samples=silenced,
+        artefact_samples=np.sort(np.asarray(artefacts, np.int64)),
     )
     return summary, merged, Waveforms.merged(waveforms), p
 

@@ -119,9 +119,11 @@ def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, sh
     merged = SpikeTable.concat([spikes.from_parquet_bytes(b) for b in blobs])
     clipped = [spikes.saturation_from_parquet_bytes(b) for b in blobs]
     quieted = [spikes.silenced_from_parquet_bytes(b) for b in blobs]
+    stimuli = [spikes.artefacts_from_parquet_bytes(b) for b in blobs]
     waveforms = Waveforms.merged([spikes.waveforms_from_parquet_bytes(b) for b in blobs])
     saturated = None if any(c is None for c in clipped) else np.sum(clipped, axis=0)
     silenced = None if any(c is None for c in quieted) else np.sum(quieted, axis=0)  # shards of older runs: None
+    artefacts = None if any(a is None for a in stimuli) else np.sort(np.concatenate(stimuli))
     noise_raw = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, layout.noise_key(prefix, detection))
     noise_doc = json.loads(noise_raw) if noise_raw is not None else {}
     info = doc.info
@@ -131,7 +133,7 @@ def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, sh
         channel_ids=info.channel_ids, channel_locations_um=info.channel_locations_um,
         detection_parameters=noise_doc.get("params", {}),
         noise_uv=np.asarray(noise_doc["noise_uv"], np.float32) if "noise_uv" in noise_doc else None,
-        saturated_samples=saturated, silenced_samples=silenced, params=metrics,
+        saturated_samples=saturated, silenced_samples=silenced, artefact_samples=artefacts, params=metrics,
     )
     inputs = {k.rsplit("/", 1)[-1]: doc.claimed_sha256.get(k) or f"version {v}"
               for k, v in sorted(doc.upload_versions.items())}

@@ -146,7 +146,8 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
         templates=templates)
     # Same key on redelivery: a second run overwrites with identical content.
     deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(
-        table, unread.clipped, waveforms, silenced=unread.silenced, samples_verified=event.samples_digest is not None))
+        table, unread.clipped, waveforms, silenced=unread.silenced, artefacts=unread.artefacts,
+        samples_verified=event.samples_digest is not None))
     seconds = time.perf_counter() - started
     n = event.stop_sample - event.start_sample
     log.info("shard_detected", shard=event.shard_index, n_spikes=len(table), seconds=round(seconds, 3),

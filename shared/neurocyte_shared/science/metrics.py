@@ -129,6 +129,9 @@ class Quality(BaseModel):
     silenced_fraction: float | None = Field(
         None, description="share of the electrodes' samples detection did not read: around stimulation artefacts "
         "and clipped samples, until each trace was quiet again")
+    stimulation_artefacts_s: list[float] | None = Field(
+        None, description="start of each stimulation artefact detection found (s from the recording's start): a "
+        "quarter of the electrodes far beyond their noise at once (detection.artefact_mad); not read until quiet")
     median_noise_uv: float | None = None
     notes: list[str]
 
@@ -407,6 +410,7 @@ def summarize(
     noise_uv: np.ndarray | None = None,
     saturated_samples: np.ndarray | None = None,
     silenced_samples: np.ndarray | None = None,
+    artefact_samples: np.ndarray | None = None,
     params: MetricsParams = MetricsParams(),
 ) -> Summary:
     duration_s = n_samples / sampling_rate_hz
@@ -469,8 +473,18 @@ def summarize(
             notes.append(f"Detection did not read {100 * silenced_fraction:.1f} % of the recording (on "
                          f"{int((silenced > 0).sum())} electrodes): around stimulation artefacts and clipped "
                          "samples, until each trace was quiet again. Spikes there are not counted.")
+    stimuli = None
+    if artefact_samples is not None:
+        stimuli = [round(float(s) / sampling_rate_hz, 5) for s in np.asarray(artefact_samples, np.int64)]
+        if len(stimuli) == 1:
+            notes.append(f"1 stimulation artefact was found, at {stimuli[0]:.3f} s")
+        elif stimuli:
+            every = float(np.median(np.diff(stimuli)))
+            notes.append(f"{len(stimuli)} stimulation artefacts were found (one every {every:.3g} s, median), from "
+                         f"{stimuli[0]:.3f} s to {stimuli[-1]:.3f} s: marked on the raster, times in summary.json "
+                         "(quality.stimulation_artefacts_s)")
     quality = Quality(silent_electrodes=silent, noisy_electrodes=noisy, saturated_electrodes=saturated,
-                      flat_electrodes=flat, silenced_fraction=silenced_fraction,
+                      flat_electrodes=flat, silenced_fraction=silenced_fraction, stimulation_artefacts_s=stimuli,
                       median_noise_uv=float(np.median(noise_uv)) if noise_uv is not None and noise_uv.size else None,
                       notes=notes)
     return Summary(

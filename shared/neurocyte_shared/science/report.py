@@ -21,7 +21,8 @@ from neurocyte_shared.science.waveforms import Waveforms
 FIGURES = {
     "activity_map.png": "Firing rate at each electrode's position",
     "waveforms.png": "Mean spike waveform of each active electrode, at its position (shaded: +-1 SD)",
-    "raster.png": "Raster of a representative window (orange: spikes found by peeling)",
+    "raster.png": "Raster of a representative window (orange: spikes found by peeling; blue lines: stimulation "
+                  "artefacts)",
     "population_rate.png": "Population firing rate, network bursts shaded",
     "isi_histogram.png": "Inter-spike intervals, active electrodes pooled",
 }
@@ -98,7 +99,12 @@ def figures(summary: Summary, spikes: SpikeTable, waveforms: Waveforms | None = 
         if which.any():
             ax.scatter(times[which], row[chans[which]], s=2 if colour == "black" else 6, marker="|", color=colour,
                        linewidths=0.6 if colour == "black" else 1.0, label=f"{label} ({int(which.sum()):,})")
-    if (sel & peeled).any():
+    stimuli = np.asarray((summary.quality.stimulation_artefacts_s or []) if summary.quality else [], np.float64)
+    stimuli = stimuli[(stimuli >= t0) & (stimuli < t1)]
+    if stimuli.size:  # what detection did not read there is in quality.silenced_fraction
+        ax.vlines(stimuli, -1, max(shown.size, 1), color="tab:blue", linewidth=0.8, alpha=0.6,
+                  label=f"stimulation artefact ({stimuli.size:,})")
+    if (sel & peeled).any() or stimuli.size:
         ax.legend(loc="upper right", fontsize=8, markerscale=3, framealpha=0.9)
     if summary.network:
         for b in summary.network.bursts:

@@ -24,6 +24,7 @@ SCHEMA = pa.schema(
 
 SATURATION_KEY = b"neurocyte.saturated_samples"
 SILENCED_KEY = b"neurocyte.silenced_samples"
+ARTEFACTS_KEY = b"neurocyte.stimulation_artefacts"
 WAVEFORMS_KEY = b"neurocyte.waveforms"
 VERIFIED_KEY = b"neurocyte.samples_verified"  # the shard's decoded samples matched the upload's digest
 
@@ -47,16 +48,19 @@ def arrow_table(table: SpikeTable, schema: pa.Schema = SCHEMA) -> pa.Table:
 
 def to_parquet_bytes(table: SpikeTable, saturated: np.ndarray | None = None,
                      waveforms: Waveforms | None = None, *, silenced: np.ndarray | None = None,
-                     samples_verified: bool = False) -> bytes:
+                     artefacts: list[int] | None = None, samples_verified: bool = False) -> bytes:
     """saturated: per-channel clipped-sample counts of the window; silenced: per-channel counts
-    of the samples detection silenced around clipped ones and stimulation artefacts; waveforms:
-    its spikes' waveform sums; samples_verified: the store's samples were checked against the
+    of the samples detection silenced around clipped ones and stimulation artefacts; artefacts:
+    the first sample of each stimulation artefact that begins in the window; waveforms: its
+    spikes' waveform sums; samples_verified: the store's samples were checked against the
     upload's; all kept in the file's metadata."""
     meta = {VERIFIED_KEY: b"true"} if samples_verified else {}
     if saturated is not None:
         meta[SATURATION_KEY] = json.dumps([int(v) for v in saturated]).encode()
     if silenced is not None:
         meta[SILENCED_KEY] = json.dumps([int(v) for v in silenced]).encode()
+    if artefacts is not None:
+        meta[ARTEFACTS_KEY] = json.dumps([int(v) for v in artefacts]).encode()
     if waveforms is not None:
         meta[WAVEFORMS_KEY] = base64.b64encode(waveforms.to_bytes())
     t = arrow_table(table, SCHEMA.with_metadata(meta) if meta else SCHEMA)
@@ -86,6 +90,10 @@ def saturation_from_parquet_bytes(data: bytes) -> np.ndarray | None:
 
 def silenced_from_parquet_bytes(data: bytes) -> np.ndarray | None:
     return _counts(data, SILENCED_KEY)
+
+
+def artefacts_from_parquet_bytes(data: bytes) -> np.ndarray | None:
+    return _counts(data, ARTEFACTS_KEY)
 
 
 def _counts(data: bytes, key: bytes) -> np.ndarray | None:

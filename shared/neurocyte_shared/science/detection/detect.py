@@ -57,6 +57,7 @@ def detect_spikes(
     first_sample: int = 0,
     waveforms: Waveforms | None = None,
     silenced: np.ndarray | None = None,
+    artefacts: list[int] | None = None,
 ) -> SpikeTable:
     """Detect spikes in traces (samples x channels, as recorded; raw integers with their gain
     to microvolts, or float microvolts with the default gain 1).
@@ -70,12 +71,14 @@ def detect_spikes(
     waveforms: if given, the spikes' filtered waveforms are summed into it (before peeling
     subtracts anything; the spikes peeling finds are not in it).
     silenced: if given (int64 per channel), the samples in `valid` that `blank` silenced around
-    clipped samples and stimulation artefacts are counted into it.
+    clipped samples and stimulation artefacts are counted into it. artefacts: if given, each
+    stimulation artefact that begins in `valid` is appended to it (its first sample, counted
+    from the recording's start: `first_sample` + its index here).
     """
     x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv)
     noise = noise_levels(x) if noise_uv is None else noise_uv
     blank(x, traces, noise, sampling_rate_hz, artefact_mad=params.artefact_mad, silenced=silenced, valid=valid,
-          first_sample=first_sample)
+          first_sample=first_sample, artefacts=artefacts)
     if not params.peel:
         found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
                            valid=valid)

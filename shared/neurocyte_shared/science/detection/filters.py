@@ -153,7 +153,8 @@ def bad_channels(noise_uv: np.ndarray) -> np.ndarray:
 
 
 def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz: float, *, artefact_mad: float,
-          silenced: np.ndarray | None = None, valid: tuple[int, int] | None = None, first_sample: int = 0) -> None:
+          silenced: np.ndarray | None = None, valid: tuple[int, int] | None = None, first_sample: int = 0,
+          artefacts: list[int] | None = None) -> None:
     """Silence (set to 0, in place) what detection must not read in preprocessed traces x: bad
     channels (`bad_channels`), channels clipped for more than BAD_CLIPPED_SHARE of the samples,
     stimulation artefacts (`_artefacts`: a quarter of the electrodes far beyond their noise at once), and
@@ -165,7 +166,9 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
     samples and artefacts is added to it (bad channels are not counted: they are reported as such).
     first_sample: x's first sample's index in the recording (artefacts are looked for at the same
     samples whatever the window). artefact_mad: `DetectionParams.artefact_mad` (0: no artefacts
-    are looked for; clipped samples still are)."""
+    are looked for; clipped samples still are). artefacts: if given, the first sample (in the
+    recording) of each artefact whose core begins in `valid` is appended to it: a window's
+    margins find its neighbours' artefacts, and each is reported once."""
     bad = bad_channels(noise_uv)
     if bad.any():
         x[:, bad] = 0.0
@@ -175,6 +178,8 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
     count = _Count(silenced, valid or (0, n))
     for t0, t1 in _artefacts(x, noise_uv, bad, sampling_rate_hz, quiet, first_sample, artefact_mad):
         _silence(x, slice(None), t0, t1, noise_uv, quiet, cap, count)
+        if artefacts is not None and count.valid[0] <= t0 < count.valid[1]:
+            artefacts.append(first_sample + t0)
     if not np.issubdtype(raw.dtype, np.integer) or raw.shape[0] == 0:
         return
     info = np.iinfo(raw.dtype)

@@ -13,7 +13,7 @@ import ctypes
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +35,13 @@ MAX_WINDOW_VALUES = 8 * 1024 * 1024
 @dataclass(frozen=True)
 class Unread:
     """Per channel, a window's samples detection could not read: at the converter's rails
-    (clipped), and silenced around those and around stimulation artefacts (silenced)."""
+    (clipped), and silenced around those and around stimulation artefacts (silenced); and the
+    first sample (from the recording's start) of each stimulation artefact that begins in the
+    window (artefacts)."""
 
     clipped: np.ndarray
     silenced: np.ndarray
+    artefacts: list[int] = field(default_factory=list)
 
 
 # glibc's mallopt parameters (malloc.h)
@@ -96,8 +99,8 @@ def detect_window(read: Callable[[int, int], np.ndarray], start: int, stop: int,
                   gather_waveforms: bool = True) -> tuple[SpikeTable, Unread | None, Waveforms | None]:
     """One window [start, stop) of a recording: read with margins (so its spikes equal the
     whole recording's), detected with what was learned from the whole recording, sample
-    indices from the recording's start; per channel, the window's clipped and silenced samples
-    (`Unread`); and the sums of its spikes' waveforms (for the report).
+    indices from the recording's start; per channel, the window's clipped and silenced samples,
+    and its stimulation artefacts (`Unread`); and the sums of its spikes' waveforms (for the report).
     `read(a, b)` returns raw samples a..b x channels. The detector service runs it per shard,
     `detect_recording` per window."""
     margin = params.margin_samples(sampling_rate_hz)
@@ -109,7 +112,8 @@ def detect_window(read: Callable[[int, int], np.ndarray], start: int, stop: int,
     table = detect_spikes(raw, sampling_rate_hz, params, gain_uv=gain_uv, offset_uv=offset_uv, noise_uv=noise_uv,
                           channel_locations_um=channel_locations_um, valid=(start - lo, stop - lo),
                           templates=templates, first_sample=lo, waveforms=waveforms,
-                          silenced=unread.silenced if unread else None)
+                          silenced=unread.silenced if unread else None,
+                          artefacts=unread.artefacts if unread else None)
     return table.shifted(lo), unread, waveforms
 
 
