@@ -327,7 +327,7 @@ def analyse_recording(files: tuple[Path, ...], params: dict, stream: str | None,
             p,
             jobs=jobs,
             on_noise=noise.append,
-            on_saturation=unread,
+            on_unread=unread,
             on_waveforms=waveforms.append,
             on_progress=on_progress,
         ):

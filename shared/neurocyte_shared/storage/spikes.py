@@ -85,18 +85,18 @@ def waveforms_from_parquet_bytes(data: bytes) -> Waveforms | None:
 
 
 def saturation_from_parquet_bytes(data: bytes) -> np.ndarray | None:
-    return _counts(data, SATURATION_KEY)
+    return _ints(data, SATURATION_KEY)
 
 
 def silenced_from_parquet_bytes(data: bytes) -> np.ndarray | None:
-    return _counts(data, SILENCED_KEY)
+    return _ints(data, SILENCED_KEY)
 
 
 def artefacts_from_parquet_bytes(data: bytes) -> np.ndarray | None:
-    return _counts(data, ARTEFACTS_KEY)
+    return _ints(data, ARTEFACTS_KEY)
 
 
-def _counts(data: bytes, key: bytes) -> np.ndarray | None:
+def _ints(data: bytes, key: bytes) -> np.ndarray | None:
     raw = (pq.read_schema(io.BytesIO(data)).metadata or {}).get(key)
     return None if raw is None else np.asarray(json.loads(raw), dtype=np.int64)
 

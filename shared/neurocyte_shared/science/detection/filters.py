@@ -175,10 +175,11 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
     n = x.shape[0]
     quiet = max(1, int(round(ARTEFACT_QUIET_MS * 1e-3 * sampling_rate_hz)))
     cap = int(round(ARTEFACT_MAX_MS * 1e-3 * sampling_rate_hz))
-    count = _Count(silenced, valid or (0, n))
+    valid = valid or (0, n)
+    count = _Count(silenced, valid)
     for t0, t1 in _artefacts(x, noise_uv, bad, sampling_rate_hz, quiet, first_sample, artefact_mad):
         _silence(x, slice(None), t0, t1, noise_uv, quiet, cap, count)
-        if artefacts is not None and count.valid[0] <= t0 < count.valid[1]:
+        if artefacts is not None and valid[0] <= t0 < valid[1]:
             artefacts.append(first_sample + t0)
     if not np.issubdtype(raw.dtype, np.integer) or raw.shape[0] == 0:
         return

@@ -121,11 +121,11 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
                      window_s: float = 1.0, jobs: int = 1,
                      on_progress: Callable[[int, int], None] | None = None,
                      on_noise: Callable[[np.ndarray], None] | None = None,
-                     on_saturation: Callable[[Unread], None] | None = None,
+                     on_unread: Callable[[Unread], None] | None = None,
                      on_waveforms: Callable[[Waveforms], None] | None = None) -> Iterator[SpikeTable]:
     """Spike tables of successive windows, in order, with sample indices from the recording start.
-    on_noise receives the per-channel noise (uV) once it is estimated; on_saturation each
-    window's per-channel counts of clipped and silenced samples; on_waveforms each window's
+    on_noise receives the per-channel noise (uV) once it is estimated; on_unread each
+    window's `Unread` (clipped and silenced samples, stimulation artefacts); on_waveforms each window's
     waveform sums."""
     local = threading.local()
     opened: list[RecordingReader] = []
@@ -155,7 +155,7 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
         return detect_window(lambda a, b: reader().read(a, b), start, stop, info.n_samples, fs, params,
                              gain_uv=info.gain_uv, offset_uv=info.offset_uv, noise_uv=noise,
                              channel_locations_um=locations, templates=templates,
-                             count_saturated=on_saturation is not None, gather_waveforms=on_waveforms is not None)
+                             count_saturated=on_unread is not None, gather_waveforms=on_waveforms is not None)
 
     step = window_samples(window_s, fs, info.n_channels, margin)
     windows = [(s, min(s + step, info.n_samples)) for s in range(0, info.n_samples, step)]
@@ -163,8 +163,8 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
     try:
         for n, (table, unread, waveforms) in _run(window, windows, pool, jobs):
             done += n
-            if on_saturation and unread is not None:
-                on_saturation(unread)  # here, in the caller's thread, in window order
+            if on_unread and unread is not None:
+                on_unread(unread)  # here, in the caller's thread, in window order
             if on_waveforms and waveforms is not None:
                 on_waveforms(waveforms)
             if on_progress:
