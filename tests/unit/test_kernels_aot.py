@@ -64,6 +64,26 @@ def test_every_sample_type_filters_as_the_jit_does(aot, dtype):
             np.testing.assert_array_equal(fast, slow)
 
 
+def test_snippets_are_gathered_as_numpy_rounds_to_float16(aot):
+    """The snippet kernel converts to float16 itself (numba has none): every sampled float32 bit
+    pattern, subnormals, ties and values past the largest float16 (clipped to it) as numpy."""
+    rng = np.random.default_rng(1)
+    patterns = np.arange(0, 2**32, 4099, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    values = np.concatenate([np.float32([0.0, -0.0, 65504, 65505, 65519, 65520, 1e9, -1e9, 2**-25, 3 * 2**-26]),
+                             rng.standard_normal(10_000).astype(np.float32) * 10.0 ** rng.integers(-8, 6, 10_000),
+                             patterns[np.isfinite(patterns)]]).astype(np.float32)
+    x = values[: values.size // 4 * 4].reshape(-1, 4)  # 4 channels; spike i is row i on channels 3, 1 (then padding)
+    times = np.arange(x.shape[0], dtype=np.int64)
+    channels = np.zeros(times.size, np.int32)
+    support, n_support = np.array([[3, 1, 0]], np.int32), np.array([2], np.int32)
+    want = np.clip(x[:, [3, 1]], -65504, 65504).astype(np.float16)
+    for kernels in (aot, jit):
+        out = np.full((times.size, 1, 3), 7, np.uint16)
+        kernels.gather_snippets(x.view(np.uint32), times, channels, support, n_support, 0, out)
+        np.testing.assert_array_equal(out[:, 0, :2], want.view(np.uint16))
+        assert not out[:, 0, 2].any()  # past the channel's support: zero
+
+
 def test_a_wrong_output_array_is_refused_not_misread(aot):
     x = np.zeros((100, 4), np.float32)
     with pytest.raises(TypeError, match="float32"):

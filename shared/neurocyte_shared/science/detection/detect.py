@@ -40,7 +40,7 @@ from .filters import blank, noise_levels, preprocess
 from .params import DetectionParams
 from .peaks import find_peaks
 from .peeling import peel_and_detect
-from .templates import Templates, _snippets, _templates, learn_templates
+from .templates import Templates, _Room, _snippets, _templates, learn_templates
 
 
 def detect_spikes(
@@ -133,7 +133,11 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
     length = int(params.noise_chunk_s * sampling_rate_hz)
     margin = params.margin_samples(sampling_rate_hz)
 
-    def chunk(start: int):
+    starts = noise_chunk_starts(n_samples, sampling_rate_hz, params)
+    room = _Room(len(starts))
+
+    def chunk(i: int):
+        start = starts[i]
         lo, hi = max(0, start - margin), min(n_samples, start + length + margin)
         raw = read(lo, hi)
         x = preprocess(raw, sampling_rate_hz, params, gain_uv, offset_uv)
@@ -141,12 +145,15 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
         if core.shape[0] == 0:
             return None
         levels = noise_levels(core)
-        if params.peel:  # templates are learned from what detection reads
-            blank(x, raw, levels, sampling_rate_hz, artefact_mad=params.artefact_mad, first_sample=lo)
-        found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um) if params.peel else {}
+        if not params.peel:
+            return levels, None
+        # templates are learned from what detection reads
+        blank(x, raw, levels, sampling_rate_hz, artefact_mad=params.artefact_mad, first_sample=lo)
+        found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um, room.left(i))
+        room.add(i, found.counts)
         return levels, found
 
-    results = [r for r in map_(chunk, noise_chunk_starts(n_samples, sampling_rate_hz, params)) if r is not None]
+    results = [r for r in map_(chunk, range(len(starts))) if r is not None]
     # The median of a sorted stack, as np.median computes it (the mean of the middle two), without
     # np.median's import of numpy.ma (a one-shot command's time, holding the GIL).
     levels = np.sort(np.stack([levels for levels, _ in results]), axis=0)

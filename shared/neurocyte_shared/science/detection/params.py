@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAD_TO_SIGMA = 0.6744897501960817  # MAD of a standard normal
@@ -32,7 +31,6 @@ ARTEFACT_END_MAD = 3.0
 ARTEFACT_REACH_MAD = 5.0  # an electrode the artefact reaches: this far beyond its noise in the core
 ARTEFACT_QUIET_MS = 2.0
 ARTEFACT_MAX_MS = 50.0
-F16_MAX = float(np.finfo(np.float16).max)
 
 # Peeling (see `Templates`). Fixed rather than parameters: measured on the bench recordings,
 # and none trades recall for precision the way peel_threshold_mad does.
@@ -54,7 +52,6 @@ CLUSTER_ROUNDS = 3  # k-means runs per channel, each without the last one's outl
 TEMPLATE_MERGE_STAT = 2.5
 TEMPLATE_MIN_SHARE = 0.1  # a template needs this share of its channel's spikes: fewer are coincidences
 TEMPLATE_SNIPPET_BUDGET = 16_384  # isolated spikes kept for learning, over all channels
-SNIPPET_BATCH = 2_048  # spikes gathered at once (float32: 44 MB at 30 kHz)
 # a learning spike has no other spike this close within its window: a little beyond the fit's
 # reach on a dense grid (40 channels at 17.5 um). On the bench's 17.5 um grid with 120 units,
 # 100 um left isolated spikes enough for 56 templates, 75 um for 92 (60 um: 100, but precision

@@ -57,6 +57,8 @@ _EXPORTS = {
                      "f4[::1])"),
     "subtracted_at": ("subtracted_at", "f4[::1](i8[::1], i4[::1], i8[::1], i4[::1], f4[::1], f4[:, :, ::1], "
                                        "i4[:, ::1], i4[::1])"),
+    "gather_snippets": ("gather_snippets", "void(u4[:, ::1], i8[::1], i4[::1], i4[:, ::1], i4[::1], i8, "
+                                           "u2[:, :, ::1])"),
 }
 
 
@@ -204,6 +206,17 @@ class _Compiled:
             _c(templates, np.float32),
             _c(support, np.int32),
             _c(n_support, np.int32),
+        )
+
+    def gather_snippets(self, bits, times, channels, support, n_support, before, out):
+        self.module.gather_snippets(
+            _c(bits, np.uint32),
+            _c(times, np.int64),
+            _c(channels, np.int32),
+            _c(support, np.int32),
+            _c(n_support, np.int32),
+            int(before),
+            _out(out, np.uint16, 3),
         )
 
 

@@ -27,7 +27,12 @@ from neurocyte_shared.science.kernels.codes import (  # noqa: F401
 )
 
 # The detection kernels live in jit_peaks.py; here, as one module, for load() and the AOT build.
-from neurocyte_shared.science.kernels.jit_peaks import find_peaks, peel, subtracted_at  # noqa: F401
+from neurocyte_shared.science.kernels.jit_peaks import (  # noqa: F401
+    find_peaks,
+    gather_snippets,
+    peel,
+    subtracted_at,
+)
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -311,3 +311,52 @@ def subtracted_at(t, c, starts, which, amplitudes, templates, support, n_support
                     break
             k += 1
     return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _half_bits(f):
+    """The float16 bits of the float32 with bits f, rounded to nearest even as numpy rounds,
+    clipped to the largest float16 (an artefact, not inf). numba has no float16 on the CPU."""
+    sign = (f >> 16) & 0x8000
+    a = f & 0x7FFFFFFF
+    if a > 0x7F800000:  # NaN
+        return sign | 0x7E00
+    if a >= 0x477FE000:  # |v| >= 65504, the largest float16
+        return sign | 0x7BFF
+    if a < 0x38800000:  # below the smallest normal float16: subnormal or zero
+        if a < 0x33000000:  # under half the smallest subnormal
+            return sign
+        e = a >> 23
+        m = (a & 0x007FFFFF) | 0x00800000
+        shift = 126 - e  # 113 - e more than a normal's 13
+        half = m >> shift
+        rest = m & ((1 << shift) - 1)
+        mid = 1 << (shift - 1)
+        if rest > mid or (rest == mid and (half & 1)):
+            half += 1
+        return sign | half
+    m = a & 0x007FFFFF
+    h = ((a - 0x38000000) >> 13) & 0x7FFF
+    rest = m & 0x1FFF
+    if rest > 0x1000 or (rest == 0x1000 and (h & 1)):
+        h += 1
+    return sign | h
+
+
+@njit(cache=True, nogil=True)
+def gather_snippets(bits, times, channels, support, n_support, before, out):
+    """out[i, k, j] = float16 bits of x[times[i] - before + k, support[channels[i], j]] for
+    x = bits viewed as float32 (samples x channels); 0 past a channel's n_support columns.
+    One pass per spike: numpy's fancy indexing builds two index arrays of the output's size
+    first (4x the time on 384 channels), then converts to float16 (numpy: another pass)."""
+    n, width, n_cols = out.shape
+    for i in range(n):
+        c = channels[i]
+        m = n_support[c]
+        t0 = times[i] - before
+        for k in range(width):
+            row = t0 + k
+            for j in range(m):
+                out[i, k, j] = _half_bits(np.int64(bits[row, support[c, j]]))
+            for j in range(m, n_cols):
+                out[i, k, j] = 0
