@@ -328,7 +328,7 @@ def _half_bits(f):
             return sign
         e = a >> 23
         m = (a & 0x007FFFFF) | 0x00800000
-        shift = 126 - e  # 113 - e more than a normal's 13
+        shift = 126 - e  # the value is m x 2^(e - 150); a subnormal float16 counts 2^-24s
         half = m >> shift
         rest = m & ((1 << shift) - 1)
         mid = 1 << (shift - 1)
@@ -348,7 +348,8 @@ def gather_snippets(bits, times, channels, support, n_support, before, out):
     """out[i, k, j] = float16 bits of x[times[i] - before + k, support[channels[i], j]] for
     x = bits viewed as float32 (samples x channels); 0 past a channel's n_support columns.
     One pass per spike: numpy's fancy indexing builds two index arrays of the output's size
-    first (4x the time on 384 channels), then converts to float16 (numpy: another pass)."""
+    first, then converts to float16 in another pass (together about twice the time on 384
+    channels)."""
     n, width, n_cols = out.shape
     for i in range(n):
         c = channels[i]
