@@ -200,6 +200,20 @@ def test_snippets_that_would_never_be_kept_are_not_gathered_and_nothing_learned_
     np.testing.assert_array_equal(trimmed.anchor, full.anchor)
 
 
+def test_a_template_that_does_not_reach_the_threshold_is_not_used():
+    """The mean of spikes found beyond the threshold falls below it only when they are not one
+    shape (noise crossings): such a template would "explain" any noise peak of its size."""
+    from neurocyte_shared.science.detection.templates import _invents
+
+    params = DetectionParams()
+    noise = np.full(2, 6.0, np.float32)
+    shape = np.stack([SHAPE, 0.2 * SHAPE], axis=1).astype(np.float32)  # peak at sample 12, 1 on channel 0
+    for peak_mad, refused in ((4.8, True), (5.2, False), (12.0, False)):
+        mean = shape * peak_mad * 6.0
+        members = np.repeat(mean[None], 10, axis=0)  # each exactly the mean: nothing left over
+        assert _invents(members, mean, noise, 12, FS, params) is refused
+
+
 def test_an_artefact_beyond_float16_does_not_make_templates_infinite():
     """Snippets are kept as float16 to save memory: spikes of 1e5 uV in the filtered traces (a
     stimulation artefact, say) must be clipped, not become inf in a template subtracted everywhere."""

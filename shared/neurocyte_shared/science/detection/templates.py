@@ -260,7 +260,16 @@ def _invents(members: np.ndarray, mean: np.ndarray, noise_uv: np.ndarray, before
     """A template learned badly: subtracted from its own spikes (isolated, so whatever remains
     is noise) as peeling would, it leaves a peak beyond the peel threshold on its footprint
     for more than params.peel_max_invented of them. Peeling with it would invent spikes, so it
-    is not used: peeling backs off where it cannot explain what it sees."""
+    is not used: peeling backs off where it cannot explain what it sees.
+    Nor is a mean that does not reach the detection threshold on its own channel at its peak:
+    spikes found beyond it average below it only when they are not one shape, as noise
+    crossings are. It would then "explain" any noise peak of its size. (The real Multi Channel
+    Systems recording's one template, of 8 crossings, peaked at 4.9x the noise, and peeling
+    added 2 spikes with it; every template learned on the bench peaks at 5.3x or more.)"""
+    sign = {"neg": -1.0, "pos": 1.0}.get(params.peak_sign)
+    peak = mean[before, 0] * sign if sign is not None else abs(mean[before, 0])
+    if peak < params.threshold_mad * noise_uv[0]:
+        return True
     fit0, fit1 = _fit_window(before, sampling_rate_hz)
     fit = mean[fit0:fit1, :PEEL_FIT_CHANNELS]
     tt = float((fit * fit).sum())
@@ -274,7 +283,6 @@ def _invents(members: np.ndarray, mean: np.ndarray, noise_uv: np.ndarray, before
     # window (one that detection missed or merged) is not the template's fault
     residual = (members[:, fit0:fit1, footprint] - a[:, None, None] * mean[None, fit0:fit1, footprint]) \
         / noise_uv[footprint]
-    sign = {"neg": -1.0, "pos": 1.0}.get(params.peak_sign)
     score = residual * sign if sign is not None else np.abs(residual)
     invented = (score > params.peel_threshold_mad).any(axis=(1, 2))
     return float(invented.mean()) > params.peel_max_invented
