@@ -231,14 +231,17 @@ def _templates(per_chunk, sampling_rate_hz: float, params: DetectionParams,
         if flat.shape[0] < TEMPLATE_MIN_SPIKES:
             continue
         k = max(1, min(TEMPLATE_MAX_CLUSTERS, flat.shape[0] // TEMPLATE_SPIKES_PER_CLUSTER))
-        # k-means sees what peeling's fit sees (its window, its channels): a seventh of the
-        # dimensions on a dense grid, and the part of a spike that tells two units apart
-        features = flat[:, fit0:fit1, :PEEL_FIT_CHANNELS].reshape(flat.shape[0], -1).astype(np.float32)
-        flat = flat.reshape(flat.shape[0], -1).astype(np.float32)
-        labels = _clusters(flat, k, rng, features) if k > 1 else np.zeros(flat.shape[0], np.int64)
+        points = flat.reshape(flat.shape[0], -1).astype(np.float32)
+        if k > 1:
+            # k-means sees what peeling's fit sees (its window, its channels): a seventh of the
+            # dimensions on a dense grid, and the part of a spike that tells two units apart
+            features = flat[:, fit0:fit1, :PEEL_FIT_CHANNELS].reshape(flat.shape[0], -1).astype(np.float32)
+            labels = _clusters(points, k, rng, features)
+        else:
+            labels = np.zeros(flat.shape[0], np.int64)
         for j in range(k):
-            members = flat[labels == j]
-            if members.shape[0] >= max(TEMPLATE_MIN_MEMBERS, TEMPLATE_MIN_SHARE * flat.shape[0]):
+            members = points[labels == j]
+            if members.shape[0] >= max(TEMPLATE_MIN_MEMBERS, TEMPLATE_MIN_SHARE * points.shape[0]):
                 mean = members.mean(0)
                 noise = noise_uv[layout.support[c, : layout.n_support[c]]]
                 if _invents(members.reshape(members.shape[0], width, -1), mean.reshape(width, -1), noise,
