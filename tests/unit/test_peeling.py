@@ -114,13 +114,15 @@ def test_a_spike_under_a_neighbour_fitted_a_sample_off_is_found_by_fitting_the_n
     borders = [99_950, 100_000, 100_050, 199_975, 200_025, 299_996]
     x, hidden, planted = _recording(n, seed=5, hidden_at=np.r_[np.arange(19) * 20_100 + 2_650, borders])
     params = DetectionParams()
-    # Clustered on whole snippets rather than on the fit's window, BIG's template comes out a
-    # little off here: the case refitting is for (templates learned from few or crowded spikes)
+    # Clustered on whole snippets rather than on the fit's window, and from spikes isolated over
+    # the whole snippet, BIG's template comes out a little off here: the case refitting is for
+    # (templates learned from few or crowded spikes)
     from neurocyte_shared.science.detection import templates as tm
 
     clusters = tm._clusters
     with monkeypatch.context() as m:
         m.setattr(tm, "_clusters", lambda points, k, rng, features=None: clusters(points, k, rng))
+        m.setattr(tm, "ISOLATION_MS", (tm._template_before(FS) + tm._template_after(FS)) / FS * 1e3)
         noise, templates = _learned(x, params)
     refit = detect_spikes(x, FS, params, noise_uv=noise, channel_locations_um=LOC, templates=templates)
     assert _found(refit, hidden, SMALL) == hidden.size

@@ -11,6 +11,7 @@ import numpy as np
 from . import _kernels
 from .params import (
     CLUSTER_ROUNDS,
+    ISOLATION_MS,
     ISOLATION_UM,
     PEEL_FIT_CHANNELS,
     PEEL_FIT_MS,
@@ -158,7 +159,8 @@ def _snippets(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, n
     layout = _layout(channel_locations_um, n_channels, params.peel_radius_um)
     found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise_uv, channel_locations_um=channel_locations_um,
                        valid=(before, n_samples - after))
-    alone = _isolated(found.sample_index, found.channel_index, layout.distances, before + after)
+    alone = _isolated(found.sample_index, found.channel_index, layout.distances,
+                      int(round(ISOLATION_MS * 1e-3 * sampling_rate_hz)))
     t, c = found.sample_index[alone], found.channel_index[alone]
     by_channel = np.argsort(c, kind="stable")  # time order kept within a channel
     t, c = t[by_channel], c[by_channel]
