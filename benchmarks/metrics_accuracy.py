@@ -1,6 +1,7 @@
 """The metrics against known answers (a benchmark of accuracy, not a test): irregular firing,
-planted bursts, tonic firing, independent and planted network bursts; the default burst rule
-("surprise") beside the fixed max-interval rule. Prints a table (the README's) and writes
+planted bursts, tonic firing, independent and planted network bursts, the default burst rule
+("surprise") beside the fixed max-interval rule; and the response to stimulation (electrodes
+blind to the stimuli, and planted responses). Prints a table (the README's) and writes
 benchmarks/results/metrics-accuracy-<time>.json.
 
     .venv/bin/python benchmarks/metrics_accuracy.py"""
@@ -65,6 +66,51 @@ def network(rng, p, planted_bursts: bool):
     return s.network.count if s.network else 0, times.size if planted_bursts else 0
 
 
+def stimulated(rng, answer_share: float, n=32, responding=8, latency_s=0.012):
+    """A recording with 100 stimuli (0.5-1.5 s apart) over Poisson firing at 1-20 Hz; the first
+    `responding` electrodes answer `answer_share` of the stimuli with a spike latency_s +- 1 ms
+    later. -> (electrodes called responding that do not, planted ones found, their latency and
+    share-of-stimuli errors)."""
+    stimuli = 1.0 + np.cumsum(rng.uniform(0.5, 1.5, 100))
+    duration = float(stimuli[-1] + 2.0)
+    trains = []
+    for i in range(n):
+        t = poisson(rng, rng.uniform(1, 20), duration)
+        if i < responding and answer_share > 0:
+            hit = stimuli[rng.uniform(size=stimuli.size) < answer_share]
+            t = np.sort(np.concatenate([t, hit + rng.normal(latency_s, 0.001, hit.size)]))
+        trains.append(t)
+    t = np.concatenate(trains)
+    c = np.concatenate([np.full(x.size, i, np.int32) for i, x in enumerate(trains)])
+    o = np.argsort(t)
+    fs = 20_000.0
+    table = SpikeTable((t[o] * fs).astype(np.int64), c[o], np.full(t.size, -50.0, np.float32))
+    s = summarize(table, recording_id="k", recording_name="k", format="binary", n_channels=n, sampling_rate_hz=fs,
+                  n_samples=int(duration * fs), channel_ids=tuple(map(str, range(n))),
+                  channel_locations_um=tuple((i * 20.0, 0.0) for i in range(n)), detection_parameters={},
+                  artefact_samples=(stimuli * fs).astype(np.int64))
+    found = [e for e in s.stimulus_response.electrodes if e.channel_index < responding and answer_share > 0]
+    false = s.stimulus_response.responding_electrodes - len(found)
+    return (false, len(found), [abs(e.median_latency_ms - 1e3 * latency_s) for e in found],
+            [abs(e.response_probability - answer_share) for e in found])
+
+
+def stimulus_rows(repeats=20) -> dict:
+    rng = np.random.default_rng(31)
+    out = {"recordings": repeats, "electrodes": 32, "stimuli": 100}
+    false = [stimulated(rng, 0.0)[0] for _ in range(repeats)]
+    out["independent_electrodes_called_responding"] = int(sum(false))
+    for share in (0.2, 0.6):
+        runs = [stimulated(rng, share) for _ in range(repeats)]
+        out[f"answer{int(share * 100)}_pct_found"] = 100.0 * sum(r[1] for r in runs) / (8 * repeats)
+        out[f"answer{int(share * 100)}_false_electrodes"] = int(sum(r[0] for r in runs))
+        lat = [x for r in runs for x in r[2]]
+        share_err = [x for r in runs for x in r[3]]
+        out[f"answer{int(share * 100)}_median_latency_err_ms"] = float(np.median(lat)) if lat else float("nan")
+        out[f"answer{int(share * 100)}_median_share_err"] = float(np.median(share_err)) if share_err else float("nan")
+    return out
+
+
 def main() -> None:
     rows = []
     for method in ("surprise", "max_interval"):
@@ -86,8 +132,13 @@ def main() -> None:
     print(f"{'known answer':<38}" + "".join(f"{r['method']:>14}" for r in rows))
     for k in keys:
         print(f"{k:<38}" + "".join(f"{r[k]:>14.1f}" if isinstance(r[k], float) else f"{r[k]:>14}" for r in rows))
+    stim = stimulus_rows()
+    print(f"\nresponse to stimulation ({stim['recordings']} recordings of {stim['electrodes']} electrodes at 1-20 Hz, "
+          f"{stim['stimuli']} stimuli; 8 electrodes answer 20 % or 60 % of them 12 +- 1 ms later)")
+    for k, v in stim.items():
+        print(f"{k:<44}{v:>10.3f}" if isinstance(v, float) else f"{k:<44}{v:>10}")
     out = HERE / "results" / f"metrics-accuracy-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(rows, indent=1))
+    out.write_text(json.dumps({"bursts": rows, "stimulus_response": stim}, indent=1))
     print(f"-> {out.relative_to(HERE.parent)}")
 
 

@@ -223,3 +223,79 @@ def test_a_dense_burst_is_one_burst_not_split_where_probabilities_underflow():
     train = np.sort(np.concatenate([burst, _poisson(rng, 1.0, 60.0)]))
     starts, ends = bursts(train, 60.0, MetricsParams())
     assert starts.size == 1 and ends[0] - starts[0] + 1 >= 145
+
+
+# --------------------------------------------------------------------------- response to stimulation
+
+def _with_stimuli(trains, stimuli_s, n_channels, duration_s, fs=20_000.0):
+    t = np.concatenate(trains)
+    c = np.concatenate([np.full(x.size, i, np.int32) for i, x in enumerate(trains)])
+    order = np.argsort(t)
+    table = SpikeTable(np.round(t[order] * fs).astype(np.int64), c[order], np.full(t.size, -50.0, np.float32))
+    return summarize(table, recording_id="r", recording_name="r", format="binary", n_channels=n_channels,
+                     sampling_rate_hz=fs, n_samples=int(duration_s * fs),
+                     channel_ids=tuple(map(str, range(n_channels))),
+                     channel_locations_um=tuple((i * 20.0, 0.0) for i in range(n_channels)), detection_parameters={},
+                     artefact_samples=np.round(np.asarray(stimuli_s) * fs).astype(np.int64))
+
+
+def test_independent_trains_do_not_respond_to_stimuli():
+    """Electrodes firing as Poisson trains, blind to the stimuli: over 10 recordings of 40
+    electrodes (1-20 Hz, 60 stimuli at 1 Hz) at most one is called responding (the family-wise
+    chance is 1 % per recording)."""
+    called = 0
+    for seed in range(10):
+        rng = np.random.default_rng(100 + seed)
+        trains = [_poisson(rng, r, 62.0) for r in np.linspace(1, 20, 40)]
+        s = _with_stimuli(trains, np.arange(1.0, 61.0), 40, 62.0)
+        r = s.stimulus_response
+        assert r.stimuli == 60 and r.electrodes_tested == 40
+        assert abs(r.evoked_spikes_per_stimulus) < 2.0  # 420 spikes/s x 0.1 s: 42 expected per window
+        called += r.responding_electrodes
+    assert called <= 1
+
+
+def test_a_planted_response_is_found_with_its_latency_and_probability():
+    """8 of 30 electrodes answer 60 % of the stimuli with a spike 12 +- 1 ms later, over a Poisson
+    background of 2-10 Hz: those 8 and no other are found, with their latency and share."""
+    rng = np.random.default_rng(5)
+    stimuli = np.sort(rng.uniform(1.0, 119.0, 80))
+    stimuli = stimuli[np.r_[True, np.diff(stimuli) > 0.3]]
+    trains = []
+    for i in range(30):
+        x = _poisson(rng, 2 + 8 * (i % 5) / 4, 120.0)
+        if i % 4 == 0:
+            answered = stimuli[rng.uniform(size=stimuli.size) < 0.6]
+            x = np.sort(np.concatenate([x, answered + rng.normal(0.012, 0.001, answered.size)]))
+        trains.append(x)
+    r = _with_stimuli(trains, stimuli, 30, 120.0).stimulus_response
+    found = {e.channel_index: e for e in r.electrodes}
+    assert set(found) == {0, 4, 8, 12, 16, 20, 24, 28}
+    for e in found.values():
+        assert abs(e.median_latency_ms - 12.0) < 1.0  # background spikes come first now and then
+        assert 0.4 < e.response_probability < 0.8  # 0.6 of about 76 stimuli: +-0.056 (1 SD)
+        assert 0.4 < e.evoked_spikes_per_stimulus < 0.8
+    assert abs(r.median_latency_ms - 12.0) < 1.0
+    # the histogram's peak is the bin of the response: 12-14 ms after the stimulus
+    peak = r.psth_start_s + int(np.argmax(r.psth_counts)) * r.psth_bin_s
+    assert 0.010 <= round(peak, 9) <= 0.014
+
+
+def test_few_stimuli_give_no_response_figures_and_a_report_shows_them_when_there_are():
+    from neurocyte_shared.science.report import figures, render_html
+
+    rng = np.random.default_rng(2)
+    trains = [_poisson(rng, 5.0, 30.0) for _ in range(3)]
+    assert _with_stimuli(trains, [5.0, 10.0, 15.0, 20.0], 3, 30.0).stimulus_response is None
+    trains[0] = np.sort(np.concatenate([trains[0], np.arange(1.0, 29.0) + 0.02]))
+    s = _with_stimuli(trains, np.arange(1.0, 29.0), 3, 30.0)
+    assert s.stimulus_response.responding_electrodes == 1
+    assert any("respond to the stimuli" in n for n in s.quality.notes)
+    t = np.concatenate(trains)
+    c = np.concatenate([np.full(x.size, i, np.int32) for i, x in enumerate(trains)])
+    o = np.argsort(t)
+    table = SpikeTable(np.round(t[o] * 20_000).astype(np.int64), c[o], np.full(t.size, -50.0, np.float32))
+    pictures = figures(s, table)
+    assert pictures["stimulus_response.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    page = render_html(s, pictures)
+    assert "Response to stimulation" in page and "1 of 3 electrodes within 100 ms of 28 stimuli" in page

@@ -25,6 +25,15 @@ every threshold is a `MetricsParams` field with its default, and the summary sta
 - synchrony: the spike time tiling coefficient (STTC, Cutts & Eglen 2014) at lag
   `sttc_lag_s` (0.025 s), averaged over all pairs of the `sttc_max_electrodes` (64) most
   active electrodes; 1 for identical trains, about 0 for independent ones;
+- response to stimulation, when detection found at least `stimulus_min_count` (5) stimulation
+  artefacts: an electrode responds when it fires more in the first 10, 25 or 50 ms or the whole
+  `stimulus_window_s` (0.1 s) after each stimulus than its rate elsewhere explains, beyond
+  chance over all electrodes tested and these four windows (`stimulus_max_chance`, 0.01,
+  Bonferroni; the rate elsewhere counts one spike more, so a few spikes on a silent electrode
+  are not a response); for each, its window, the share of stimuli it answers beyond chance, its
+  evoked spikes per stimulus and its median first-spike latency; and the peri-stimulus time
+  histogram of all electrodes. Detection does not read the artefact itself (until each trace is
+  quiet), so the first milliseconds after a stimulus are blind;
 - quality notes: electrodes without a spike (dead or unconnected), electrodes firing above
   `noisy_rate_hz` (100 Hz: no neuron sustains that; noise or artefacts), electrodes with more
   than `saturated_max_fraction` (0.1 %) of samples at the converter's limits, noise levels.
@@ -60,6 +69,11 @@ class MetricsParams(BaseModel):
                                       "would make one network burst anywhere in the recording with this probability")
     sttc_lag_s: float = Field(0.025, gt=0, description="synchrony (STTC) counts spikes within +- this lag")
     sttc_max_electrodes: int = Field(64, ge=2, description="synchrony over pairs of this many most active electrodes")
+    stimulus_window_s: float = Field(0.1, gt=0, description="spikes this soon after a stimulus are its response")
+    stimulus_min_count: int = Field(5, ge=1, description="a response is measured from at least this many stimuli")
+    stimulus_max_chance: float = Field(0.01, gt=0, le=1, description="an electrode responds when its rate "
+                                       "elsewhere gives its spikes after the stimuli only with this probability, "
+                                       "over all electrodes (Bonferroni)")
     noisy_rate_hz: float = Field(100.0, gt=0, description="an electrode firing above this is flagged as noisy")
     saturated_max_fraction: float = Field(0.001, ge=0, le=1,
                                           description="an electrode clipped for more than this share is flagged")
@@ -116,6 +130,37 @@ class Synchrony(BaseModel):
     sttc_mean: float | None = Field(description="mean STTC over pairs; None with fewer than 2 active electrodes")
 
 
+class ElectrodeResponse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    channel_index: int
+    window_ms: float = Field(description="the response was found in this long after each stimulus (the most "
+                             "surprising of 10, 25, 50 ms and the whole window)")
+    response_probability: float = Field(description="share of the stimuli answered: of those followed by a spike "
+                                        "within the window, beyond the share its rate elsewhere gives by chance "
+                                        "((seen - chance) / (1 - chance))")
+    evoked_spikes_per_stimulus: float = Field(description="spikes per stimulus in its window beyond what the "
+                                              "electrode's rate elsewhere gives")
+    median_latency_ms: float = Field(description="median time from a stimulus to the first spike after it, over "
+                                     "the stimuli followed by one within its window")
+    surprise: float = Field(description="-ln P(this many spikes in its windows | the rate elsewhere)")
+
+
+class StimulusResponse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    stimuli: int
+    window_s: float
+    electrodes_tested: int = Field(description="electrodes with a spike: the Bonferroni correction's count")
+    responding_electrodes: int
+    median_latency_ms: float | None = Field(description="median of the responding electrodes' latencies")
+    evoked_spikes_per_stimulus: float = Field(description="all electrodes: spikes per stimulus in the window "
+                                              "beyond what their rates elsewhere give")
+    psth_start_s: float = Field(description="the histogram's first bin starts this long from each stimulus")
+    psth_bin_s: float
+    psth_counts: list[int] = Field(description="spikes of all electrodes per bin, summed over the stimuli")
+    electrodes: list[ElectrodeResponse] = Field(description="the responding electrodes, most surprising first "
+                                                "(the first 1,000)")
+
+
 FLAT_NOISE_UV = 0.01  # below this noise level a channel is constant: real electrodes have microvolts
 SILENCED_NOTE_FRACTION = 0.001  # the report says how much detection silenced from this share up
 
@@ -156,6 +201,7 @@ class Summary(BaseModel):
     network: NetworkMetrics | None = None
     synchrony: Synchrony | None = None
     quality: Quality | None = None
+    stimulus_response: StimulusResponse | None = None
     parameters: dict
     channels: list[ChannelMetrics]
 
@@ -395,6 +441,90 @@ def synchrony(trains: list[np.ndarray], counts: np.ndarray, active: np.ndarray, 
 # ------------------------------------------------------------------ the summary
 
 
+# ------------------------------------------------------------------ response to stimulation
+
+PSTH_BIN_S = 0.002
+RESPONSE_SPANS_S = (0.01, 0.025, 0.05)  # and the whole window
+
+
+def stimulus_response(times_s: np.ndarray, channels: np.ndarray, stimuli_s: np.ndarray, n_channels: int,
+                      duration_s: float, p: MetricsParams) -> StimulusResponse | None:
+    """How the electrodes answer the stimuli (see the module's definition); None with fewer than
+    `stimulus_min_count` stimuli. times_s and channels: every spike, in any order."""
+    stim = np.unique(np.asarray(stimuli_s, np.float64))
+    if stim.size < max(p.stimulus_min_count, 1) or duration_s <= 0:
+        return None
+    w = p.stimulus_window_s
+    # each stimulus's window ends at the next stimulus: a spike answers the last one before it
+    ends = np.minimum(stim + w, np.append(stim[1:], np.inf))
+    ends = np.minimum(ends, duration_s)
+    window_s = float(np.maximum(ends - stim, 0).sum())  # the windows' total length
+    elsewhere_s = duration_s - window_s
+    t = np.asarray(times_s, np.float64)
+    ch = np.asarray(channels, np.int64)
+    k = np.searchsorted(stim, t, "right") - 1
+    inside = k >= 0
+    inside[inside] = t[inside] < ends[k[inside]]
+    total = np.bincount(ch, minlength=n_channels)[:n_channels]
+    answered = np.bincount(ch[inside], minlength=n_channels)[:n_channels]
+    rate = (total - answered + 1) / max(elsewhere_s, 1e-9)  # one spike more: a silent electrode is no proof
+    # a response is sought in the first 10, 25, 50 ms ... of the window, and the most surprising
+    # kept (a 12 ms response drowns in 100 ms of a 20 Hz electrode's own firing); the count of
+    # tries goes into the correction
+    tk, ck, kk = t[inside], ch[inside], k[inside]
+    delay = tk - stim[kk]
+    spans = [L for L in RESPONSE_SPANS_S if L < w] + [w]
+    lengths = np.maximum(ends - stim, 0)
+    surprise = np.zeros((len(spans), n_channels))
+    counts = np.zeros((len(spans), n_channels))
+    expect = np.zeros((len(spans), n_channels))
+    for i, span in enumerate(spans):
+        counts[i] = np.bincount(ck[delay < span], minlength=n_channels)[:n_channels]
+        expect[i] = rate * float(np.minimum(lengths, span).sum())
+        some = counts[i] > expect[i]
+        surprise[i, some] = poisson_surprise(counts[i, some], expect[i, some], 1.0)  # the span in units of 1/rate
+    best = np.argmax(surprise, axis=0)
+    cols = np.arange(n_channels)
+    tested = int((total > 0).sum())
+    responds = surprise[best, cols] >= np.log(max(tested * len(spans), 1) / p.stimulus_max_chance)
+    # first spike after each stimulus, per electrode: spikes in (electrode, time) order
+    order = np.lexsort((tk, ck))
+    pairs, first = np.unique(ck[order] * stim.size + kk[order], return_index=True)
+    latency = delay[order][first]
+    pair_ch = pairs // stim.size  # sorted: each electrode's pairs are one slice
+    electrodes = []
+    for c in np.flatnonzero(responds):
+        span = spans[best[c]]
+        lat = latency[np.searchsorted(pair_ch, c, "left"):np.searchsorted(pair_ch, c, "right")]
+        lat = lat[lat < span]
+        chance = float(np.mean(-np.expm1(-(total[c] - answered[c]) / max(elsewhere_s, 1e-9)
+                                         * np.minimum(lengths, span))))
+        seen = lat.size / stim.size
+        electrodes.append(ElectrodeResponse(
+            channel_index=int(c), window_ms=span * 1e3,
+            response_probability=max(0.0, (seen - chance) / max(1.0 - chance, 1e-9)),
+            evoked_spikes_per_stimulus=float((counts[best[c], c] - expect[best[c], c]) / stim.size),
+            median_latency_ms=float(np.median(lat) * 1e3), surprise=float(surprise[best[c], c])))
+    electrodes.sort(key=lambda e: -e.surprise)
+    # peri-stimulus histogram of all spikes, -w .. +w around each stimulus
+    order_t = np.sort(t)
+    lo, hi = np.searchsorted(order_t, stim - w), np.searchsorted(order_t, stim + w)
+    n = hi - lo
+    which = np.repeat(np.arange(stim.size), n)
+    at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+    n_bins = int(round(2 * w / PSTH_BIN_S))
+    bins = np.clip(((order_t[at] - stim[which] + w) / PSTH_BIN_S).astype(np.int64), 0, n_bins - 1)
+    lat_all = [e.median_latency_ms for e in electrodes]
+    return StimulusResponse(
+        stimuli=int(stim.size), window_s=w, electrodes_tested=tested, responding_electrodes=len(electrodes),
+        median_latency_ms=float(np.median(lat_all)) if lat_all else None,
+        evoked_spikes_per_stimulus=float((answered.sum() - (total - answered).sum() * window_s
+                                          / max(elsewhere_s, 1e-9)) / stim.size),
+        psth_start_s=-w, psth_bin_s=PSTH_BIN_S,
+        psth_counts=[int(v) for v in np.bincount(bins, minlength=n_bins)],
+        electrodes=electrodes[:1000])
+
+
 def summarize(
     spikes: SpikeTable,
     *,
@@ -483,6 +613,14 @@ def summarize(
             notes.append(f"{len(stimuli)} stimulation artefacts were found (one every {every:.3g} s, median), from "
                          f"{stimuli[0]:.3f} s to {stimuli[-1]:.3f} s: marked on the raster, times in summary.json "
                          "(quality.stimulation_artefacts_s)")
+    response = None
+    if stimuli and duration_s > 0:
+        response = stimulus_response(times, ch[order], np.asarray(artefact_samples, np.float64) / sampling_rate_hz,
+                                     n_channels, duration_s, params)
+        if response is not None:
+            notes.append(f"{response.responding_electrodes} of {response.electrodes_tested} electrodes with spikes "
+                         f"respond to the stimuli within {1e3 * response.window_s:g} ms: summary.json "
+                         "(stimulus_response) and the peri-stimulus histogram")
     quality = Quality(silent_electrodes=silent, noisy_electrodes=noisy, saturated_electrodes=saturated,
                       flat_electrodes=flat, silenced_fraction=silenced_fraction, stimulation_artefacts_s=stimuli,
                       median_noise_uv=float(np.median(noise_uv)) if noise_uv is not None and noise_uv.size else None,
@@ -502,6 +640,7 @@ def summarize(
         network=network,
         synchrony=sync,
         quality=quality,
+        stimulus_response=response,
         parameters={"detection": detection_parameters, "metrics": params.model_dump()},
         channels=channels,
     )

@@ -2,7 +2,8 @@
 table (no AWS, no files), used by the aggregator and by `neurocyte report`.
 
 Five PNGs (activity map, each electrode's mean waveform on the layout, raster with the spikes
-peeling found marked, population rate with network bursts, ISI histogram) and one
+peeling found marked, population rate with network bursts, ISI histogram), a sixth around the
+stimuli when the recording has them (peri-stimulus time histogram), and one
 self-contained HTML page (the PNGs inlined), which states every parameter used. They let a
 user judge the detection by eye, as MaxLab Live's and AxIS's waveform views do."""
 
@@ -23,6 +24,8 @@ FIGURES = {
     "waveforms.png": "Mean spike waveform of each active electrode, at its position (shaded: +-1 SD)",
     "raster.png": "Raster of a representative window (orange: spikes found by peeling; blue lines: stimulation "
                   "artefacts)",
+    "stimulus_response.png": "Spikes of all electrodes around each stimulus (peri-stimulus time histogram); "
+                             "grey: the response window",
     "population_rate.png": "Population firing rate, network bursts shaded",
     "isi_histogram.png": "Inter-spike intervals, active electrodes pooled",
 }
@@ -117,6 +120,9 @@ def figures(summary: Summary, spikes: SpikeTable, waveforms: Waveforms | None = 
     ax.set_title(f"Raster, {t0:.1f}-{t1:.1f} s" + (f" (first {shown.size} electrodes)" if shown.size == 200 else ""))
     out["raster.png"] = _png(fig)
 
+    if summary.stimulus_response is not None:
+        out["stimulus_response.png"] = _stimulus_histogram(summary)
+
     # population rate with network bursts
     bin_s = float(summary.parameters.get("metrics", {}).get("network_bin_s", 0.05))
     edges = np.arange(0.0, summary.duration_s + bin_s, bin_s)
@@ -149,6 +155,23 @@ def figures(summary: Summary, spikes: SpikeTable, waveforms: Waveforms | None = 
     ax.set_title(f"ISI histogram ({isi.size:,} intervals)")
     out["isi_histogram.png"] = _png(fig)
     return out
+
+
+def _stimulus_histogram(summary: Summary) -> bytes:
+    """All electrodes' spikes per ms and stimulus around the stimuli, the response window marked."""
+    r = summary.stimulus_response
+    counts = np.asarray(r.psth_counts, np.float64)
+    left = (r.psth_start_s + np.arange(counts.size) * r.psth_bin_s) * 1e3
+    fig, ax = _plt().subplots(figsize=(6.5, 3.5))
+    ax.axvspan(0, r.window_s * 1e3, color="0.9", lw=0)
+    ax.bar(left, counts / r.stimuli / (r.psth_bin_s * 1e3), width=r.psth_bin_s * 1e3, align="edge", color="tab:blue")
+    ax.axvline(0, color="tab:blue", lw=0.8)
+    ax.set_xlim(left[0], left[-1] + r.psth_bin_s * 1e3)
+    ax.set_xlabel("time from the stimulus (ms)")
+    ax.set_ylabel("spikes per ms and stimulus\n(all electrodes)")
+    lat = "" if r.median_latency_ms is None else f", median latency {r.median_latency_ms:.1f} ms"
+    ax.set_title(f"{r.stimuli} stimuli: {r.responding_electrodes} of {r.electrodes_tested} electrodes respond{lat}")
+    return _png(fig)
 
 
 WAVEFORM_MIN_SPIKES = 5  # fewer summed spikes make no mean worth drawing
@@ -241,6 +264,13 @@ def render_html(summary: Summary, pictures: dict[str, bytes], receipt: dict | No
         ("Synchrony (STTC)", f"{_fmt(sync.sttc_mean, '', 3)} at +-{sync.lag_s * 1000:g} ms over "
                              f"{sync.pairs:,} pairs of the {sync.electrodes} most active electrodes" if sync else "-"),
     ]
+    r = s.stimulus_response
+    if r is not None:
+        lat = "" if r.median_latency_ms is None else f", median first-spike latency {r.median_latency_ms:.1f} ms"
+        head.append(("Response to stimulation",
+                     f"{r.responding_electrodes:,} of {r.electrodes_tested:,} electrodes within "
+                     f"{r.window_s * 1e3:g} ms of {r.stimuli:,} stimuli{lat}; "
+                     f"{r.evoked_spikes_per_stimulus:.1f} evoked spikes per stimulus"))
     rows = "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in head)
     pics = "".join(
         f'<figure><img alt="{e(cap)}" src="data:image/png;base64,{base64.b64encode(pictures[name]).decode()}">'
@@ -256,6 +286,19 @@ def render_html(summary: Summary, pictures: dict[str, bytes], receipt: dict | No
             _fmt(c.firing_rate_hz), _fmt(c.median_amplitude_uv, "", 1), _fmt(c.bursts),
             _fmt(c.burst_rate_per_min), _fmt(c.percent_spikes_in_bursts, "", 1),
             _fmt(c.mean_inter_burst_interval_s))) + "</tr>" for c in top)
+    responding = ""
+    if r is not None and r.electrodes:
+        ids = {c.channel_index: c.channel_id for c in s.channels}
+        cells = "".join(
+            "<tr>" + "".join(f"<td>{v}</td>" for v in (
+                e(ids.get(x.channel_index, str(x.channel_index))), _fmt(x.window_ms, "", 0),
+                _fmt(100 * x.response_probability, "", 0), _fmt(x.evoked_spikes_per_stimulus),
+                _fmt(x.median_latency_ms, "", 1))) + "</tr>" for x in r.electrodes[:20])
+        responding = ("<h2>Electrodes that respond to the stimuli</h2><table><tr><th>electrode</th><th>window ms</th>"
+                      "<th>% of stimuli answered (beyond chance)</th><th>evoked spikes per stimulus</th>"
+                      f"<th>median latency ms</th></tr>{cells}</table>"
+                      + (f'<p class="muted">The first 20 of {r.responding_electrodes:,}; all are in summary.json '
+                         "(stimulus_response).</p>" if r.responding_electrodes > 20 else ""))
     params = "".join(
         f"<tr><th>{e(group)}.{e(k)}</th><td>{e(str(v))}</td></tr>"
         for group, values in s.parameters.items() for k, v in sorted(values.items()))
@@ -271,6 +314,7 @@ img {{ max-width: 100%; }} figcaption {{ font-size: 13px; color: #555; }} .muted
 <p class="muted">Recording {e(s.recording_id)}. Summary schema v{s.schema_version}.</p>
 <table>{rows}</table>
 <h2>Pictures</h2>{pics}
+{responding}
 <h2>Quality notes</h2><ul>{notes}</ul>
 <h2>Most active electrodes</h2>
 <table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{table}</table>
