@@ -118,6 +118,10 @@ def main() -> None:
         row = {"method": method}
         for rate in (1, 5, 10, 20):
             row[f"poisson_{rate}hz_pct_in_bursts"] = in_bursts(poisson(rng, rate), p)
+        for length in (60.0, 300.0):  # electrodes with at least one burst: what a report's count says
+            trains = [poisson(rng, r, length) for r in np.repeat(np.linspace(1, 20, 20), 5)]
+            row[f"poisson_{int(length)}s_pct_electrodes_bursting"] = 100.0 * float(np.mean(
+                [bursts(x, length, p)[0].size > 0 for x in trains]))
         row["tonic_10hz_pct_in_bursts"] = in_bursts(np.arange(0, DURATION, 0.1) + 0.001, p)
         for bg in (1, 3, 5):
             row[f"planted_bg{bg}hz_pct_found"], row[f"planted_bg{bg}hz_duration_err_pct"] = planted(rng, bg, p)
