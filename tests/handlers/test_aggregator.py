@@ -77,6 +77,22 @@ def test_the_stimulation_artefacts_of_every_shard_are_in_the_summary(s3):
     quality = json.loads(s3.objects[(DATA, done.summary_key)].body)["quality"]
     assert quality["stimulation_artefacts_s"] == [2.0, 7.0, 12.0]
     assert any("3 stimulation artefacts were found (one every 5 s" in n for n in quality["notes"])
+    assert done.stimuli == 3 and done.responding_electrodes is None  # too few to measure a response
+
+
+def test_with_five_stimuli_or_more_the_response_is_measured_drawn_and_emailed(s3):
+    setup_recording(s3)
+    deps = Deps(s3=s3, data_bucket=DATA)
+    on_shard_detected(shard(s3, 0, artefacts=[1_000, 3_000, 5_000]), deps)
+    (done,) = on_shard_detected(shard(s3, 1, artefacts=[11_000, 13_000, 15_000]), deps)
+    summary = json.loads(s3.objects[(DATA, done.summary_key)].body)
+    # electrode a fires on every stimulus (its regular firing falls on them), b 50 ms after: a responds
+    response = summary["stimulus_response"]
+    assert response["stimuli"] == 6 and [e["channel_index"] for e in response["electrodes"]] == [0]
+    assert response["electrodes"][0]["median_latency_ms"] == 0.0
+    assert done.stimuli == 6 and done.responding_electrodes == 1 and done.response_latency_ms == 0.0
+    names = {k.rsplit("/", 1)[1] for k in s3.keys(DATA, done.summary_key.rsplit("/", 1)[0])}
+    assert "stimulus_response.png" in names
 
 
 def test_a_raw_upload_is_released_only_when_every_shard_was_checked_against_it(s3):

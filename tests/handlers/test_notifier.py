@@ -65,3 +65,13 @@ def test_the_last_email_of_a_recording_frees_its_labs_slot_and_a_refused_retry_d
 
     assert usage.in_flight(s3, DATA, "lab", datetime.now(UTC)) == ["r2"]
     assert usage.hours_used(s3, DATA, "lab", "2026-12") * 3600 == 4.0  # the month's usage stays
+
+
+def test_the_email_states_the_response_to_stimulation_when_there_were_stimuli():
+    from neurocyte_notifier.messages import summary_email
+
+    assert "Stimulation" not in summary_email(summarized())[1]
+    few = summary_email(summarized(stimuli=3))[1]
+    assert "3 stimuli (too few to measure a response)" in few
+    body = summary_email(summarized(stimuli=60, responding_electrodes=12, response_latency_ms=11.94))[1]
+    assert "Stimulation:         12 electrodes respond to 60 stimuli, median latency 11.9 ms" in body

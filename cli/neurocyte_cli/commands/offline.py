@@ -293,6 +293,11 @@ def report(files: tuple[Path, ...], out_dir: Path, jobs: int, name: str | None, 
         f"{summary.mean_firing_rate_hz:.2f} Hz weighted mean rate, {summary.bursting_electrodes} bursting, "
         f"{net} network bursts, STTC {sync if sync is None else round(sync, 3)}"
     )
+    r = summary.stimulus_response
+    if r is not None:
+        lat = "" if r.median_latency_ms is None else f" (median latency {r.median_latency_ms:.1f} ms)"
+        out.print(f"{r.responding_electrodes} of {r.electrodes_tested} electrodes with spikes respond to "
+                  f"{r.stimuli} stimuli{lat}")
     out.print(f"report: {out_dir / 'report.html'}")
 
 

@@ -23,6 +23,7 @@ def summary_email(e: RecordingSummarized) -> tuple[str, str]:
         f"  Bursting electrodes: {e.bursting_electrodes}",
         f"  Network bursts:      {e.network_bursts}",
         f"  Synchrony (STTC):    {'-' if e.sttc_mean is None else f'{e.sttc_mean:.3f}'}",
+        *_stimulation(e),
         f"  Duration:            {e.duration_s:.1f} s",
         f"  Channels:            {e.n_channels}",
         "",
@@ -40,6 +41,15 @@ def summary_email(e: RecordingSummarized) -> tuple[str, str]:
         "-- Neurocyte",
     ])
     return subject, body
+
+
+def _stimulation(e: RecordingSummarized) -> list[str]:
+    if not e.stimuli:
+        return []
+    if e.responding_electrodes is None:
+        return [f"  Stimulation:         {e.stimuli} stimuli (too few to measure a response)"]
+    latency = "" if e.response_latency_ms is None else f", median latency {e.response_latency_ms:.1f} ms"
+    return [f"  Stimulation:         {e.responding_electrodes} electrodes respond to {e.stimuli} stimuli{latency}"]
 
 
 def _upload_footer(e: RecordingRejected | DuplicateUploadSkipped) -> list[str]:

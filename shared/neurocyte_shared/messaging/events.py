@@ -145,6 +145,9 @@ class RecordingSummarized(Event):
     bursting_electrodes: int = 0
     network_bursts: int = 0
     sttc_mean: float | None = None
+    stimuli: int = 0  # stimulation artefacts found; the response is measured from 5 on
+    responding_electrodes: int | None = None
+    response_latency_ms: float | None = None  # median over the responding electrodes
     report_key: str | None = None
     report_url: str | None = Field(None, repr=False)  # a pre-signed link: never logged
     report_url_expires_at: datetime | None = None

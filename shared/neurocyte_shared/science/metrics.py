@@ -625,10 +625,6 @@ def summarize(
     if stimuli and duration_s > 0:
         response = stimulus_response(times, ch[order], np.asarray(artefact_samples, np.float64) / sampling_rate_hz,
                                      n_channels, duration_s, params)
-        if response is not None:
-            notes.append(f"{response.responding_electrodes} of {response.electrodes_tested} electrodes with spikes "
-                         f"respond to the stimuli within {1e3 * response.window_s:g} ms: summary.json "
-                         "(stimulus_response) and the peri-stimulus histogram")
     quality = Quality(silent_electrodes=silent, noisy_electrodes=noisy, saturated_electrodes=saturated,
                       flat_electrodes=flat, silenced_fraction=silenced_fraction, stimulation_artefacts_s=stimuli,
                       median_noise_uv=float(np.median(noise_uv)) if noise_uv is not None and noise_uv.size else None,
