@@ -272,8 +272,9 @@ def bursts(times_s: np.ndarray, duration_s: float, p: MetricsParams) -> tuple[np
         return starts, ends
     rate = times_s.size / duration_s
     # Every spike is a start the search tries, so the most surprising run of irregular firing
-    # grows with the train's length as ln(spikes) + ~5-8 (independent Poisson trains, 60-300 s):
-    # a fixed threshold of 10 called 29 % of such electrodes bursting at 60 s, 67 % at 300 s
+    # grows with the train's length, as ln(spikes) + about 5 (90th percentile; Poisson trains at
+    # 1-30 Hz, 60-300 s): a fixed threshold of 10 gave 31 % of such electrodes a burst at 60 s,
+    # 82 % at 300 s (benchmarks/metrics_accuracy.py)
     threshold = p.burst_min_surprise + float(np.log(times_s.size))
     found: list[tuple[int, int]] = []
     segments = list(zip(starts.tolist(), ends.tolist()))
@@ -446,9 +447,6 @@ def synchrony(trains: list[np.ndarray], counts: np.ndarray, active: np.ndarray, 
                      sttc_mean=float(np.mean(values)) if values else None)
 
 
-# ------------------------------------------------------------------ the summary
-
-
 # ------------------------------------------------------------------ response to stimulation
 
 PSTH_BIN_S = 0.002
@@ -520,7 +518,7 @@ def stimulus_response(times_s: np.ndarray, channels: np.ndarray, stimuli_s: np.n
     n = hi - lo
     which = np.repeat(np.arange(stim.size), n)
     at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
-    n_bins = int(round(2 * w / PSTH_BIN_S))
+    n_bins = max(1, int(round(2 * w / PSTH_BIN_S)))
     bins = np.clip(((order_t[at] - stim[which] + w) / PSTH_BIN_S).astype(np.int64), 0, n_bins - 1)
     lat_all = [e.median_latency_ms for e in electrodes]
     return StimulusResponse(
@@ -531,6 +529,9 @@ def stimulus_response(times_s: np.ndarray, channels: np.ndarray, stimuli_s: np.n
         psth_start_s=-w, psth_bin_s=PSTH_BIN_S,
         psth_counts=[int(v) for v in np.bincount(bins, minlength=n_bins)],
         electrodes=electrodes[:1000])
+
+
+# ------------------------------------------------------------------ the summary
 
 
 def summarize(
