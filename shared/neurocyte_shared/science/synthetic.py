@@ -35,6 +35,14 @@ class SyntheticSpec:
     # units fire a burst of 5-8 spikes 15-30 ms apart, as cultured networks do.
     network_burst_every_s: float = 0.0
     network_fraction: float = 0.7
+    # Electrical stimulation (0: none): every this many seconds a pulse on every electrode (the
+    # artefact: 0.2 ms up, 1.3 ms down while the amplifier recovers, then back; 300-900 uV, larger
+    # nearer the stimulating electrode), and `stimulus_fraction` of the units answer
+    # `stimulus_answer` of the stimuli with a spike `stimulus_latency_ms` (+- 1.5 ms) later.
+    stimulus_every_s: float = 0.0
+    stimulus_fraction: float = 0.5
+    stimulus_answer: float = 0.7
+    stimulus_latency_ms: float = 12.0
 
 
 @dataclass
@@ -43,6 +51,8 @@ class GroundTruth:
     unit_channel: np.ndarray  # peak channel of each unit
     unit_amplitude_uv: np.ndarray
     spike_samples: list[np.ndarray] = field(default_factory=list)  # per unit, sorted
+    stimulus_samples: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # each pulse's start
+    responding_units: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def n_samples(self) -> int:
@@ -102,7 +112,31 @@ def ground_truth(spec: SyntheticSpec) -> GroundTruth:
                 times = times[keep]
         times = times[(times > wlen) & (times < n_samples - 2 * wlen)]
         trains.append(times)
-    return GroundTruth(spec, unit_channel.astype(np.int64), amps, trains)
+    stimuli, responding = stimulus_schedule(spec, n_samples), np.zeros(0, np.int64)
+    if stimuli.size:  # a generator of its own: recordings without stimuli stay as they were
+        srng = np.random.default_rng(spec.seed + 3)
+        responding = np.flatnonzero(srng.uniform(size=len(trains)) < spec.stimulus_fraction)
+        for u in responding:
+            hit = stimuli[srng.uniform(size=stimuli.size) < spec.stimulus_answer]
+            lag = (spec.stimulus_latency_ms + srng.uniform(-1.5, 1.5, hit.size)) * 1e-3 * spec.sampling_rate_hz
+            times = np.sort(np.concatenate([trains[u], hit + lag.astype(np.int64)]))
+            keep = np.concatenate([[True], np.diff(times) > refractory])
+            trains[u] = times[keep & (times > wlen) & (times < n_samples - 2 * wlen)]
+    return GroundTruth(spec, unit_channel.astype(np.int64), amps, trains, stimuli, responding.astype(np.int64))
+
+
+def stimulus_schedule(spec: SyntheticSpec, n_samples: int) -> np.ndarray:
+    """Where each stimulation pulse starts (samples): every stimulus_every_s from half of it."""
+    if spec.stimulus_every_s <= 0:
+        return np.zeros(0, np.int64)
+    every = spec.stimulus_every_s * spec.sampling_rate_hz
+    return (np.arange(every / 2, n_samples - 0.2 * spec.sampling_rate_hz, every)).astype(np.int64)
+
+
+def _stimulus_pulse(fs: float) -> np.ndarray:
+    """The artefact's shape in uV for a gain of 1 (as the unit tests' stimulated traces)."""
+    k = np.arange(int(round(0.01 * fs))) / fs * 1e3  # 10 ms
+    return np.where(k < 0.2, 300.0, np.where(k < 1.5, -600.0, -250.0 * np.exp(-(k - 1.5) / 0.75))).astype(np.float32)
 
 
 def write_recording(directory: Path, name: str, spec: SyntheticSpec = SyntheticSpec(),
@@ -120,6 +154,8 @@ def write_recording(directory: Path, name: str, spec: SyntheticSpec = SyntheticS
     spatial[spatial < 0.02 * gt.unit_amplitude_uv[:, None]] = 0.0
     wave = _waveform(fs)
     trough = int(np.argmin(wave))
+    pulse = _stimulus_pulse(fs)
+    pulse_gain = np.random.default_rng(spec.seed + 4).uniform(0.5, 1.5, spec.n_channels).astype(np.float32)
     block = int(block_s * fs)
     bin_path, json_path = directory / f"{name}.bin", directory / f"{name}.json"
     with open(bin_path, "wb") as f:
@@ -137,6 +173,9 @@ def write_recording(directory: Path, name: str, spec: SyntheticSpec = SyntheticS
                     lo, hi = max(onset, start), min(onset + wave.size, stop)
                     seg = wave[lo - onset : hi - onset]
                     x[lo - start : hi - start, chans] += seg[:, None] * spatial[u, chans][None, :]
+            for onset in gt.stimulus_samples[(gt.stimulus_samples + pulse.size > start) & (gt.stimulus_samples < stop)]:
+                lo, hi = max(onset, start), min(onset + pulse.size, stop)
+                x[lo - start : hi - start] += pulse[lo - onset : hi - onset, None] * pulse_gain[None, :]
             np.clip(np.round(x / spec.gain_uv), -32768, 32767, out=x)
             f.write(x.astype("<i2").tobytes())
     sidecar = {
