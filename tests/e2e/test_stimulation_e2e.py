@@ -1,5 +1,6 @@
-"""A stimulated recording, end to end on a real LocalStack: the artefacts are found and not
-counted as spikes, and the email, summary and report say which electrodes answer the stimuli."""
+"""A stimulated recording, end to end on a real LocalStack, dropped on the web page: the artefacts
+are found and not counted as spikes, and the email, summary, report and recording page say which
+electrodes answer the stimuli."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import uuid
 import numpy as np
 import pytest
 
+from neurocyte_cli import local as L
 from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
 
 from .conftest import mail_body, wait_for
+from .test_web import _session, upload_through_api
 
 pytestmark = pytest.mark.e2e
 
@@ -23,15 +26,17 @@ def test_a_stimulated_recording_reports_the_electrodes_that_respond(stack, tmp_p
     bin_path, json_path, gt = write_recording(tmp_path, "stim", spec)
     answering = set(gt.unit_channel[gt.responding_units].tolist())
     assert gt.stimulus_samples.size == 40 and len(answering) == 5
-    email, rid = f"stim-{uuid.uuid4().hex[:6]}@example.org", f"stim-{uuid.uuid4().hex[:6]}"
-    stack.upload({"stim.bin": bin_path.read_bytes(), "stim.json": json_path.read_bytes()}, email=email,
-                 tenant="stim", rid=rid)
-    (mail,) = wait_for(lambda: stack.mail_to(email), 240, "the result email")
+    # a lab member drops it on the web page (its API, as Uppy calls it)
+    email = f"stim-{uuid.uuid4().hex[:6]}@lab.org"
+    session, csrf = _session(stack, email)
+    rid = upload_through_api(session, csrf, {"stim.bin": bin_path.read_bytes(), "stim.json": json_path.read_bytes()},
+                             "stim")
+    mail = wait_for(lambda: [m for m in stack.mail_to(email) if rid in mail_body(m)], 240, "the result email")[0]
     line = re.search(r"Stimulation:\s+(\d+) electrodes respond to (\d+) stimuli, median latency ([\d.]+) ms",
                      mail_body(mail))
     assert line, mail_body(mail)
     assert int(line.group(2)) == 40 and 10.5 <= float(line.group(3)) <= 13.5
-    key = next(k for k in stack.keys("recordings/tenant=stim/") if f"/{rid}/" in k and k.endswith("summary.json"))
+    key = next(k for k in stack.keys("recordings/") if f"/{rid}/" in k and k.endswith("summary.json"))
     summary = json.loads(stack.s3.get_object(Bucket=stack.data, Key=key)["Body"].read())
     found = {e["channel_index"] for e in summary["stimulus_response"]["electrodes"]}
     assert answering <= found and len(found) <= len(answering) + 2, (answering, found)
@@ -53,3 +58,7 @@ def test_a_stimulated_recording_reports_the_electrodes_that_respond(stack, tmp_p
     assert key.rsplit("/", 1)[0] + "/stimulus_response.png" in stack.keys(key.rsplit("/", 1)[0] + "/")
     assert np.isclose(summary["quality"]["stimulation_artefacts_s"][0], gt.stimulus_samples[0] / spec.sampling_rate_hz,
                       atol=0.001)
+    # the recording's page has the figure and offers the histogram
+    page = session.get(f"{L.web_url()}/recordings/{rid}").text
+    assert re.search(rf"Respond to 40 stimuli</dt><dd>{len(found)} of \d+</dd>", page), page
+    assert "stimulus_response.png" in page

@@ -47,6 +47,29 @@ def _session(stack, email: str) -> tuple[requests.Session, str]:
     return s, re.search(r'data-csrf="([0-9a-f]+)"', page).group(1)
 
 
+def upload_through_api(session: requests.Session, csrf: str, files: dict[str, bytes], name: str) -> str:
+    """Upload through the page's API, as Uppy does: presigned parts straight to S3, the manifest
+    last. Returns the recording id."""
+    web, headers = L.web_url(), {"x-csrf-token": csrf}
+    started = session.post(f"{web}/api/uploads", headers=headers,
+                           json={"files": [{"name": n, "size": len(b)} for n, b in files.items()]}).json()
+    rid = started["recording_id"]
+    for filename, body in files.items():
+        created = session.post(f"{web}/api/uploads/{rid}/multipart", json={"filename": filename},
+                               headers=headers).json()
+        where = {"key": created["key"], "uploadId": created["uploadId"]}
+        signed = session.get(f"{web}/api/uploads/{rid}/multipart/sign", params={**where, "partNumber": 1,
+                                                                                "size": len(body)}).json()
+        put = requests.put(signed["url"], data=body)
+        assert put.ok, put.text
+        done = session.post(f"{web}/api/uploads/{rid}/multipart/complete", params=where, headers=headers,
+                            json={"parts": [{"PartNumber": 1, "ETag": put.headers["ETag"]}]})
+        assert done.ok
+    assert session.post(f"{web}/api/uploads/{rid}/manifest", json={"name": name, "files": list(files)},
+                        headers=headers).ok
+    return rid
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
@@ -205,23 +228,7 @@ def test_an_invited_colleague_sees_the_labs_recordings_and_nobody_else_does(stac
     carol = f"carol3-{tag}@lab.org"
     invited = alice.post(f"{web}/lab/invite", data={"csrf": csrf, "email": carol}, allow_redirects=False)
     assert invited.status_code == 303
-    # Alice uploads through the page's API, as Uppy does: presigned parts straight to S3, the manifest last.
-    headers, files = {"x-csrf-token": csrf}, {"tiny.bin": bytes(64), "tiny.json": b"{}"}
-    started = alice.post(f"{web}/api/uploads", headers=headers,
-                         json={"files": [{"name": n, "size": len(b)} for n, b in files.items()]}).json()
-    rid = started["recording_id"]
-    for name, body in files.items():
-        created = alice.post(f"{web}/api/uploads/{rid}/multipart", json={"filename": name}, headers=headers).json()
-        where = {"key": created["key"], "uploadId": created["uploadId"]}
-        signed = alice.get(f"{web}/api/uploads/{rid}/multipart/sign", params={**where, "partNumber": 1,
-                                                                              "size": len(body)}).json()
-        put = requests.put(signed["url"], data=body)
-        assert put.ok, put.text
-        done = alice.post(f"{web}/api/uploads/{rid}/multipart/complete", params=where, headers=headers,
-                          json={"parts": [{"PartNumber": 1, "ETag": put.headers["ETag"]}]})
-        assert done.ok
-    assert alice.post(f"{web}/api/uploads/{rid}/manifest", json={"name": "tiny", "files": list(files)},
-                      headers=headers).ok
+    rid = upload_through_api(alice, csrf, {"tiny.bin": bytes(64), "tiny.json": b"{}"}, "tiny")
     colleague, _ = _session(stack, carol)
     assert rid in [r["id"] for r in colleague.get(f"{web}/api/recordings").json()["recordings"]]
     outsider, _ = _session(stack, f"dave-{tag}@elsewhere.org")
