@@ -117,6 +117,35 @@ def test_a_well_with_too_few_active_electrodes_is_excluded_with_its_reason():
     assert "too few active electrodes" in result["excluded"][0]["reason"]
 
 
+def test_a_stimulated_well_has_its_response_in_the_tidy_table():
+    """Stimulation experiments compare wells by how many electrodes answer: a well with 30
+    stimuli to which 4 electrodes respond at 10 ms, beside an unstimulated one."""
+    plain = _summary(4.0, 3)
+    rng = np.random.default_rng(4)
+    stimuli = np.arange(1.0, 59.0, 2.0)
+    t, c = [], []
+    for ch in range(16):
+        x = np.sort(rng.uniform(0, 60.0, rng.poisson(240)))
+        if ch < 4:
+            x = np.sort(np.concatenate([x, stimuli + 0.01]))
+        t.append(x)
+        c.append(np.full(x.size, ch, np.int32))
+    t, c = np.concatenate(t), np.concatenate(c)
+    order = np.argsort(t)
+    table = SpikeTable((t[order] * FS).astype(np.int64), c[order], np.full(t.size, -50.0, np.float32))
+    stimulated = summarize(table, recording_id="s", recording_name="s", format="binary", n_channels=16,
+                           sampling_rate_hz=FS, n_samples=int(60 * FS), channel_ids=tuple(map(str, range(16))),
+                           channel_locations_um=tuple((float(i % 4 * 100), float(i // 4 * 100)) for i in range(16)),
+                           detection_parameters={}, artefact_samples=(stimuli * FS).astype(np.int64))
+    lines = ["a.bin,,A1,control,,,,,,,", "b.bin,,A2,control,,,,,,,"]
+    _, rows = analysis.analyse("stim", _map(lines), {("a.bin", None): plain, ("b.bin", None): stimulated})
+    by_file = {r["file"]: r for r in rows}
+    assert (by_file["a.bin"]["stimuli"], by_file["a.bin"]["responding_electrodes"]) == (0, None)
+    assert (by_file["b.bin"]["stimuli"], by_file["b.bin"]["responding_electrodes"]) == (29, 4)
+    assert abs(by_file["b.bin"]["response_latency_ms"] - 10.0) < 0.5
+    assert b"responding_electrodes" in to_csv(rows).splitlines()[0] and to_parquet(rows)
+
+
 @pytest.mark.parametrize("lines, words", [
     (["a.bin,,A1,control,drug,10,,,,,"], "concentration 10 has no concentration_unit"),
     (["a.bin,,A1,control,drug,ten,uM,,,,"], "'ten' is not a number"),

@@ -57,7 +57,10 @@ def exclusion(summary: Summary, rules: QualityRules) -> str | None:
     return None
 
 
-TIDY_COLUMNS = (*COLUMNS, "recording_id", "duration_s", "total_spikes", *HEADLINE,
+# where a well was stimulated: how many stimuli, and how many electrodes respond (empty where
+# fewer than 5 stimuli: no response was measured)
+STIMULATION = ("stimuli", "responding_electrodes", "response_latency_ms")
+TIDY_COLUMNS = (*COLUMNS, "recording_id", "duration_s", "total_spikes", *STIMULATION, *HEADLINE,
                 *(f"{m}_vs_baseline" for m in HEADLINE), "excluded", "exclusion_reason")
 
 
@@ -74,6 +77,7 @@ def tidy_rows(plate: PlateMap, summaries: dict[tuple[str, str | None], Summary],
         row["recording_id"] = s.recording_id if s else None
         row["duration_s"] = s.duration_s if s else None
         row["total_spikes"] = s.total_spikes if s else None
+        row.update(_stimulation(s))
         row.update(values.get(r.key, dict.fromkeys(HEADLINE)))
         base = plate.baseline_of(r)
         for m in HEADLINE:
@@ -86,6 +90,13 @@ def tidy_rows(plate: PlateMap, summaries: dict[tuple[str, str | None], Summary],
         row["exclusion_reason"] = reason
         rows.append(row)
     return sorted(rows, key=_order)
+
+
+def _stimulation(s: Summary | None) -> dict:
+    r = s.stimulus_response if s else None
+    stimuli = len(s.quality.stimulation_artefacts_s or []) if s and s.quality else None
+    return {"stimuli": stimuli, "responding_electrodes": r.responding_electrodes if r else None,
+            "response_latency_ms": r.median_latency_ms if r else None}
 
 
 def _order(row: dict) -> tuple:
@@ -124,7 +135,8 @@ def to_parquet(rows: list[dict]) -> bytes:
 
     types = {c: pa.string() for c in TIDY_COLUMNS}
     types.update({"concentration": pa.float64(), "div": pa.int32(), "duration_s": pa.float64(),
-                  "total_spikes": pa.int64(), "excluded": pa.bool_()})
+                  "total_spikes": pa.int64(), "excluded": pa.bool_(), "stimuli": pa.int64(),
+                  "responding_electrodes": pa.int64(), "response_latency_ms": pa.float64()})
     types.update({m: pa.float64() for m in HEADLINE})
     types.update({f"{m}_vs_baseline": pa.float64() for m in HEADLINE})
     schema = pa.schema([(c, types[c]) for c in TIDY_COLUMNS])
