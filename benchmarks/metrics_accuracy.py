@@ -48,6 +48,21 @@ def planted(rng, background_hz, p, repeats=5):
     return 100.0 * found / total, 100.0 * float(np.median(errors)) if errors else float("nan")
 
 
+FS = 20_000.0
+
+
+def summary_of(trains: list[np.ndarray], duration: float, **kw):
+    """The summary of spike trains (s), one per electrode on a line 20 um apart, at FS."""
+    n = len(trains)
+    t = np.concatenate(trains)
+    c = np.concatenate([np.full(x.size, i, np.int32) for i, x in enumerate(trains)])
+    o = np.argsort(t)
+    table = SpikeTable((t[o] * FS).astype(np.int64), c[o], np.full(t.size, -50.0, np.float32))
+    return summarize(table, recording_id="k", recording_name="k", format="binary", n_channels=n, sampling_rate_hz=FS,
+                     n_samples=int(duration * FS), channel_ids=tuple(map(str, range(n))),
+                     channel_locations_um=tuple((i * 20.0, 0.0) for i in range(n)), detection_parameters={}, **kw)
+
+
 def network(rng, p, planted_bursts: bool):
     n, trains = 32, []
     times = np.arange(5.0, DURATION, 10.0)
@@ -56,13 +71,7 @@ def network(rng, p, planted_bursts: bool):
         if planted_bursts and i < 24:  # 3/4 of the electrodes fire 8 spikes within 0.1 s
             t = np.sort(np.concatenate([t] + [a + rng.uniform(0, 0.1, 8) for a in times]))
         trains.append(t)
-    t = np.concatenate(trains)
-    c = np.concatenate([np.full(x.size, i, np.int32) for i, x in enumerate(trains)])
-    o = np.argsort(t)
-    table = SpikeTable((t[o] * 20_000).astype(np.int64), c[o], np.full(t.size, -50.0, np.float32))
-    s = summarize(table, recording_id="k", recording_name="k", format="binary", n_channels=n, sampling_rate_hz=20_000.0,
-                  n_samples=int(DURATION * 20_000), channel_ids=tuple(map(str, range(n))),
-                  channel_locations_um=tuple((i * 20.0, 0.0) for i in range(n)), detection_parameters={}, params=p)
+    s = summary_of(trains, DURATION, params=p)
     return s.network.count if s.network else 0, times.size if planted_bursts else 0
 
 
@@ -80,15 +89,7 @@ def stimulated(rng, answer_share: float, n=32, responding=8, latency_s=0.012):
             hit = stimuli[rng.uniform(size=stimuli.size) < answer_share]
             t = np.sort(np.concatenate([t, hit + rng.normal(latency_s, 0.001, hit.size)]))
         trains.append(t)
-    t = np.concatenate(trains)
-    c = np.concatenate([np.full(x.size, i, np.int32) for i, x in enumerate(trains)])
-    o = np.argsort(t)
-    fs = 20_000.0
-    table = SpikeTable((t[o] * fs).astype(np.int64), c[o], np.full(t.size, -50.0, np.float32))
-    s = summarize(table, recording_id="k", recording_name="k", format="binary", n_channels=n, sampling_rate_hz=fs,
-                  n_samples=int(duration * fs), channel_ids=tuple(map(str, range(n))),
-                  channel_locations_um=tuple((i * 20.0, 0.0) for i in range(n)), detection_parameters={},
-                  artefact_samples=(stimuli * fs).astype(np.int64))
+    s = summary_of(trains, duration, artefact_samples=(stimuli * FS).astype(np.int64))
     found = [e for e in s.stimulus_response.electrodes if e.channel_index < responding and answer_share > 0]
     false = s.stimulus_response.responding_electrodes - len(found)
     return (false, len(found), [abs(e.median_latency_ms - 1e3 * latency_s) for e in found],

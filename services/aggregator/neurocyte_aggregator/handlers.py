@@ -91,7 +91,7 @@ def on_shard_detected(event: ShardDetected, deps: Deps) -> list[Event]:
         duration_s=summary.duration_s, bursting_electrodes=summary.bursting_electrodes,
         network_bursts=summary.network.count if summary.network else 0,
         sttc_mean=summary.synchrony.sttc_mean if summary.synchrony else None,
-        **_stimulation(summary),
+        **summary.stimulation(),
         report_key=report_key, report_url=url, report_url_expires_at=expires,
         quality_notes=tuple(summary.quality.notes) if summary.quality else (),
         version=version, rerun=rerun,
@@ -144,14 +144,6 @@ def _publish(deps: Deps, doc: RecordingDocument, prefix: str, detection: str, sh
         _mark_uploads_processed(deps, doc, verified=all(spikes.samples_verified(b) for b in blobs))
     else:
         log.info("summary_already_published")  # another worker won the race
-
-
-def _stimulation(summary: Summary) -> dict:
-    """The email's line on stimulation: how many stimuli, and the response where measured."""
-    stimuli = len(summary.quality.stimulation_artefacts_s or []) if summary.quality else 0
-    r = summary.stimulus_response
-    return {"stimuli": stimuli, "responding_electrodes": r.responding_electrodes if r else None,
-            "response_latency_ms": r.median_latency_ms if r else None}
 
 
 def _mark_uploads_processed(deps: Deps, doc: RecordingDocument, verified: bool) -> None:

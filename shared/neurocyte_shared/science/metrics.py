@@ -209,6 +209,15 @@ class Summary(BaseModel):
     parameters: dict
     channels: list[ChannelMetrics]
 
+    def stimulation(self) -> dict:
+        """stimuli (artefacts found), responding_electrodes and response_latency_ms (None where
+        too few stimuli let no response be measured): what the email and an experiment's table
+        say of stimulation."""
+        r = self.stimulus_response
+        return {"stimuli": len(self.quality.stimulation_artefacts_s or []) if self.quality else 0,
+                "responding_electrodes": r.responding_electrodes if r else None,
+                "response_latency_ms": r.median_latency_ms if r else None}
+
 
 # ------------------------------------------------------------------ single-electrode bursts
 
@@ -476,7 +485,8 @@ def stimulus_response(times_s: np.ndarray, channels: np.ndarray, stimuli_s: np.n
     # each stimulus's window ends at the next stimulus: a spike answers the last one before it
     ends = np.minimum(stim + w, np.append(stim[1:], np.inf))
     ends = np.minimum(ends, duration_s)
-    window_s = float(np.maximum(ends - stim, 0).sum())  # the windows' total length
+    lengths = np.maximum(ends - stim, 0)
+    window_s = float(lengths.sum())  # the windows' total length
     elsewhere_s = duration_s - window_s
     t = np.asarray(times_s, np.float64)
     ch = np.asarray(channels, np.int64)
@@ -492,7 +502,6 @@ def stimulus_response(times_s: np.ndarray, channels: np.ndarray, stimuli_s: np.n
     tk, ck, kk = t[inside], ch[inside], k[inside]
     delay = tk - stim[kk]
     spans = [L for L in RESPONSE_SPANS_S if L < w] + [w]
-    lengths = np.maximum(ends - stim, 0)
     surprise = np.zeros((len(spans), n_channels))
     counts = np.zeros((len(spans), n_channels))
     expect = np.zeros((len(spans), n_channels))

@@ -77,7 +77,7 @@ def tidy_rows(plate: PlateMap, summaries: dict[tuple[str, str | None], Summary],
         row["recording_id"] = s.recording_id if s else None
         row["duration_s"] = s.duration_s if s else None
         row["total_spikes"] = s.total_spikes if s else None
-        row.update(_stimulation(s))
+        row.update(s.stimulation() if s else dict.fromkeys(STIMULATION))
         row.update(values.get(r.key, dict.fromkeys(HEADLINE)))
         base = plate.baseline_of(r)
         for m in HEADLINE:
@@ -90,13 +90,6 @@ def tidy_rows(plate: PlateMap, summaries: dict[tuple[str, str | None], Summary],
         row["exclusion_reason"] = reason
         rows.append(row)
     return sorted(rows, key=_order)
-
-
-def _stimulation(s: Summary | None) -> dict:
-    r = s.stimulus_response if s else None
-    stimuli = len(s.quality.stimulation_artefacts_s or []) if s and s.quality else None
-    return {"stimuli": stimuli, "responding_electrodes": r.responding_electrodes if r else None,
-            "response_latency_ms": r.median_latency_ms if r else None}
 
 
 def _order(row: dict) -> tuple:
