@@ -3,9 +3,10 @@ in one run. A benchmark, not a test: it prints a table and writes it as JSON und
 benchmarks/results/.
 
 For each recording (generated in .bench-venv with SpikeInterface's generators, written as
-int16 binary + JSON sidecar; six families, see si_tasks.FAMILIES: SpikeInterface's default
-generator at two sizes, a dense MaxWell-like grid, a recording with a real MEA's nuisance,
-bursting and drifting units, and templates injected into real Multi Channel Systems noise):
+int16 binary + JSON sidecar; seven families, see si_tasks.FAMILIES: SpikeInterface's default
+generator at two sizes, a dense MaxWell-like grid, a recording with a real MEA's nuisance and
+the same with five times its common-mode noise, bursting and drifting units, and templates
+injected into real Multi Channel Systems noise):
   - runs `neurocyte detect FILE --out spikes.parquet` (the whole command: start-up, file
     reading, noise, detection, writing) and SpikeInterface's bandpass 300-6000 -> common
     median reference -> detect_peaks (`by_channel` and `locally_exclusive`, threshold 5,
@@ -61,6 +62,7 @@ DATASETS = [  # name, channels, seconds, rate, units, family
     ("384ch_30s_30kHz", 384, 30.0, 30000.0, 120, "si"),
     ("dense_256ch_30s", 256, 30.0, 20000.0, 120, "dense"),
     ("nuisance_64ch_60s", 64, 60.0, 20000.0, 24, "nuisance"),
+    ("common_mode_64ch_60s", 64, 60.0, 20000.0, 24, "common_mode"),
     ("bursting_64ch_60s", 64, 60.0, 20000.0, 24, "bursting"),
     ("hybrid_mcs_64ch_60s", 64, 60.0, 20000.0, 24, "hybrid"),
 ]

@@ -29,8 +29,8 @@ from bench import DATASETS, HERE, SI_PY, ensure_data, match, score
 
 from neurocyte_shared.science.detection import (
     DetectionParams,
-    estimate_noise,
     find_peaks,
+    learn_recording,
     preprocess,
 )
 from neurocyte_shared.science.detection.filters import blank
@@ -57,9 +57,10 @@ def bound(name: str, data: Path, params: DetectionParams) -> list[dict]:
     info = reader.info
     rate = info.sampling_rate_hz
     locations = np.asarray(info.channel_locations_um, dtype=np.float64)
-    noise = estimate_noise(reader.read, info.n_samples, rate, params, info.gain_uv, info.offset_uv)
+    noise, _, gains = learn_recording(reader.read, info.n_samples, rate, params.model_copy(update={"peel": False}),
+                                      info.gain_uv, info.offset_uv)
     raw = reader.read(0, info.n_samples)
-    x = preprocess(raw, rate, params, info.gain_uv, info.offset_uv)
+    x = preprocess(raw, rate, params, info.gain_uv, info.offset_uv, reference_gains=gains)
     # what detection does not read (bad electrodes, clipped samples, artefacts)
     blank(x, raw, noise, rate, artefact_mad=params.artefact_mad)
     del raw

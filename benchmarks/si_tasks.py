@@ -30,6 +30,8 @@ FAMILIES = {
     "dense": "MaxWell-like grid: 16 x 16 electrodes at 17.5 um pitch, 120 units, 5 uV noise",
     "nuisance": "as si, plus 50 Hz mains hum with harmonics to 1 kHz and common-mode noise (each with a gain "
                 "per electrode within +-15 %), DC offsets, a dead, a hot (10x noise) and a saturating channel",
+    "common_mode": "as nuisance, with 5x the common-mode noise (40 uV rms, white, each electrode's gain within "
+                   "+-15 %): the median reference leaves an electrode's share of it",
     "bursting": "units that fire in bursts (4-8 spikes, 4-8 ms apart) with the amplitude shrinking within a "
                 "burst (x0.85 per spike, down to half), and slow drift (20 um over the recording, in 10 steps)",
     "hybrid": "known templates (SNR 4-20, each on one electrode as at this pitch) injected into real Multi "
@@ -188,7 +190,8 @@ def _bursting_trains(units: int, n: int, rate: float, steps: int, rng: np.random
 def write_binary(rec, out: Path, name: str, rate: float, channels: int, locations: np.ndarray,
                  family: str = "si", seed: int = 0) -> None:
     step = int(rate)  # one second at a time: bounded memory
-    nuisance = _Nuisance(channels, rate, seed) if family == "nuisance" else None
+    nuisance = _Nuisance(channels, rate, seed, 40.0 if family == "common_mode" else 8.0) \
+        if family in ("nuisance", "common_mode") else None
     with open(out / f"{name}.bin", "wb") as f:
         n = rec.get_num_samples()
         for start in range(0, n, step):
@@ -205,14 +208,14 @@ def write_binary(rec, out: Path, name: str, rate: float, channels: int, location
 class _Nuisance:
     """What a real MEA adds to the neurons (uV, before the int16 steps of 0.1 uV clip at
     +-3.28 mV): mains hum at 50 Hz with harmonics to 1 kHz (60 uV at 50 Hz, 60/k at the k-th),
-    common-mode noise (white, 8 uV rms, and a slow wander), both with a gain per electrode
+    common-mode noise (white, 8 uV rms unless told, and a slow wander), both with a gain per electrode
     drawn within 0.85-1.15, DC offsets within +-1 mV, and three bad electrodes: a dead one
     (its offset only), a hot one (50 uV of its own noise) and one that saturates (a 2 Hz
     swing of 4 mV that clips at the rails)."""
 
-    def __init__(self, channels: int, rate: float, seed: int):
+    def __init__(self, channels: int, rate: float, seed: int, common_uv: float = 8.0):
         rng = np.random.default_rng(seed + 1)
-        self.rate, self.seed = rate, seed
+        self.rate, self.seed, self.common_uv = rate, seed, common_uv
         self.gain = rng.uniform(0.85, 1.15, channels).astype(np.float32)
         self.hum_gain = rng.uniform(0.85, 1.15, channels).astype(np.float32)
         self.offset = rng.uniform(-1000, 1000, channels).astype(np.float32)
@@ -223,7 +226,7 @@ class _Nuisance:
         rng = np.random.default_rng([self.seed, start])
         t = (start + np.arange(x.shape[0])) / self.rate
         hum = sum(60.0 / k * np.sin(2 * np.pi * 50 * k * t + self.phase[k]) for k in range(1, 21))
-        common = rng.normal(0, 8.0, x.shape[0]) + 30.0 * np.sin(2 * np.pi * 0.3 * t)
+        common = rng.normal(0, self.common_uv, x.shape[0]) + 30.0 * np.sin(2 * np.pi * 0.3 * t)
         y = x + hum[:, None] * self.hum_gain + common[:, None] * self.gain + self.offset
         y[:, self.dead] = self.offset[self.dead]
         y[:, self.hot] += rng.normal(0, 50.0, x.shape[0])

@@ -59,9 +59,12 @@ def test_every_sample_type_filters_as_the_jit_does(aot, dtype):
     for reference in (jit.REF_NONE, jit.REF_MEDIAN, jit.REF_MEAN):
         for net in (filters.median_network(24), filters.median_network(1_000)):  # network, select
             fast, slow = np.empty(raw.shape, np.float32), np.empty(raw.shape, np.float32)
-            aot.bandpass_reference(raw, 0.195, 1.5, sos, reference, net, fast)
-            jit.bandpass_reference(np.ascontiguousarray(raw), 0.195, 1.5, sos, reference, net, slow)
+            ref_fast, ref_slow = np.empty(raw.shape[0], np.float32), np.empty(raw.shape[0], np.float32)
+            gains = np.linspace(0.8, 1.2, raw.shape[1]).astype(np.float32)
+            aot.bandpass_reference(raw, 0.195, 1.5, sos, reference, net, gains, ref_fast, fast)
+            jit.bandpass_reference(np.ascontiguousarray(raw), 0.195, 1.5, sos, reference, net, gains, ref_slow, slow)
             np.testing.assert_array_equal(fast, slow)
+            np.testing.assert_array_equal(ref_fast, ref_slow)
 
 
 def test_snippets_are_gathered_as_numpy_rounds_to_float16(aot):
@@ -90,7 +93,8 @@ def test_a_wrong_output_array_is_refused_not_misread(aot):
         aot.median_abs_deviation(x, np.empty(4, np.float64))
     with pytest.raises(TypeError, match="C-contiguous"):
         aot.bandpass_reference(x, 1.0, 0.0, filters._sos(20_000.0, 300.0, 6_000.0, 5), 0,
-                               filters.median_network(4), np.empty((4, 100), np.float32).T)
+                               filters.median_network(4), np.ones(4, np.float32), np.empty(100, np.float32),
+                               np.empty((4, 100), np.float32).T)
 
 
 def _turns_until(event: threading.Event) -> tuple[int, float]:
@@ -113,6 +117,7 @@ def test_compiled_kernels_release_the_gil(aot):
 
     raw = np.random.default_rng(0).standard_normal((400_000, 64)).astype(np.float32)
     out = np.empty_like(raw)
+    gains, ref = np.ones(raw.shape[1], np.float32), np.empty(raw.shape[0], np.float32)
     sos = filters._sos(20_000.0, 300.0, 6_000.0, 5)
     started, done = threading.Event(), threading.Event()
     call_s = []
@@ -121,7 +126,7 @@ def test_compiled_kernels_release_the_gil(aot):
         started.set()
         t0 = time.perf_counter()  # timed here: a thread kept off the GIL would not see the call
         for _ in range(3):  # 0.1-0.5 s, so that two switch intervals are a small part of it
-            aot.bandpass_reference(raw, 1.0, 0.0, sos, jit.REF_MEDIAN, filters.median_network(64), out)
+            aot.bandpass_reference(raw, 1.0, 0.0, sos, jit.REF_MEDIAN, filters.median_network(64), gains, ref, out)
         call_s.append(time.perf_counter() - t0)
         done.set()
 

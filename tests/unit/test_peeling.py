@@ -63,7 +63,7 @@ def _extra(table, planted):
 
 
 def _learned(x, params):
-    return learn_recording(lambda a, b: x[a:b], x.shape[0], FS, params, channel_locations_um=LOC)
+    return learn_recording(lambda a, b: x[a:b], x.shape[0], FS, params, channel_locations_um=LOC)[:2]
 
 
 def test_a_spike_hidden_under_a_larger_neighbour_is_found_by_peeling():
@@ -345,7 +345,7 @@ def test_clipped_samples_and_bad_channels_are_not_read():
     for s in np.arange(20) * 10_000:
         raw[s : s + 20, artefacts] = np.iinfo(np.int16).max  # 1 ms at the rail: 0.2 % of the samples
     found = detect_spikes(raw, FS, DetectionParams(peel=False), gain_uv=0.05, channel_locations_um=LOC)
-    noise, _ = learn_recording(lambda a, b: raw[a:b], n, FS, DetectionParams(peel=False), 0.05)
+    noise = learn_recording(lambda a, b: raw[a:b], n, FS, DetectionParams(peel=False), 0.05).noise_uv
     assert set(np.flatnonzero(bad_channels(noise)).tolist()) == {hot, dead}
     assert not np.isin(found.channel_index, [hot, dead, swinging]).any()
     assert _found(found, beside, 21) == beside.size

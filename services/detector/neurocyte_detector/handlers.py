@@ -28,7 +28,7 @@ from pydantic import Field, Json, ValidationError
 from neurocyte_shared.errors import explain
 from neurocyte_shared.messaging.config import EnvSettings, Settings
 from neurocyte_shared.messaging.events import Event, ShardDetected, ShardReady
-from neurocyte_shared.science.detection import DetectionParams, Templates, learn_recording
+from neurocyte_shared.science.detection import DetectionParams, Learned, Templates, learn_recording
 from neurocyte_shared.science.detection.windows import detect_window
 from neurocyte_shared.storage import claims, layout, pins, s3io, spikes, store
 from neurocyte_shared.storage.documents import RecordingDocument
@@ -51,21 +51,24 @@ class Deps:
     opener_for: Callable[..., Any] | None = None  # (bucket, prefix, versions) -> opener; None: learn from the store
 
 
-def _cached_model(deps: Deps, params: DetectionParams, prefix: str) -> tuple[np.ndarray, Templates | None] | None:
+def _cached_model(deps: Deps, params: DetectionParams, prefix: str) -> Learned | None:
     key = params.cache_key()
     cached = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, layout.noise_key(prefix, key))
     if cached is None:
         return None
-    noise = np.asarray(json.loads(cached)["noise_uv"], dtype=np.float32)
+    doc = json.loads(cached)
+    noise = np.asarray(doc["noise_uv"], dtype=np.float32)
+    gains = None if doc.get("reference_gains") is None else np.asarray(doc["reference_gains"], dtype=np.float32)
     if not params.peel:
-        return noise, None
+        return Learned(noise, None, gains)
     data = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, layout.templates_key(prefix, key))
-    return None if data is None else (noise, Templates.from_bytes(data))
+    return None if data is None else Learned(noise, Templates.from_bytes(data), gains)
 
 
 def recording_model(array: Any, deps: Deps, params: DetectionParams, prefix: str, locations: np.ndarray,
-                    doc: RecordingDocument | None = None) -> tuple[np.ndarray, Templates | None]:
-    """Per-channel noise and spike templates of the whole recording, computed once and kept at
+                    doc: RecordingDocument | None = None) -> Learned:
+    """Per-channel noise, gains on the common reference and spike templates of the whole
+    recording, computed once and kept at
     noise/<params>.json and templates/<params>.npz. With `doc` (and an opener) they are learned
     from the upload, else from the store. Deterministic, so a worker that takes over a dead
     claim writes the same values; the templates are written first, so a worker that finds
@@ -91,20 +94,22 @@ def recording_model(array: Any, deps: Deps, params: DetectionParams, prefix: str
     if doc is not None and deps.opener_for is not None:
         _, reader = pins.open_pinned(deps.s3, doc, deps.opener_for)
         try:
-            noise, templates = learn_recording(reader.read, array.shape[0], fs, params, gain, offset,
-                                               channel_locations_um=locations)
+            model = learn_recording(reader.read, array.shape[0], fs, params, gain, offset,
+                                    channel_locations_um=locations)
         finally:
             reader.close()
     else:
-        noise, templates = learn_recording(lambda a, b: array[a:b], array.shape[0], fs, params, gain, offset,
-                                           channel_locations_um=locations)
+        model = learn_recording(lambda a, b: array[a:b], array.shape[0], fs, params, gain, offset,
+                                channel_locations_um=locations)
+    noise, templates, gains = model
     if templates is not None:
         deps.s3.put_object(Bucket=deps.data_bucket, Key=layout.templates_key(prefix, key), Body=templates.to_bytes())
         log.info("templates_learned", n_templates=len(templates), source="upload" if doc is not None else "store",
                  seconds=round(time.perf_counter() - started, 2))
     s3io.put_json(deps.s3, deps.data_bucket, layout.noise_key(prefix, key),
-                  {"params": params.model_dump(), "noise_uv": noise.tolist()})
-    return noise, templates
+                  {"params": params.model_dump(), "noise_uv": noise.tolist(),
+                   "reference_gains": None if gains is None else gains.tolist()})
+    return model
 
 
 def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
@@ -127,7 +132,7 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
         s3io.get_bytes(deps.s3, deps.data_bucket, layout.recording_document_key(prefix)))
     locations = np.asarray(doc.info.channel_locations_um, dtype=np.float64)
     # The first run learns from the upload (the store may still be being written); a rerun from the store.
-    noise, templates = recording_model(array, deps, params, prefix, locations,
+    noise, templates, gains = recording_model(array, deps, params, prefix, locations,
                                        doc if event.detection_params is None else None)
 
     def read(a: int, b: int) -> np.ndarray:
@@ -143,7 +148,7 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     table, unread, waveforms = detect_window(
         read, event.start_sample, event.stop_sample, array.shape[0], fs, params,
         gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"], noise_uv=noise, channel_locations_um=locations,
-        templates=templates)
+        templates=templates, reference_gains=gains)
     # Same key on redelivery: a second run overwrites with identical content.
     deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(
         table, unread.clipped, waveforms, silenced=unread.silenced, artefacts=unread.artefacts,

@@ -15,7 +15,7 @@ Names are loaded on first use (PEP 562): `DetectionParams` alone loads no numeri
 import importlib
 
 _WHERE = {
-    ".detect": ("detect_spikes", "estimate_noise", "learn_recording", "noise_chunk_starts", "warm_up"),
+    ".detect": ("Learned", "detect_spikes", "estimate_noise", "learn_recording", "noise_chunk_starts", "warm_up"),
     ".filters": ("butter_bandpass_sos", "median_network", "noise_levels", "preprocess", "saturated_samples"),
     ".params": ("DetectionParams", "peel_reach"),
     ".peaks": ("find_peaks", "neighbours"),

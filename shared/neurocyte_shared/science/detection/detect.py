@@ -32,12 +32,22 @@ over channels in the inner loop and keep float32.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..table import SpikeTable
 from ..waveforms import Waveforms
-from .filters import blank, noise_levels, preprocess
-from .params import DetectionParams
+from .filters import (
+    blank,
+    common_mode_power,
+    noise_levels,
+    preprocess,
+    reference_gains,
+    reference_sums,
+    strong_common_mode,
+)
+from .params import REFERENCE_CHUNKS, DetectionParams
 from .peaks import find_peaks
 from .peeling import peel_and_detect
 from .templates import Templates, _Room, _snippets, _templates, learn_templates
@@ -58,6 +68,7 @@ def detect_spikes(
     waveforms: Waveforms | None = None,
     silenced: np.ndarray | None = None,
     artefacts: list[int] | None = None,
+    reference_gains: np.ndarray | None = None,
 ) -> SpikeTable:
     """Detect spikes in traces (samples x channels, as recorded; raw integers with their gain
     to microvolts, or float microvolts with the default gain 1).
@@ -73,9 +84,10 @@ def detect_spikes(
     silenced: if given (int64 per channel), the samples in `valid` that `blank` silenced around
     clipped samples and stimulation artefacts are counted into it. artefacts: if given, each
     stimulation artefact that begins in `valid` is appended to it (its first sample, counted
-    from the recording's start: `first_sample` + its index here).
+    from the recording's start: `first_sample` + its index here). reference_gains: each
+    channel's share of the common reference, from the whole recording (`learn_recording`).
     """
-    x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv)
+    x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv, reference_gains=reference_gains)
     noise = noise_levels(x) if noise_uv is None else noise_uv
     blank(x, traces, noise, sampling_rate_hz, artefact_mad=params.artefact_mad, silenced=silenced, valid=valid,
           first_sample=first_sample, artefacts=artefacts)
@@ -121,44 +133,75 @@ def warm_up() -> None:
         detect_spikes(traces, 20_000.0, channel_locations_um=locations)
 
 
+class Learned(NamedTuple):
+    """What every window of a recording needs from the whole of it."""
+
+    noise_uv: np.ndarray
+    templates: Templates | None
+    reference_gains: np.ndarray | None  # each channel's share of the common reference; None: all of it
+
+
 def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: DetectionParams,
                     gain_uv: float = 1.0, offset_uv: float = 0.0, *, channel_locations_um: np.ndarray | None = None,
-                    map_=map) -> tuple[np.ndarray, Templates | None]:
+                    map_=map) -> Learned:
     """What every window of a recording needs from the whole of it, from one pass over random
     chunks: the per-channel noise (the median over chunks of each chunk's MAD/0.6745; bounded
     memory, unlike pooling every chunk) and, with params.peel, the templates (learned from
-    each chunk's isolated spikes, found with that chunk's noise). `read(start, stop)` returns
-    raw samples x channels; chunks are read with margins so filtering edges do not count.
-    `map_` may be a thread pool's map: the kernels release the GIL."""
+    each chunk's isolated spikes, found with that chunk's noise). Where the chunks show strong
+    common-mode noise (`strong_common_mode`), each channel's gain on the reference is measured
+    on REFERENCE_CHUNKS of them and the pass is made again with it: a recording without
+    costs nothing more. `read(start, stop)` returns raw samples x channels; chunks are read
+    with margins so filtering edges do not count. `map_` may be a thread pool's map: the
+    kernels release the GIL."""
     length = int(params.noise_chunk_s * sampling_rate_hz)
     margin = params.margin_samples(sampling_rate_hz)
-
     starts = noise_chunk_starts(n_samples, sampling_rate_hz, params)
-    room = _Room(len(starts))
 
-    def chunk(i: int):
+    def referenced(i: int, gains: np.ndarray | None):
+        """(raw, preprocessed, reference, the core's slice) of chunk i."""
         start = starts[i]
         lo, hi = max(0, start - margin), min(n_samples, start + length + margin)
         raw = read(lo, hi)
-        x = preprocess(raw, sampling_rate_hz, params, gain_uv, offset_uv)
-        core = x[start - lo : start - lo + length]
-        if core.shape[0] == 0:
-            return None
-        levels = noise_levels(core)
-        if not params.peel:
-            return levels, None
-        # templates are learned from what detection reads
-        blank(x, raw, levels, sampling_rate_hz, artefact_mad=params.artefact_mad, first_sample=lo)
-        found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um, room.left(i))
-        room.add(i, found.counts)
-        return levels, found
+        ref = np.empty(raw.shape[0], np.float32)
+        x = preprocess(raw, sampling_rate_hz, params, gain_uv, offset_uv, reference_gains=gains, reference_out=ref)
+        return raw, x, ref, slice(start - lo, start - lo + length), lo
 
-    results = [r for r in map_(chunk, range(len(starts))) if r is not None]
-    # The median of a sorted stack, as np.median computes it (the mean of the middle two), without
-    # np.median's import of numpy.ma (a one-shot command's time, holding the GIL).
-    levels = np.sort(np.stack([levels for levels, _ in results]), axis=0)
-    noise = ((levels[(len(levels) - 1) // 2] + levels[len(levels) // 2]) / np.float32(2)).astype(np.float32)
+    def learn(gains: np.ndarray | None):
+        room = _Room(len(starts))
+
+        def chunk(i: int):
+            raw, x, ref, core_at, lo = referenced(i, gains)
+            core = x[core_at]
+            if core.shape[0] == 0:
+                return None
+            levels, common = noise_levels(core), common_mode_power(ref[core_at])
+            if not params.peel:
+                return levels, None, common
+            # templates are learned from what detection reads
+            blank(x, raw, levels, sampling_rate_hz, artefact_mad=params.artefact_mad, first_sample=lo)
+            found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um, room.left(i))
+            room.add(i, found.counts)
+            return levels, found, common
+
+        results = [r for r in map_(chunk, range(len(starts))) if r is not None]
+        # The median of a sorted stack, as np.median computes it (the mean of the middle two), without
+        # np.median's import of numpy.ma (a one-shot command's time, holding the GIL).
+        levels = np.sort(np.stack([r[0] for r in results]), axis=0)
+        noise = ((levels[(len(levels) - 1) // 2] + levels[len(levels) // 2]) / np.float32(2)).astype(np.float32)
+        return noise, results
+
+    def sums(i: int):
+        _, x, ref, core_at, _ = referenced(i, None)
+        return reference_sums(x[core_at], ref[core_at])
+
+    gains = None
+    noise, results = learn(None)
+    if params.reference != "none" and strong_common_mode([r[2] for r in results], noise):
+        results = []  # what this pass learned is not kept: held, it would double the peak memory
+        picked = np.unique(np.linspace(0, len(starts) - 1, min(REFERENCE_CHUNKS, len(starts))).round().astype(int))
+        gains = reference_gains(list(map_(sums, picked)))
+        noise, results = learn(gains)
     if not params.peel:
-        return noise, None
-    return noise, _templates((found for _, found in results), sampling_rate_hz, params, channel_locations_um,
-                             noise.size, noise)
+        return Learned(noise, None, gains)
+    return Learned(noise, _templates((r[1] for r in results), sampling_rate_hz, params, channel_locations_um,
+                                     noise.size, noise), gains)

@@ -20,6 +20,9 @@ from .params import (
     BAD_NOISE_RATIO,
     BLANK_MS,
     MAD_TO_SIGMA,
+    REFERENCE_CLIP_MAD,
+    REFERENCE_MAX_GAIN,
+    REFERENCE_MIN_RATIO,
     DetectionParams,
 )
 
@@ -73,20 +76,65 @@ _REFERENCE = {
 
 
 def preprocess(
-    traces: np.ndarray, sampling_rate_hz: float, params: DetectionParams, gain_uv: float = 1.0, offset_uv: float = 0.0
+    traces: np.ndarray, sampling_rate_hz: float, params: DetectionParams, gain_uv: float = 1.0, offset_uv: float = 0.0,
+    *, reference_gains: np.ndarray | None = None, reference_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Raw traces (samples x channels, any numeric dtype) -> float32 microvolts, bandpassed
-    forward and backward, then common-referenced; same layout."""
+    forward and backward, then common-referenced; same layout. reference_gains: what share of
+    the reference each channel carries (`reference_gains`; None: all of it). reference_out: if
+    given (float32 per sample), receives the reference."""
     raw = np.ascontiguousarray(traces)
     if raw.ndim != 2:
         raise ValueError(f"traces must be samples x channels, got shape {raw.shape}")
     sos = _sos(float(sampling_rate_hz), params.freq_min_hz, params.freq_max_hz, params.filter_order)
     out = np.empty(raw.shape, np.float32)
+    gains = np.ones(raw.shape[1], np.float32) if reference_gains is None else np.asarray(reference_gains, np.float32)
+    ref = np.empty(raw.shape[0], np.float32) if reference_out is None else reference_out
     if raw.shape[0]:
         _kernels.kernels.bandpass_reference(
-            raw, float(gain_uv), float(offset_uv), sos, _REFERENCE[params.reference], median_network(raw.shape[1]), out
-        )
+            raw, float(gain_uv), float(offset_uv), sos, _REFERENCE[params.reference], median_network(raw.shape[1]),
+            gains, ref, out)
     return out
+
+
+def common_mode_power(reference: np.ndarray) -> float:
+    """The common reference's variance (robust: from its MAD) over a chunk."""
+    return (float(np.median(np.abs(reference))) / MAD_TO_SIGMA) ** 2 if reference.size else 0.0
+
+
+def strong_common_mode(common_powers: list[float], noise_uv: np.ndarray) -> bool:
+    """Whether the reference carries common-mode noise worth measuring each channel's gain on:
+    its variance (median over chunks) at least REFERENCE_MIN_RATIO x what the median of the
+    channels' own noise alone has (pi/2 x sigma^2 / n). Weaker, what a gain would remove is
+    small and the gains measured would be noise."""
+    n = noise_uv.size
+    if n < 2 or not common_powers:
+        return False
+    own = float(np.median(noise_uv)) ** 2
+    return float(np.median(common_powers)) >= REFERENCE_MIN_RATIO * (np.pi / 2) * own / n
+
+
+def reference_sums(x: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk's share of each channel's least-squares gain on the reference: (sum of
+    reference x filtered traces, sum of reference^2), over the samples where neither holds a
+    spike or an artefact (both within REFERENCE_CLIP_MAD of their spread). x: the chunk
+    referenced whole (gain 1), so the filtered traces are x + reference."""
+    f = x + reference[:, None]
+    spread = noise_levels(f)
+    ref_spread = np.sqrt(common_mode_power(reference))
+    quiet = (np.abs(f) < REFERENCE_CLIP_MAD * spread) & (np.abs(reference) < REFERENCE_CLIP_MAD * ref_spread)[:, None]
+    r = np.where(quiet, reference[:, None], np.float32(0)).astype(np.float64)
+    return (r * f).sum(axis=0), (r * r).sum(axis=0)
+
+
+def reference_gains(sums: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Each channel's share of the common reference (least squares over the chunks' sums,
+    `reference_sums`): amplifiers and electrodes pick up common-mode noise with gains that
+    differ by 10-15 %, and subtracting the reference whole leaves that share on each."""
+    num = np.sum([s[0] for s in sums], axis=0)
+    den = np.sum([s[1] for s in sums], axis=0)
+    gains = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+    return np.clip(gains, 0.0, REFERENCE_MAX_GAIN).astype(np.float32)
 
 
 NETWORK_MAX_CHANNELS = 64  # beyond, the network grows as n log^2 n and the bracketed select wins

@@ -11,6 +11,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 MAD_TO_SIGMA = 0.6744897501960817  # MAD of a standard normal
 BAD_NOISE_RATIO = 4.0  # a channel this many times noisier or quieter than the median one is not read
 BAD_CLIPPED_SHARE = 0.01  # a channel clipped this share of a window's samples is not read in it
+# The common reference, per channel: amplifiers and electrodes pick up common-mode noise with
+# gains that differ by 10-15 %, so the median subtracted whole leaves that share of it behind
+# (with 40 uV of common mode, recall at SNR 5-8 fell from 0.98 to 0.70). Each channel's gain on
+# the reference is measured on REFERENCE_CHUNKS of the noise chunks, over samples within
+# REFERENCE_CLIP_MAD of each's spread (no spikes, no artefacts), and used only where the
+# common mode's variance is REFERENCE_MIN_RATIO x what the median of the channels' own noise
+# gives: a weaker one leaves nothing worth removing and its gains would be noise.
+REFERENCE_CHUNKS = 4
+REFERENCE_CLIP_MAD = 3.0
+REFERENCE_MIN_RATIO = 10.0
+REFERENCE_MAX_GAIN = 2.0
 # a clipped sample silences its channel this far each way: the filter rings that long after a
 # jump to the rail
 BLANK_MS = 5.0

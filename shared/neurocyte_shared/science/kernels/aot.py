@@ -47,7 +47,8 @@ _RAW = {"i2": np.int16, "u2": np.uint16, "i4": np.int32, "f4": np.float32}
 # wrappers in `_Compiled` make sure of it, as a compiled function cannot check.
 _EXPORTS = {
     **{f"bandpass_reference_{k}": ("bandpass_reference",
-                                   f"void({k}[:, ::1], f8, f8, f4[:, ::1], i8, i8[:, ::1], f4[:, ::1])")
+                                   f"void({k}[:, ::1], f8, f8, f4[:, ::1], i8, i8[:, ::1], f4[::1], f4[::1], "
+                                   "f4[:, ::1])")
        for k in _RAW},
     "median_abs_deviation": ("median_abs_deviation", "void(f4[:, ::1], f4[::1])"),
     "find_peaks": ("find_peaks",
@@ -107,7 +108,7 @@ class _Compiled:
         self.module = module
         self._bandpass = {np.dtype(t): getattr(module, f"bandpass_reference_{k}") for k, t in _RAW.items()}
 
-    def bandpass_reference(self, raw, gain, offset, sos, reference, net, out):
+    def bandpass_reference(self, raw, gain, offset, sos, reference, net, ref_gain, ref_out, out):
         raw = np.asarray(raw)
         run = self._bandpass.get(raw.dtype)
         if run is None:
@@ -119,6 +120,8 @@ class _Compiled:
             _c(sos, np.float32),
             int(reference),
             _c(net, np.int64).reshape(-1, 2),
+            _c(ref_gain, np.float32),
+            _out(ref_out, np.float32, 1),
             _out(out, np.float32, 2),
         )
 

@@ -106,8 +106,9 @@ LANES = 64  # samples whose medians one pass of the network finds (fewer do not 
 
 
 @njit(cache=True, nogil=True)
-def _network_medians(out, t0, nb, n_c, net, lo_i, hi_i, buf, wire):
-    """Subtract from out[t0:t0 + nb] (nb <= LANES rows) each row's median, exactly, by a
+def _network_medians(out, t0, nb, n_c, net, lo_i, hi_i, buf, wire, ref_gain, ref_out):
+    """Subtract from out[t0:t0 + nb] (nb <= LANES rows) each row's median (times each
+    channel's ref_gain; the medians into ref_out[t0:t0 + nb]), exactly, by a
     median-selection network (`detection.median_network`) run on LANES samples at once: each
     compare-exchange is a min and a max over LANES contiguous values, which vectorise, with no
     data-dependent branch. buf has a row per wire (rows n_c and up hold +inf: padding to the
@@ -137,15 +138,17 @@ def _network_medians(out, t0, nb, n_c, net, lo_i, hi_i, buf, wire):
     lo, hi = wire[lo_i], wire[hi_i]
     for l in range(nb):
         m = (buf[lo, l] + buf[hi, l]) * np.float32(0.5) if lo != hi else buf[lo, l]
+        ref_out[t0 + l] = m
         for c in range(n_c):
-            out[t0 + l, c] -= m
+            out[t0 + l, c] -= ref_gain[c] * m
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def bandpass_reference(raw, gain, offset, sos, reference, net, out):
+def bandpass_reference(raw, gain, offset, sos, reference, net, ref_gain, ref_out, out):
     """raw (samples x channels, any numeric dtype) -> out (float32, same shape): microvolts,
     Butterworth second-order sections forward then backward (zero phase), then the common
-    reference across channels per sample.
+    reference across channels per sample, times each channel's ref_gain (float32 per channel:
+    ones for the plain reference); the reference itself goes to ref_out (float32 per sample).
 
     The forward pass starts from rest at the first sample's level (as scipy's sosfiltfilt
     initial conditions do), so a DC offset makes no start-up transient; the caller's margins
@@ -191,7 +194,8 @@ def bandpass_reference(raw, gain, offset, sos, reference, net, out):
             for c in range(n_c):
                 out[t, c] = row[c]
             if t % LANES == 0:  # a block [t, t + LANES) is filtered: its medians, while in cache
-                _network_medians(out, t, min(LANES, n_t - t), n_c, net, (n_c - 1) // 2, n_c // 2, buf, wire)
+                _network_medians(out, t, min(LANES, n_t - t), n_c, net, (n_c - 1) // 2, n_c // 2, buf, wire,
+                                 ref_gain, ref_out)
             continue
         ref = np.float32(0.0)
         if reference != REF_NONE and n_c > 1:
@@ -206,8 +210,9 @@ def bandpass_reference(raw, gain, offset, sos, reference, net, out):
             elif m > target:
                 half_width *= np.float32(0.9)
             pred = ref
+        ref_out[t] = ref
         for c in range(n_c):
-            out[t, c] = row[c] - ref
+            out[t, c] = row[c] - ref_gain[c] * ref
 
 
 @njit(cache=True, nogil=True, inline="always")
