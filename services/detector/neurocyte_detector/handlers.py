@@ -133,7 +133,7 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     locations = np.asarray(doc.info.channel_locations_um, dtype=np.float64)
     # The first run learns from the upload (the store may still be being written); a rerun from the store.
     noise, templates, gains = recording_model(array, deps, params, prefix, locations,
-                                       doc if event.detection_params is None else None)
+                                              doc if event.detection_params is None else None)
 
     def read(a: int, b: int) -> np.ndarray:
         samples = array[a:b]

@@ -158,7 +158,7 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
     starts = noise_chunk_starts(n_samples, sampling_rate_hz, params)
 
     def referenced(i: int, gains: np.ndarray | None):
-        """(raw, preprocessed, reference, the core's slice) of chunk i."""
+        """(raw, preprocessed, reference, the core's slice, first sample read) of chunk i."""
         start = starts[i]
         lo, hi = max(0, start - margin), min(n_samples, start + length + margin)
         raw = read(lo, hi)
