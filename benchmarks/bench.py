@@ -47,6 +47,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from hybrid import write_background
 
+from neurocyte_shared.science.arrays import ranges  # numpy only: loads no kernels
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SI_PY = ROOT / ".bench-venv" / "bin" / "python"
@@ -129,13 +131,6 @@ def _near(truth: dict) -> np.ndarray:
     return np.linalg.norm(loc[:, None, :] - loc[None, :, :], axis=-1) <= NEAR_UM
 
 
-def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every (i, j) with lo[i] <= j < hi[i], in order of i then j."""
-    n = hi - lo
-    which = np.repeat(np.arange(lo.size), n)
-    return which, np.arange(which.size) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
-
-
 def _spike_snr(truth: dict) -> np.ndarray:
     """Each ground-truth spike's SNR: its own where a family scales spikes, else its unit's."""
     return truth["spike_snr"] if "spike_snr" in truth else truth["snr"][truth["unit_index"]]
@@ -149,7 +144,7 @@ def match(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, rate: 
     tol = int(round(MATCH_MS * 1e-3 * rate))
     order = np.argsort(det_samples, kind="stable")
     ds, dc = det_samples[order], det_channels[order]
-    pair_gt, pair_det = _ranges(np.searchsorted(ds, gt_t - tol, side="left"),
+    pair_gt, pair_det = ranges(np.searchsorted(ds, gt_t - tol, side="left"),
                                 np.searchsorted(ds, gt_t + tol, side="right"))
     ok = unit_near[gt_u[pair_gt], dc[pair_det]]
     pair_gt, pair_det = pair_gt[ok], pair_det[ok]
@@ -199,7 +194,7 @@ def attributed(det_samples: np.ndarray, det_channels: np.ndarray, truth: dict, r
     by_time = np.argsort(gt_t, kind="stable")
     ts = gt_t[by_time]
     t, c = det_samples.astype(np.int64), det_channels.astype(np.int64)
-    det, at = _ranges(np.searchsorted(ts, t - (width - 1 - nb), "left"), np.searchsorted(ts, t + nb, "right"))
+    det, at = ranges(np.searchsorted(ts, t - (width - 1 - nb), "left"), np.searchsorted(ts, t + nb, "right"))
     spike = by_time[at]
     value = -f[gt_u[spike], t[det] - gt_t[spike] + nb, c[det]] * scale[spike]
     best = np.lexsort((value, det))  # per detection, its largest value last

@@ -49,6 +49,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurocyte_shared.science.arrays import ranges
 from neurocyte_shared.science.table import SpikeTable
 
 
@@ -535,10 +536,7 @@ def stimulus_response(times_s: np.ndarray, channels: np.ndarray, stimuli_s: np.n
     electrodes.sort(key=lambda e: -e.surprise)
     # peri-stimulus histogram of all spikes, -w .. +w around each stimulus
     order_t = np.sort(t)
-    lo, hi = np.searchsorted(order_t, stim - w), np.searchsorted(order_t, stim + w)
-    n = hi - lo
-    which = np.repeat(np.arange(stim.size), n)
-    at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+    which, at = ranges(np.searchsorted(order_t, stim - w), np.searchsorted(order_t, stim + w))
     n_bins = max(1, int(round(2 * w / PSTH_BIN_S)))
     bins = np.clip(((order_t[at] - stim[which] + w) / PSTH_BIN_S).astype(np.int64), 0, n_bins - 1)
     lat_all = [e.median_latency_ms for e in electrodes]

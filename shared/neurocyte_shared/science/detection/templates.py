@@ -8,6 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..arrays import ranges
 from . import _kernels
 from .params import (
     CLUSTER_ROUNDS,
@@ -388,11 +389,8 @@ def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 
 def _isolated(t: np.ndarray, c: np.ndarray, distances: np.ndarray, window: int) -> np.ndarray:
     """Which spikes (t, c) (sorted by time) have no other spike within ISOLATION_UM and
     +-window samples."""
-    lo = np.searchsorted(t, t - window, "left")
-    hi = np.searchsorted(t, t + window, "right")
-    n = hi - lo
-    first = np.repeat(np.arange(t.size), n)  # (spike, other spike) pairs close in time
-    second = np.arange(first.size) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+    # (spike, other spike) pairs close in time
+    first, second = ranges(np.searchsorted(t, t - window, "left"), np.searchsorted(t, t + window, "right"))
     crowded = (first != second) & (distances[c[first], c[second]] <= ISOLATION_UM)
     alone = np.ones(t.size, bool)
     alone[first[crowded]] = False
