@@ -315,9 +315,9 @@ def background_figures(t: np.ndarray, c: np.ndarray, bin_path: Path, json_path: 
 
 def beside_artefacts(t: np.ndarray, c: np.ndarray, truth: dict, bin_path: Path, json_path: Path) -> dict:
     """Recall of the injected spikes beside the hybrid's stimulation artefacts: farther than
-    ARTEFACT_NEAR_MS from any sample at the rails on their unit's peak electrode. A spike
-    injected into an artefact (50-1,600x the noise) cannot be told from it: a method "finds"
-    it where its detections on the artefact's ringing happen to fall near it."""
+    ARTEFACT_NEAR_MS from any sample at the rails on their unit's peak electrode. On an
+    artefact (50-1,600x the noise) a method that reports its ringing "finds" some by
+    coincidence; one that subtracts the artefact reads what is left."""
     rate, _, ct, cc = _clipped(bin_path, json_path)
     tol = int(round(ARTEFACT_NEAR_MS * 1e-3 * rate))
     on = _same_channel_near(truth["sample_index"].astype(np.int64),

@@ -33,7 +33,7 @@ from neurocyte_shared.science.detection import (
     learn_recording,
     preprocess,
 )
-from neurocyte_shared.science.detection.filters import blank
+from neurocyte_shared.science.detection.filters import Made, blank, filter_sos
 from neurocyte_shared.science.detection.windows import LocalRecording
 
 
@@ -60,9 +60,12 @@ def bound(name: str, data: Path, params: DetectionParams) -> list[dict]:
     noise, _, gains = learn_recording(reader.read, info.n_samples, rate, params.model_copy(update={"peel": False}),
                                       info.gain_uv, info.offset_uv)
     raw = reader.read(0, info.n_samples)
-    x = preprocess(raw, rate, params, info.gain_uv, info.offset_uv, reference_gains=gains)
+    ref = np.empty(raw.shape[0], np.float32)
+    x = preprocess(raw, rate, params, info.gain_uv, info.offset_uv, reference_gains=gains, reference_out=ref)
     # what detection does not read (bad electrodes, clipped samples, artefacts)
-    blank(x, raw, noise, rate, artefact_mad=params.artefact_mad)
+    blank(x, raw, noise, rate, artefact_mad=params.artefact_mad,
+          made=Made(filter_sos(rate, params), info.gain_uv, info.offset_uv, params.reference, ref, gains),
+          channel_locations_um=locations)
     del raw
     reader.close()
     found = find_peaks(x, rate, params, noise_uv=noise, channel_locations_um=locations)

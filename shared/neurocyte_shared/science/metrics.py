@@ -35,8 +35,8 @@ every threshold is a `MetricsParams` field with its default, and the summary sta
   Bonferroni; the rate elsewhere counts one spike more, so a few spikes on a silent electrode
   are not a response); for each, its window, the share of stimuli it answers beyond chance, its
   evoked spikes per stimulus and its median first-spike latency; and the peri-stimulus time
-  histogram of all electrodes. Detection does not read the artefact itself (until each trace is
-  quiet), so the first milliseconds after a stimulus are blind;
+  histogram of all electrodes. Detection does not read an artefact that clips nothing until
+  each trace is quiet, so the first milliseconds after such a stimulus are blind;
 - quality notes: electrodes without a spike (dead or unconnected), electrodes firing above
   `noisy_rate_hz` (100 Hz: no neuron sustains that; noise or artefacts), electrodes with more
   than `saturated_max_fraction` (0.1 %) of samples at the converter's limits, noise levels.

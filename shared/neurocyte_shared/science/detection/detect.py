@@ -2,10 +2,12 @@
 
 Pipeline, with SpikeInterface's defaults and names:
     raw -> microvolts (float32) -> bandpass (Butterworth, second-order sections, forward
-    and backward) -> common reference (median or mean across channels) -> what must not be
-    read is silenced (`filters.blank`: hot and dead electrodes, electrodes that live at the
-    converter's rails, and around any other clipped sample and any stimulation artefact until
-    the trace is quiet) -> threshold in
+    and backward) -> common reference (median or mean across channels) -> an artefact that
+    clips several electrodes at once is subtracted (a template per stimulus, fitted to each
+    electrode: `filters.SUBTRACT_*`) -> what must not be read is silenced
+    (`filters.blank`: hot and dead electrodes, electrodes that live at the converter's rails,
+    an artefact's core, and around any other clipped sample and any artefact left until the
+    trace is quiet) -> threshold in
     multiples of the per-channel noise (MAD / 0.6745) -> a peak must be the extreme within
     +-dead_time_ms on its channel and on every channel within radius_um (spatial
     de-duplication: one spike seen on five electrodes is one row, on its peak channel)
@@ -25,7 +27,10 @@ filter (about 1e-3 uV, whatever the margin): only a peak that close to its thres
 come out differently (1 of 77,451 spikes on 64 channels x 240 s, 1 s against 4 s windows).
 With peeling the margin also covers one template's reach beyond the window, so a spike
 subtracted there is subtracted in both windows; a chain of overlapping spikes longer than
-that (several spikes each within 4.5 ms of the next, on nearby electrodes) can differ.
+that (several spikes each within 4.5 ms of the next, on nearby electrodes) can differ, and
+so can spikes beside an artefact subtracted across a border (its fit reaches 15 ms before and
+50 ms after it, beyond the margin: 1-5 of 7,388 spikes on the hybrid bench, 1 s windows
+against 2.5 and 4 s).
 Traces are time-major (samples x channels), as recorded; the kernels (`science/kernels/`) run
 over channels in the inner loop and keep float32.
 """
@@ -39,8 +44,10 @@ import numpy as np
 from ..table import SpikeTable
 from ..waveforms import Waveforms
 from .filters import (
+    Made,
     blank,
     common_mode_power,
+    filter_sos,
     noise_levels,
     preprocess,
     reference_gains,
@@ -87,10 +94,14 @@ def detect_spikes(
     from the recording's start: `first_sample` + its index here). reference_gains: each
     channel's share of the common reference, from the whole recording (`learn_recording`).
     """
-    x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv, reference_gains=reference_gains)
+    ref = np.empty(traces.shape[0], np.float32)
+    x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv, reference_gains=reference_gains,
+                   reference_out=ref)
     noise = noise_levels(x) if noise_uv is None else noise_uv
     blank(x, traces, noise, sampling_rate_hz, artefact_mad=params.artefact_mad, silenced=silenced, valid=valid,
-          first_sample=first_sample, artefacts=artefacts)
+          first_sample=first_sample, artefacts=artefacts,
+          made=Made(filter_sos(sampling_rate_hz, params), gain_uv, offset_uv, params.reference, ref, reference_gains),
+          channel_locations_um=channel_locations_um)
     if not params.peel:
         found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
                            valid=valid)
@@ -178,7 +189,9 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
             if not params.peel:
                 return levels, None, common
             # templates are learned from what detection reads
-            blank(x, raw, levels, sampling_rate_hz, artefact_mad=params.artefact_mad, first_sample=lo)
+            blank(x, raw, levels, sampling_rate_hz, artefact_mad=params.artefact_mad, first_sample=lo,
+                  made=Made(filter_sos(sampling_rate_hz, params), gain_uv, offset_uv, params.reference, ref, gains),
+                  channel_locations_um=channel_locations_um)
             found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um, room.left(i))
             room.add(i, found.counts)
             return levels, found, common

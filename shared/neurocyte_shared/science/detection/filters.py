@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,6 +24,19 @@ from .params import (
     REFERENCE_CLIP_MAD,
     REFERENCE_MAX_GAIN,
     REFERENCE_MIN_RATIO,
+    SUBTRACT_AFTER_MS,
+    SUBTRACT_BEFORE_MS,
+    SUBTRACT_COMMON_MAD,
+    SUBTRACT_CORE_MAD,
+    SUBTRACT_CORE_SHARE,
+    SUBTRACT_EDGE_MS,
+    SUBTRACT_GROUP_MS,
+    SUBTRACT_MAX_SPAN_MS,
+    SUBTRACT_MIN_ELECTRODES,
+    SUBTRACT_PAD_MS,
+    SUBTRACT_TAPER_MS,
+    SUBTRACT_TEMPLATE_ELECTRODES,
+    SUBTRACT_VOTE_UM,
     DetectionParams,
 )
 
@@ -68,6 +82,22 @@ def _sos(sampling_rate_hz: float, freq_min_hz: float, freq_max_hz: float, order:
     return butter_bandpass_sos(order, freq_min_hz, high, sampling_rate_hz).astype(np.float32)
 
 
+def filter_sos(sampling_rate_hz: float, params: DetectionParams) -> np.ndarray:
+    """The bandpass `preprocess` filters with (float32 second-order sections)."""
+    return _sos(float(sampling_rate_hz), params.freq_min_hz, params.freq_max_hz, params.filter_order)
+
+
+class Made(NamedTuple):
+    """How `preprocess` made traces from raw ones: what subtracting an artefact from them needs."""
+
+    sos: np.ndarray  # `filter_sos`
+    gain_uv: float
+    offset_uv: float
+    reference_kind: str  # DetectionParams.reference
+    reference: np.ndarray  # per sample, what was subtracted (`preprocess`'s reference_out)
+    reference_gains: np.ndarray | None
+
+
 _REFERENCE = {
     "none": _kernels.kernels.REF_NONE,
     "median": _kernels.kernels.REF_MEDIAN,
@@ -86,7 +116,7 @@ def preprocess(
     raw = np.ascontiguousarray(traces)
     if raw.ndim != 2:
         raise ValueError(f"traces must be samples x channels, got shape {raw.shape}")
-    sos = _sos(float(sampling_rate_hz), params.freq_min_hz, params.freq_max_hz, params.filter_order)
+    sos = filter_sos(sampling_rate_hz, params)
     out = np.empty(raw.shape, np.float32)
     gains = np.ones(raw.shape[1], np.float32) if reference_gains is None else np.asarray(reference_gains, np.float32)
     ref = np.empty(raw.shape[0], np.float32) if reference_out is None else reference_out
@@ -202,7 +232,8 @@ def bad_channels(noise_uv: np.ndarray) -> np.ndarray:
 
 def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz: float, *, artefact_mad: float,
           silenced: np.ndarray | None = None, valid: tuple[int, int] | None = None, first_sample: int = 0,
-          artefacts: list[int] | None = None) -> None:
+          artefacts: list[int] | None = None, made: Made | None = None,
+          channel_locations_um: np.ndarray | None = None) -> None:
     """Silence (set to 0, in place) what detection must not read in preprocessed traces x: bad
     channels (`bad_channels`), channels clipped for more than BAD_CLIPPED_SHARE of the samples,
     stimulation artefacts (`_artefacts`: a quarter of the electrodes far beyond their noise at once), and
@@ -216,7 +247,10 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
     samples whatever the window). artefact_mad: `DetectionParams.artefact_mad` (0: no artefacts
     are looked for; clipped samples still are). artefacts: if given, the first sample (in the
     recording) of each artefact whose core begins in `valid` is appended to it: a window's
-    margins find its neighbours' artefacts, and each is reported once."""
+    margins find its neighbours' artefacts, and each is reported once. made: how x was made
+    from raw; if given, an artefact on several electrodes at once is subtracted first
+    (`_subtract_artefacts`) and only its core silenced; channel_locations_um tell which
+    electrodes one spike cannot reach at once (`_silence_common`)."""
     bad = bad_channels(noise_uv)
     if bad.any():
         x[:, bad] = 0.0
@@ -225,28 +259,33 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
     cap = int(round(ARTEFACT_MAX_MS * 1e-3 * sampling_rate_hz))
     valid = valid or (0, n)
     count = _Count(silenced, valid)
-    for t0, t1 in _artefacts(x, noise_uv, bad, sampling_rate_hz, quiet, first_sample, artefact_mad):
+    # reported as found before anything is subtracted (the stimuli either way); silenced as
+    # found after, when an artefact's ringing that set their extent is gone
+    cores = _artefacts(x, noise_uv, bad, sampling_rate_hz, quiet, first_sample, artefact_mad)
+    if artefacts is not None:
+        artefacts.extend(first_sample + t0 for t0, _ in cores if valid[0] <= t0 < valid[1])
+    t, c = _clipped(x, raw, bad)
+    if made is not None and t.size:
+        edge = int(round(SUBTRACT_EDGE_MS * 1e-3 * sampling_rate_hz))
+        subtracted, done = _subtract_artefacts(x, raw, t, c, noise_uv, bad, sampling_rate_hz, made)
+        noise = np.asarray(noise_uv, np.float32)
+        locations = None if channel_locations_um is None else np.asarray(channel_locations_um, np.float64)
+        for group, c0, c1, lo, hi in subtracted:
+            _silence_common(x, group, lo, hi, noise, edge, count, locations)
+            a, b = max(c0 - edge, 0), min(c1 + edge, n)
+            # what is left of the core: silenced on until quiet where still loud (as `_silence`)
+            loud = (np.abs(x[c0:c1, group]) >= ARTEFACT_REACH_MAD * noise[group]).any(axis=0)
+            for ch in group[loud].tolist():
+                _silence(x, slice(ch, ch + 1), c0, c1, noise_uv, quiet, cap, count, at_least=(a, b))
+            _zero(x, group[~loud], a, b, count)
+        t, c = t[~done], c[~done]
+        if subtracted and cores:
+            cores = _artefacts(x, noise_uv, bad, sampling_rate_hz, quiet, first_sample, artefact_mad)
+    for t0, t1 in cores:
         _silence(x, slice(None), t0, t1, noise_uv, quiet, cap, count)
-        if artefacts is not None and valid[0] <= t0 < valid[1]:
-            artefacts.append(first_sample + t0)
-    if not np.issubdtype(raw.dtype, np.integer) or raw.shape[0] == 0:
+    if not t.size:
         return
-    info = np.iinfo(raw.dtype)
     reach = max(1, int(round(BLANK_MS * 1e-3 * sampling_rate_hz)))
-    # Clipped samples are few (a few hundred per second on a real recording whose electrodes
-    # touch the rails now and then): found block by block, then silenced run by run.
-    t, c = np.divmod(_at_rails(raw, info.min, info.max), raw.shape[1])
-    if not t.size:
-        return
-    # an electrode that lives at the rails: its noise is measured low (flat while clipped), and
-    # every crossing is suspect
-    rails = (np.bincount(c, minlength=raw.shape[1]) > BAD_CLIPPED_SHARE * n) & ~bad
-    x[:, rails] = 0.0
-    keep = ~(rails | bad)[c]
-    order = np.lexsort((t[keep], c[keep]))
-    t, c = t[keep][order], c[keep][order]
-    if not t.size:
-        return
     lo, hi = np.maximum(t - reach, 0), np.minimum(t + reach + 1, n)
     # overlapping reaches on one electrode make one run (t ascends within an electrode)
     first = np.flatnonzero(np.r_[True, (c[1:] != c[:-1]) | (lo[1:] > hi[:-1])])
@@ -254,6 +293,183 @@ def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz
     for a, b, t0, t1, ch in zip(lo[first].tolist(), hi[last].tolist(), t[first].tolist(), t[last].tolist(),
                                 c[first].tolist()):
         _silence(x, slice(ch, ch + 1), t0, t1 + 1, noise_uv, quiet, cap, count, at_least=(a, b))
+
+
+def _clipped(x: np.ndarray, raw: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sample, channel) of each sample of raw at its integer type's limits, in channel then
+    time order, on readable channels; an electrode that lives at the rails (clipped for
+    BAD_CLIPPED_SHARE of the samples) is silenced whole instead: its noise is measured low
+    (flat while clipped), and every crossing is suspect. Clipped samples are few (a few hundred
+    per second on a real recording whose electrodes touch the rails now and then): found block
+    by block, then silenced run by run."""
+    none = np.zeros(0, np.int64)
+    if not np.issubdtype(raw.dtype, np.integer) or raw.shape[0] == 0:
+        return none, none
+    info = np.iinfo(raw.dtype)
+    t, c = np.divmod(_at_rails(raw, info.min, info.max), raw.shape[1])
+    if not t.size:
+        return none, none
+    rails = (np.bincount(c, minlength=raw.shape[1]) > BAD_CLIPPED_SHARE * raw.shape[0]) & ~bad
+    x[:, rails] = 0.0
+    keep = ~(rails | bad)[c]
+    order = np.lexsort((t[keep], c[keep]))
+    return t[keep][order], c[keep][order]
+
+
+def _subtract_artefacts(x: np.ndarray, raw: np.ndarray, t: np.ndarray, c: np.ndarray,
+                        noise_uv: np.ndarray, bad: np.ndarray, sampling_rate_hz: float,
+                        made: Made) -> tuple[list[tuple[np.ndarray, int, int, int, int]], np.ndarray]:
+    """Subtract from x (in place) each artefact that clips SUBTRACT_MIN_ELECTRODES or more
+    electrodes at once (see params.py's SUBTRACT_ constants). Not yet a stimulation artefact that
+    clips none (`_artefacts`): what is left of it is common to most electrodes, as a response
+    evoked on many at once is, and the rule that silences the one would silence the other (the
+    stimulation end-to-end test lost 3 of 5 responding electrodes). t, c: the clipped samples (`_clipped`).
+    Returns, per artefact subtracted, (its electrodes, its core's first and last + 1 row, the
+    rows changed), and which of the clipped samples are its."""
+    gap = int(round(SUBTRACT_GROUP_MS * 1e-3 * sampling_rate_hz))
+    by_time = np.argsort(t, kind="stable")
+    ts, cs = t[by_time], c[by_time]
+    done = np.zeros(t.size, bool)
+    found = []
+    # an artefact on ARTEFACT_SHARE of the electrodes moves the common reference, and through it
+    # reaches every electrode: it is subtracted from all of them
+    readable = np.flatnonzero(~bad & (np.asarray(noise_uv) > 0))
+    for run in np.split(np.arange(ts.size), np.flatnonzero(np.diff(ts) > gap) + 1):
+        if not run.size:
+            continue
+        group = np.unique(cs[run])
+        group = readable if group.size >= ARTEFACT_SHARE * readable.size else group
+        one = _subtract_one(x, raw, int(ts[run[0]]), int(ts[run[-1]]), group, sampling_rate_hz, made)
+        if one is not None:
+            found.append(one)
+            done[by_time[run]] = True
+    return found, done
+
+
+def _subtract_one(x: np.ndarray, raw: np.ndarray, first: int, last: int, group: np.ndarray, sampling_rate_hz: float,
+                  made: Made) -> tuple[np.ndarray, int, int, int, int] | None:
+    """Subtract one artefact, from its first to its last sample on the group's electrodes (see
+    `_subtract_artefacts`); None where it is not one pulse or too near the edge to fit (it is
+    silenced as before)."""
+    def ms(v: float) -> int:
+        return int(round(v * 1e-3 * sampling_rate_hz))
+
+    n = x.shape[0]
+    taper, pad = ms(SUBTRACT_TAPER_MS), ms(SUBTRACT_PAD_MS)
+    a, b = max(first - ms(SUBTRACT_BEFORE_MS), 0), min(last + ms(SUBTRACT_AFTER_MS) + 1, n)
+    head = (first - a) // 2  # the baseline, over which the template fades in
+    if group.size < SUBTRACT_MIN_ELECTRODES or last - first > ms(SUBTRACT_MAX_SPAN_MS) or head < 2 or b - last <= taper:
+        return None
+    seg = raw[a:b, group].astype(np.float64) * made.gain_uv + made.offset_uv
+    seg -= np.median(seg[:head], axis=0)
+    template = np.median(seg[:, _spread(group.size, SUBTRACT_TEMPLATE_ELECTRODES)], axis=1)
+    slope = np.abs(np.diff(template))
+    step_noise = float(np.median(np.median(np.abs(np.diff(seg[:head], axis=0)), axis=0))) / MAD_TO_SIGMA
+    jumps = np.flatnonzero(slope > max(SUBTRACT_CORE_MAD * step_noise, SUBTRACT_CORE_SHARE * float(slope.max())))
+    if not jumps.size:
+        return None
+    c0, c1 = max(int(jumps[0]) - 2, 0), min(int(jumps[-1]) + 4, b - a)
+    fade = np.ones(b - a)
+    fade[:head] = 0.5 - 0.5 * np.cos(np.pi * np.arange(head) / head)
+    fade[b - a - taper:] = 0.5 + 0.5 * np.cos(np.pi * (np.arange(taper) + 1) / taper)
+    faded = template * fade
+    basis = np.stack([faded, np.gradient(faded)], axis=1)
+    estimate = np.zeros_like(seg)
+    for lo, hi in ((0, c0), (c1, b - a)):  # before and after the core: different processes
+        if hi - lo >= 4:
+            estimate[lo:hi] = basis[lo:hi] @ np.linalg.lstsq(basis[lo:hi], seg[lo:hi], rcond=None)[0]
+    rest = seg - estimate  # in the core: a straight line between what is left either side
+    left = rest[max(c0 - 3, 0):c0].mean(axis=0) if c0 > 0 else rest[c1:c1 + 3].mean(axis=0)
+    right = rest[c1:c1 + 3].mean(axis=0) if c1 < b - a else left
+    share = ((np.arange(c1 - c0) + 0.5) / max(c1 - c0, 1))[:, None]
+    estimate[c0:c1] = seg[c0:c1] - (left + (right - left) * share)
+    lo, hi = max(a - pad, 0), min(b + pad, n)
+    padded = np.zeros((hi - lo, group.size), np.float32)
+    padded[a - lo : b - lo] = estimate
+    _take(x, group, lo, hi, _bandpass(padded, made.sos), made)
+    return group, a + c0, a + c1, lo, hi
+
+
+def _take(x: np.ndarray, group: np.ndarray, lo: int, hi: int, artefact: np.ndarray, made: Made) -> None:
+    """Take the filtered artefact (rows lo:hi, the group's columns) out of x, and out of the
+    common reference where it moved it: a mean always, a median where the group is
+    ARTEFACT_SHARE of the electrodes or more (fewer are outliers a median ignores). Samples
+    already silenced stay silent."""
+    n_ch = x.shape[1]
+    # a group of ARTEFACT_SHARE or more is every readable electrode (`_subtract_artefacts`)
+    if made.reference_kind == "none" or (made.reference_kind == "median" and group.size < ARTEFACT_SHARE * n_ch):
+        x[lo:hi, group] -= artefact
+        return
+    gains = np.ones(n_ch, np.float32) if made.reference_gains is None else made.reference_gains
+    old = made.reference[lo:hi]
+    block = x[lo:hi]
+    silent = block == 0
+    whole = block + gains * old[:, None]  # the filtered traces before the reference
+    whole[:, group] -= artefact
+    new = np.median(whole, axis=1) if made.reference_kind == "median" else whole.mean(axis=1)
+    block = whole - gains * new[:, None].astype(np.float32)
+    block[silent] = 0.0
+    x[lo:hi] = block
+    made.reference[lo:hi] = new
+
+
+def _spread(n: int, most: int) -> slice | np.ndarray:
+    """At most `most` of n columns, spread evenly: all of them, or an even sample."""
+    return slice(None) if n <= most else np.linspace(0, n - 1, most).round().astype(np.int64)
+
+
+def _bandpass(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
+    """x (float32, samples x channels, at rest at both ends) bandpassed as `preprocess` does,
+    without a reference."""
+    out = np.empty(x.shape, np.float32)
+    _kernels.kernels.bandpass_reference(x, 1.0, 0.0, sos, _REFERENCE["none"], np.zeros((0, 2), np.int64),
+                                        np.ones(x.shape[1], np.float32), np.empty(x.shape[0], np.float32), out)
+    return out
+
+
+def _silence_common(x: np.ndarray, group: np.ndarray, lo: int, hi: int, noise: np.ndarray, edge: int,
+                    count: _Count, locations: np.ndarray | None) -> None:
+    """Zero x[lo:hi] on the group's electrodes +-edge around each sample where the median of
+    |x| / noise over electrodes of the group SUBTRACT_VOTE_UM apart (at least
+    SUBTRACT_MIN_ELECTRODES of them; of SUBTRACT_TEMPLATE_ELECTRODES spread over it) exceeds
+    SUBTRACT_COMMON_MAD: what a subtraction left on most of the group is the artefact's, and one
+    spike reaches one of them at most. A group too compact to hold that many is left as it is."""
+    voters = _apart(group[_spread(group.size, SUBTRACT_TEMPLATE_ELECTRODES)], locations)
+    if voters.size < SUBTRACT_MIN_ELECTRODES:
+        return
+    level = np.abs(x[lo:hi, voters]) / np.where(noise[voters] > 0, noise[voters], np.inf)
+    # the median can exceed it only where half of them do: the few rows worth a median
+    rows = np.flatnonzero(np.count_nonzero(level > SUBTRACT_COMMON_MAD, axis=1) * 2 >= voters.size)
+    if not rows.size:
+        return
+    loud = np.zeros(hi - lo, bool)
+    loud[rows] = np.median(level[rows], axis=1) > SUBTRACT_COMMON_MAD
+    near = np.convolve(loud.astype(np.int32), np.ones(2 * edge + 1, np.int32), "same") > 0
+    block = x[lo:hi, group]
+    mask = np.broadcast_to(near[:, None], block.shape)
+    count(block, mask, lo, group)
+    block[mask] = 0.0
+    x[lo:hi, group] = block
+
+
+def _apart(channels: np.ndarray, locations: np.ndarray | None) -> np.ndarray:
+    """Those of the channels, in turn, at least SUBTRACT_VOTE_UM from every one kept (all of
+    them without locations)."""
+    if locations is None or channels.size == 0:
+        return channels
+    kept = [int(channels[0])]
+    for ch in channels[1:].tolist():
+        if np.min(np.linalg.norm(locations[kept] - locations[ch], axis=1)) >= SUBTRACT_VOTE_UM:
+            kept.append(ch)
+    return np.asarray(kept, np.int64)
+
+
+def _zero(x: np.ndarray, channels: np.ndarray, a: int, b: int, count: _Count) -> None:
+    """Zero x[a:b] on these channels, counted."""
+    if channels.size and b > a:
+        block = x[a:b, channels]
+        count(block, np.ones(block.shape, bool), a, channels)
+        x[a:b, channels] = 0.0
 
 
 def _artefacts(x: np.ndarray, noise_uv: np.ndarray, bad: np.ndarray, sampling_rate_hz: float,
@@ -264,8 +480,7 @@ def _artefacts(x: np.ndarray, noise_uv: np.ndarray, bad: np.ndarray, sampling_ra
     where ARTEFACT_SHARE of them (and at least ARTEFACT_MIN_ELECTRODES) are beyond mad x their
     noise (none if mad is 0); rows closer than `quiet` make one core, widened by the stride each way."""
     probes = np.flatnonzero(~bad & (np.asarray(noise_uv) > 0))
-    if probes.size > ARTEFACT_PROBES:  # an artefact reaches the whole array: a sample of it tells
-        probes = probes[np.linspace(0, probes.size - 1, ARTEFACT_PROBES).round().astype(np.int64)]
+    probes = probes[_spread(probes.size, ARTEFACT_PROBES)]  # an artefact reaches the whole array: a sample tells
     need = max(ARTEFACT_MIN_ELECTRODES, int(np.ceil(ARTEFACT_SHARE * probes.size)))
     if probes.size < need or x.shape[0] == 0 or mad <= 0:
         return []
