@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..arrays import median
 from . import _kernels
 from .params import (
     ARTEFACT_END_MAD,
@@ -224,10 +225,10 @@ def bad_channels(noise_uv: np.ndarray) -> np.ndarray:
     """Channels whose noise is BAD_NOISE_RATIO times the median channel's, or that fraction of
     it: a hot electrode, whose noise would beat real spikes on its neighbours, or a dead one,
     which holds only what the common reference puts there."""
-    median = float(np.median(noise_uv)) if noise_uv.size else 0.0
-    if median <= 0:
+    typical = float(np.median(noise_uv)) if noise_uv.size else 0.0
+    if typical <= 0:
         return np.zeros(noise_uv.shape, bool)
-    return (noise_uv > BAD_NOISE_RATIO * median) | (noise_uv < median / BAD_NOISE_RATIO)
+    return (noise_uv > BAD_NOISE_RATIO * typical) | (noise_uv < typical / BAD_NOISE_RATIO)
 
 
 def blank(x: np.ndarray, raw: np.ndarray, noise_uv: np.ndarray, sampling_rate_hz: float, *, artefact_mad: float,
@@ -361,10 +362,10 @@ def _subtract_one(x: np.ndarray, raw: np.ndarray, first: int, last: int, group: 
     if group.size < SUBTRACT_MIN_ELECTRODES or last - first > ms(SUBTRACT_MAX_SPAN_MS) or head < 2 or b - last <= taper:
         return None
     seg = raw[a:b, group].astype(np.float64) * made.gain_uv + made.offset_uv
-    seg -= np.median(seg[:head], axis=0)
-    template = np.median(seg[:, _spread(group.size, SUBTRACT_TEMPLATE_ELECTRODES)], axis=1)
+    seg -= median(seg[:head], axis=0)
+    template = median(seg[:, _spread(group.size, SUBTRACT_TEMPLATE_ELECTRODES)], axis=1)
     slope = np.abs(np.diff(template))
-    step_noise = float(np.median(np.median(np.abs(np.diff(seg[:head], axis=0)), axis=0))) / MAD_TO_SIGMA
+    step_noise = float(median(median(np.abs(np.diff(seg[:head], axis=0)), axis=0), axis=0)) / MAD_TO_SIGMA
     jumps = np.flatnonzero(slope > max(SUBTRACT_CORE_MAD * step_noise, SUBTRACT_CORE_SHARE * float(slope.max())))
     if not jumps.size:
         return None
@@ -377,7 +378,7 @@ def _subtract_one(x: np.ndarray, raw: np.ndarray, first: int, last: int, group: 
     estimate = np.zeros_like(seg)
     for lo, hi in ((0, c0), (c1, b - a)):  # before and after the core: different processes
         if hi - lo >= 4:
-            estimate[lo:hi] = basis[lo:hi] @ np.linalg.lstsq(basis[lo:hi], seg[lo:hi], rcond=None)[0]
+            estimate[lo:hi] = basis[lo:hi] @ _least_squares(basis[lo:hi], seg[lo:hi])
     rest = seg - estimate  # in the core: a straight line between what is left either side
     left = rest[max(c0 - 3, 0):c0].mean(axis=0) if c0 > 0 else rest[c1:c1 + 3].mean(axis=0)
     right = rest[c1:c1 + 3].mean(axis=0) if c1 < b - a else left
@@ -388,6 +389,18 @@ def _subtract_one(x: np.ndarray, raw: np.ndarray, first: int, last: int, group: 
     padded[a - lo : b - lo] = estimate
     _take(x, group, lo, hi, _bandpass(padded, made.sos), made)
     return group, a + c0, a + c1, lo, hi
+
+
+def _least_squares(basis: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """argmin_w |basis @ w - y| for a basis of two columns, by its normal equations (a 2 x 2
+    solve per artefact instead of an SVD: the same weights where the columns are independent,
+    lstsq's where they are not)."""
+    gram = basis.T @ basis
+    det = gram[0, 0] * gram[1, 1] - gram[0, 1] * gram[1, 0]
+    if not det > 1e-9 * gram[0, 0] * gram[1, 1]:
+        return np.linalg.lstsq(basis, y, rcond=None)[0]
+    inverse = np.array([[gram[1, 1], -gram[0, 1]], [-gram[1, 0], gram[0, 0]]]) / det
+    return inverse @ (basis.T @ y)
 
 
 def _take(x: np.ndarray, group: np.ndarray, lo: int, hi: int, artefact: np.ndarray, made: Made) -> None:
@@ -406,7 +419,7 @@ def _take(x: np.ndarray, group: np.ndarray, lo: int, hi: int, artefact: np.ndarr
     silent = block == 0
     whole = block + gains * old[:, None]  # the filtered traces before the reference
     whole[:, group] -= artefact
-    new = np.median(whole, axis=1) if made.reference_kind == "median" else whole.mean(axis=1)
+    new = median(whole, axis=1) if made.reference_kind == "median" else whole.mean(axis=1)
     block = whole - gains * new[:, None].astype(np.float32)
     block[silent] = 0.0
     x[lo:hi] = block
@@ -443,7 +456,7 @@ def _silence_common(x: np.ndarray, group: np.ndarray, lo: int, hi: int, noise: n
     if not rows.size:
         return
     loud = np.zeros(hi - lo, bool)
-    loud[rows] = np.median(level[rows], axis=1) > SUBTRACT_COMMON_MAD
+    loud[rows] = median(level[rows], axis=1) > SUBTRACT_COMMON_MAD
     near = np.convolve(loud.astype(np.int32), np.ones(2 * edge + 1, np.int32), "same") > 0
     block = x[lo:hi, group]
     mask = np.broadcast_to(near[:, None], block.shape)
@@ -457,11 +470,22 @@ def _apart(channels: np.ndarray, locations: np.ndarray | None) -> np.ndarray:
     them without locations)."""
     if locations is None or channels.size == 0:
         return channels
-    kept = [int(channels[0])]
-    for ch in channels[1:].tolist():
-        if np.min(np.linalg.norm(locations[kept] - locations[ch], axis=1)) >= SUBTRACT_VOTE_UM:
+    loc = np.ascontiguousarray(locations, np.float64)
+    # the same few groups come back in every window of a recording (one stimulator's electrodes)
+    return _apart_of(np.ascontiguousarray(channels, np.int64).tobytes(), loc.tobytes(), loc.shape[1])
+
+
+@lru_cache(maxsize=64)
+def _apart_of(channels: bytes, locations: bytes, dims: int) -> np.ndarray:
+    chans = np.frombuffer(channels, np.int64)
+    loc = np.frombuffer(locations, np.float64).reshape(-1, dims)
+    kept = [int(chans[0])]
+    for ch in chans[1:].tolist():
+        if np.min(np.linalg.norm(loc[kept] - loc[ch], axis=1)) >= SUBTRACT_VOTE_UM:
             kept.append(ch)
-    return np.asarray(kept, np.int64)
+    out = np.asarray(kept, np.int64)
+    out.flags.writeable = False  # shared by every caller
+    return out
 
 
 def _zero(x: np.ndarray, channels: np.ndarray, a: int, b: int, count: _Count) -> None:
