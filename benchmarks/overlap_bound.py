@@ -57,8 +57,8 @@ def bound(name: str, data: Path, params: DetectionParams) -> list[dict]:
     info = reader.info
     rate = info.sampling_rate_hz
     locations = np.asarray(info.channel_locations_um, dtype=np.float64)
-    noise, _, gains = learn_recording(reader.read, info.n_samples, rate, params.model_copy(update={"peel": False}),
-                                      info.gain_uv, info.offset_uv)
+    noise, _, gains, _ = learn_recording(reader.read, info.n_samples, rate, params.model_copy(update={"peel": False}),
+                                         info.gain_uv, info.offset_uv)
     raw = reader.read(0, info.n_samples)
     ref = np.empty(raw.shape[0], np.float32)
     x = preprocess(raw, rate, params, info.gain_uv, info.offset_uv, reference_gains=gains, reference_out=ref)

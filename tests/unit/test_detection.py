@@ -249,3 +249,75 @@ def test_each_channel_takes_its_own_share_of_strong_common_mode_noise():
     plain_hits, _ = found(None)
     hits, false = found(learned.reference_gains)  # 199 of 199 (plain: 189); 7 noise peaks at 5x
     assert hits >= 0.97 * times.size and hits > plain_hits and false <= 0.05 * hits
+
+
+# --------------------------------------------------------------------------- pooled detection
+
+PITCH_UM = 17.5  # a MaxWell-like grid
+
+
+def _grid(side: int) -> np.ndarray:
+    return np.array([[PITCH_UM * (c % side), PITCH_UM * (c // side)] for c in range(side * side)], float)
+
+
+def _plant_blob(x, loc, centre, sample, peak_mad, sigma_um=20.0):
+    """A spike on every electrode, falling off with distance from `centre` (a Gaussian of
+    sigma_um), whose filtered trough reaches peak_mad times the noise on the nearest electrode."""
+    filtered = preprocess(_plant(np.zeros((200, 1), np.float32), 0, 100, 1.0), FS, DetectionParams(reference="none"))
+    noise = noise_levels(preprocess(x, FS, DetectionParams()))
+    share = np.exp(-np.linalg.norm(loc - centre, axis=1) ** 2 / (2 * sigma_um**2))
+    amp = peak_mad * float(np.median(noise)) / -float(filtered.min()) * share / share.max()
+    for c in np.flatnonzero(share > 0.05):
+        _plant(x, c, sample, amp[c])
+    return x
+
+
+def test_a_spike_below_the_threshold_on_every_electrode_is_found_where_several_see_it():
+    loc = _grid(8)
+    x = _noise(64, 200_000, seed=1)  # 10 s
+    centre = np.array([3.5, 3.5]) * PITCH_UM  # between four electrodes
+    times = np.arange(2_000, 198_000, 2_000)
+    for t in times:
+        _plant_blob(x, loc, centre, int(t), peak_mad=3.5)  # under the 5x threshold but where noise adds to it
+
+    def found(params):
+        table = detect_spikes(x.copy(), FS, params, channel_locations_um=loc)
+        near = np.linalg.norm(loc[table.channel_index] - centre, axis=1) <= 2 * PITCH_UM
+        hit = np.abs(table.sample_index[near][:, None] - times[None, :]).min(axis=0) <= 10
+        return hit.mean(), len(table)
+
+    pooled, n_pooled = found(DetectionParams())
+    alone, n_alone = found(DetectionParams(pool_threshold_mad=0))
+    assert pooled >= 0.8 and alone <= 0.4
+    assert n_pooled <= n_alone + len(times) + 3  # nothing but the planted spikes comes with them
+
+
+def test_pooling_finds_nothing_in_noise_alone():
+    loc = _grid(8)
+    x = _noise(64, 200_000, seed=2)
+    n_pooled = len(detect_spikes(x.copy(), FS, channel_locations_um=loc))
+    n_alone = len(detect_spikes(x, FS, DetectionParams(pool_threshold_mad=0), channel_locations_um=loc))
+    assert n_pooled - n_alone <= 3  # 64 electrodes x 10 s of noise
+
+
+def test_the_far_field_of_a_large_spike_is_not_a_pooled_spike():
+    # What 150 um and 1 ms away from a spike 40x the noise looks like a small one (its far field
+    # and late phase) is not taken for one; the same small one alone is.
+    loc = _grid(16)
+    x = _noise(256, 60_000, seed=3)
+    near, far = np.array([2.5, 2.5]) * PITCH_UM, np.array([11.5, 7.5]) * PITCH_UM
+    times = np.arange(2_000, 58_000, 4_000)
+    for i, t in enumerate(times):
+        _plant_blob(x, loc, far, int(t) + 20, peak_mad=3.5)
+        if i % 2 == 0:
+            _plant_blob(x, loc, near, int(t), peak_mad=40.0, sigma_um=10.0)
+
+    def hits(params):
+        table = detect_spikes(x.copy(), FS, params, channel_locations_um=loc)
+        small = np.linalg.norm(loc[table.channel_index] - far, axis=1) <= 2 * PITCH_UM
+        return np.abs(table.sample_index[small][:, None] - (times[None, :] + 20)).min(axis=0) <= 10
+
+    pooled, alone = hits(DetectionParams()), hits(DetectionParams(pool_threshold_mad=0))
+    assert pooled[1::2].mean() >= 0.8 and alone[1::2].mean() <= 0.5
+    # beside the large spike, only what crosses the threshold on its own (noise on top of it)
+    np.testing.assert_array_equal(pooled[0::2], alone[0::2])

@@ -147,11 +147,11 @@ def test_real_mcs_stimulation_artefacts_make_no_spikes():
     r.close()
     stimuli = np.array([24_063, 49_046, 74_028, 99_010, 123_992, 148_975])  # where all 8 electrodes jump (samples)
     params = DetectionParams()
-    noise, templates, gains = learn_recording(lambda a, b: raw[a:b], raw.shape[0], rate, params, gain,
-                                              channel_locations_um=layout)  # as the CLI does
+    noise, templates, gains, pooled = learn_recording(lambda a, b: raw[a:b], raw.shape[0], rate, params, gain,
+                                                      channel_locations_um=layout)  # as the CLI does
     artefacts: list[int] = []
     found = detect_spikes(raw, rate, params, gain_uv=gain, noise_uv=noise, templates=templates, artefacts=artefacts,
-                          channel_locations_um=layout, reference_gains=gains)
+                          channel_locations_um=layout, reference_gains=gains, pool_noise=pooled)
     lag = (found.sample_index[:, None] - stimuli[None, :]) / rate * 1e3
     assert len(found) > 0 and not ((lag > -5) & (lag < 15)).any()
     assert len(artefacts) == stimuli.size and np.abs(np.array(artefacts) - stimuli).max() <= 0.001 * rate

@@ -58,17 +58,18 @@ def _cached_model(deps: Deps, params: DetectionParams, prefix: str) -> Learned |
         return None
     doc = json.loads(cached)
     noise = np.asarray(doc["noise_uv"], dtype=np.float32)
-    gains = None if doc.get("reference_gains") is None else np.asarray(doc["reference_gains"], dtype=np.float32)
+    gains, pooled = (None if doc.get(k) is None else np.asarray(doc[k], dtype=np.float32)
+                     for k in ("reference_gains", "pool_noise"))
     if not params.peel:
-        return Learned(noise, None, gains)
+        return Learned(noise, None, gains, pooled)
     data = s3io.get_bytes_if_exists(deps.s3, deps.data_bucket, layout.templates_key(prefix, key))
-    return None if data is None else Learned(noise, Templates.from_bytes(data), gains)
+    return None if data is None else Learned(noise, Templates.from_bytes(data), gains, pooled)
 
 
 def recording_model(array: Any, deps: Deps, params: DetectionParams, prefix: str, locations: np.ndarray,
                     doc: RecordingDocument | None = None) -> Learned:
-    """Per-channel noise, gains on the common reference and spike templates of the whole
-    recording, computed once and kept at
+    """Per-channel noise, gains on the common reference, the pooled traces' noise and spike
+    templates of the whole recording, computed once and kept at
     noise/<params>.json and templates/<params>.npz. With `doc` (and an opener) they are learned
     from the upload, else from the store. Deterministic, so a worker that takes over a dead
     claim writes the same values; the templates are written first, so a worker that finds
@@ -101,14 +102,15 @@ def recording_model(array: Any, deps: Deps, params: DetectionParams, prefix: str
     else:
         model = learn_recording(lambda a, b: array[a:b], array.shape[0], fs, params, gain, offset,
                                 channel_locations_um=locations)
-    noise, templates, gains = model
+    noise, templates, gains, pooled = model
     if templates is not None:
         deps.s3.put_object(Bucket=deps.data_bucket, Key=layout.templates_key(prefix, key), Body=templates.to_bytes())
         log.info("templates_learned", n_templates=len(templates), source="upload" if doc is not None else "store",
                  seconds=round(time.perf_counter() - started, 2))
     s3io.put_json(deps.s3, deps.data_bucket, layout.noise_key(prefix, key),
                   {"params": params.model_dump(), "noise_uv": noise.tolist(),
-                   "reference_gains": None if gains is None else gains.tolist()})
+                   "reference_gains": None if gains is None else gains.tolist(),
+                   "pool_noise": None if pooled is None else pooled.tolist()})
     return model
 
 
@@ -132,8 +134,8 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
         s3io.get_bytes(deps.s3, deps.data_bucket, layout.recording_document_key(prefix)))
     locations = np.asarray(doc.info.channel_locations_um, dtype=np.float64)
     # The first run learns from the upload (the store may still be being written); a rerun from the store.
-    noise, templates, gains = recording_model(array, deps, params, prefix, locations,
-                                              doc if event.detection_params is None else None)
+    noise, templates, gains, pooled = recording_model(array, deps, params, prefix, locations,
+                                                      doc if event.detection_params is None else None)
 
     def read(a: int, b: int) -> np.ndarray:
         samples = array[a:b]
@@ -148,7 +150,7 @@ def on_shard_ready(event: ShardReady, deps: Deps) -> list[Event]:
     table, unread, waveforms = detect_window(
         read, event.start_sample, event.stop_sample, array.shape[0], fs, params,
         gain_uv=attrs["gain_uv"], offset_uv=attrs["offset_uv"], noise_uv=noise, channel_locations_um=locations,
-        templates=templates, reference_gains=gains)
+        templates=templates, reference_gains=gains, pool_noise=pooled)
     # Same key on redelivery: a second run overwrites with identical content.
     deps.s3.put_object(Bucket=deps.data_bucket, Key=key, Body=spikes.to_parquet_bytes(
         table, unread.clipped, waveforms, silenced=unread.silenced, artefacts=unread.artefacts,

@@ -10,7 +10,9 @@ Pipeline, with SpikeInterface's defaults and names:
     trace is quiet) -> threshold in
     multiples of the per-channel noise (MAD / 0.6745) -> a peak must be the extreme within
     +-dead_time_ms on its channel and on every channel within radius_um (spatial
-    de-duplication: one spike seen on five electrodes is one row, on its peak channel)
+    de-duplication: one spike seen on five electrodes is one row, on its peak channel); a
+    spike under the threshold on every electrode is found where the traces summed over nearby
+    electrodes pass pool_threshold_mad times their noise (pooled detection, `peaks.find_peaks`)
     -> peeling (params.peel, on by default): every spike found is subtracted as its best
     fitting template, learned once from the whole recording's isolated spikes, and what
     remains is searched again at peel_threshold_mad, for spikes that a larger one nearby
@@ -55,7 +57,7 @@ from .filters import (
     strong_common_mode,
 )
 from .params import REFERENCE_CHUNKS, DetectionParams
-from .peaks import find_peaks
+from .peaks import find_peaks, pooled_noise
 from .peeling import peel_and_detect
 from .templates import Templates, _Room, _snippets, _templates, learn_templates
 
@@ -76,6 +78,7 @@ def detect_spikes(
     silenced: np.ndarray | None = None,
     artefacts: list[int] | None = None,
     reference_gains: np.ndarray | None = None,
+    pool_noise: np.ndarray | None = None,
 ) -> SpikeTable:
     """Detect spikes in traces (samples x channels, as recorded; raw integers with their gain
     to microvolts, or float microvolts with the default gain 1).
@@ -93,6 +96,8 @@ def detect_spikes(
     stimulation artefact that begins in `valid` is appended to it (its first sample, counted
     from the recording's start: `first_sample` + its index here). reference_gains: each
     channel's share of the common reference, from the whole recording (`learn_recording`).
+    pool_noise: the noise of the traces pooled over nearby electrodes, from the whole recording
+    (`learn_recording`); when omitted it is measured on these traces.
     """
     ref = np.empty(traces.shape[0], np.float32)
     x = preprocess(traces, sampling_rate_hz, params, gain_uv, offset_uv, reference_gains=reference_gains,
@@ -102,16 +107,19 @@ def detect_spikes(
           first_sample=first_sample, artefacts=artefacts,
           made=Made(filter_sos(sampling_rate_hz, params), gain_uv, offset_uv, params.reference, ref, reference_gains),
           channel_locations_um=channel_locations_um)
+    if pool_noise is None:
+        pool_noise = pooled_noise(x, noise, channel_locations_um, params)
     if not params.peel:
         found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
-                           valid=valid)
+                           valid=valid, pool_noise=pool_noise)
         if waveforms is not None:
             waveforms.add(x, found.sample_index, found.channel_index)
         return found
     if templates is None:
         templates = learn_templates([x], sampling_rate_hz, params, noise, channel_locations_um)
     return peel_and_detect(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
-                           templates=templates, valid=valid, first_sample=first_sample, waveforms=waveforms)
+                           templates=templates, valid=valid, first_sample=first_sample, waveforms=waveforms,
+                           pool_noise=pool_noise)
 
 
 def noise_chunk_starts(n_samples: int, sampling_rate_hz: float, params: DetectionParams) -> list[int]:
@@ -150,6 +158,7 @@ class Learned(NamedTuple):
     noise_uv: np.ndarray
     templates: Templates | None
     reference_gains: np.ndarray | None  # each channel's share of the common reference; None: all of it
+    pool_noise: np.ndarray | None = None  # the pooled traces' noise (`peaks.pooled_noise`); None: no pooling
 
 
 def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: DetectionParams,
@@ -187,34 +196,40 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
                 return None
             levels, common = noise_levels(core), common_mode_power(ref[core_at])
             if not params.peel:
-                return levels, None, common
+                return levels, None, common, pooled_noise(core, levels, channel_locations_um, params)
             # templates are learned from what detection reads
             blank(x, raw, levels, sampling_rate_hz, artefact_mad=params.artefact_mad, first_sample=lo,
                   made=Made(filter_sos(sampling_rate_hz, params), gain_uv, offset_uv, params.reference, ref, gains),
                   channel_locations_um=channel_locations_um)
             found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um, room.left(i))
             room.add(i, found.counts)
-            return levels, found, common
+            return levels, found, common, pooled_noise(core, levels, channel_locations_um, params)
 
         results = [r for r in map_(chunk, range(len(starts))) if r is not None]
-        # The median of a sorted stack, as np.median computes it (the mean of the middle two), without
-        # np.median's import of numpy.ma (a one-shot command's time, holding the GIL).
-        levels = np.sort(np.stack([r[0] for r in results]), axis=0)
-        noise = ((levels[(len(levels) - 1) // 2] + levels[len(levels) // 2]) / np.float32(2)).astype(np.float32)
-        return noise, results
+        noise = _median_of([r[0] for r in results])
+        pooled = None if results[0][3] is None else _median_of([r[3] for r in results])
+        return noise, pooled, results
 
     def sums(i: int):
         _, x, ref, core_at, _ = referenced(i, None)
         return reference_sums(x[core_at], ref[core_at])
 
     gains = None
-    noise, results = learn(None)
+    noise, pooled, results = learn(None)
     if params.reference != "none" and strong_common_mode([r[2] for r in results], noise):
         results = []  # what this pass learned is not kept: held, it would double the peak memory
         picked = np.unique(np.linspace(0, len(starts) - 1, min(REFERENCE_CHUNKS, len(starts))).round().astype(int))
         gains = reference_gains(list(map_(sums, picked)))
-        noise, results = learn(gains)
+        noise, pooled, results = learn(gains)
     if not params.peel:
-        return Learned(noise, None, gains)
+        return Learned(noise, None, gains, pooled)
     return Learned(noise, _templates((r[1] for r in results), sampling_rate_hz, params, channel_locations_um,
-                                     noise.size, noise), gains)
+                                     noise.size, noise), gains, pooled)
+
+
+def _median_of(levels: list[np.ndarray]) -> np.ndarray:
+    """The median over chunks of per-channel levels, as np.median computes it (the mean of the
+    middle two), without np.median's import of numpy.ma (a one-shot command's time, holding
+    the GIL)."""
+    stack = np.sort(np.stack(levels), axis=0)
+    return ((stack[(len(stack) - 1) // 2] + stack[len(stack) // 2]) / np.float32(2)).astype(np.float32)

@@ -45,9 +45,10 @@ def _candidates(templates: Templates, layout: _Layout) -> tuple[np.ndarray, np.n
 def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: DetectionParams, *,
                     noise_uv: np.ndarray, channel_locations_um: np.ndarray | None, templates: Templates,
                     valid: tuple[int, int] | None = None, first_sample: int = 0,
-                    waveforms: Waveforms | None = None) -> SpikeTable:
+                    waveforms: Waveforms | None = None, pool_noise: np.ndarray | None = None) -> SpikeTable:
     """Detection with peeling on preprocessed traces (modified in place: what remains);
-    first_sample and waveforms as for `detect_spikes`.
+    first_sample, waveforms and pool_noise as for `detect_spikes` (pooled detection is for the
+    first search, not for what remains).
     Spikes found beyond `valid` by up to `peel_reach` are subtracted too, so a window with
     margins gives what the whole recording gives; that holds unless a chain of overlapping
     spikes longer than the margin decides which is subtracted first."""
@@ -56,7 +57,7 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     start, stop = valid if valid is not None else (0, n_samples)
     reach = peel_reach(sampling_rate_hz)
     found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise_uv, channel_locations_um=channel_locations_um,
-                       valid=(max(0, start - reach), min(n_samples, stop + reach)))
+                       valid=(max(0, start - reach), min(n_samples, stop + reach)), pool_noise=pool_noise)
     inside = (found.sample_index >= start) & (found.sample_index < stop)
     if waveforms is not None:  # before anything is subtracted
         waveforms.add(x, found.sample_index[inside], found.channel_index[inside])

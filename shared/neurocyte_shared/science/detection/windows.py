@@ -95,7 +95,8 @@ def window_samples(window_s: float, sampling_rate_hz: float, n_channels: int, ma
 def detect_window(read: Callable[[int, int], np.ndarray], start: int, stop: int, n_samples: int,
                   sampling_rate_hz: float, params: DetectionParams, *, gain_uv: float, offset_uv: float,
                   noise_uv: np.ndarray, channel_locations_um: np.ndarray | None, templates: Templates | None,
-                  reference_gains: np.ndarray | None = None, count_saturated: bool = True,
+                  reference_gains: np.ndarray | None = None, pool_noise: np.ndarray | None = None,
+                  count_saturated: bool = True,
                   gather_waveforms: bool = True) -> tuple[SpikeTable, Unread | None, Waveforms | None]:
     """One window [start, stop) of a recording: read with margins (so its spikes equal the
     whole recording's), detected with what was learned from the whole recording, sample
@@ -112,6 +113,7 @@ def detect_window(read: Callable[[int, int], np.ndarray], start: int, stop: int,
     table = detect_spikes(raw, sampling_rate_hz, params, gain_uv=gain_uv, offset_uv=offset_uv, noise_uv=noise_uv,
                           channel_locations_um=channel_locations_um, valid=(start - lo, stop - lo),
                           templates=templates, first_sample=lo, waveforms=waveforms, reference_gains=reference_gains,
+                          pool_noise=pool_noise,
                           silenced=unread.silenced if unread else None,
                           artefacts=unread.artefacts if unread else None)
     return table.shifted(lo), unread, waveforms
@@ -144,7 +146,7 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="detect") if jobs > 1 else None
     locations = np.asarray(info.channel_locations_um, dtype=np.float64)
     neighbours(locations, info.n_channels, params.radius_um)  # fail early on bad positions
-    noise, templates, gains = learn_recording(lambda a, b: reader().read(a, b), info.n_samples, fs, params,
+    noise, templates, gains, pooled = learn_recording(lambda a, b: reader().read(a, b), info.n_samples, fs, params,
                                               info.gain_uv, info.offset_uv, channel_locations_um=locations,
                                               map_=pool.map if pool else map)
     if on_noise:
@@ -155,6 +157,7 @@ def detect_recording(recording: LocalRecording, params: DetectionParams = Detect
         return detect_window(lambda a, b: reader().read(a, b), start, stop, info.n_samples, fs, params,
                              gain_uv=info.gain_uv, offset_uv=info.offset_uv, noise_uv=noise,
                              channel_locations_um=locations, templates=templates, reference_gains=gains,
+                             pool_noise=pooled,
                              count_saturated=on_unread is not None, gather_waveforms=on_waveforms is not None)
 
     step = window_samples(window_s, fs, info.n_channels, margin)

@@ -53,6 +53,9 @@ _EXPORTS = {
     "median_abs_deviation": ("median_abs_deviation", "void(f4[:, ::1], f4[::1])"),
     "find_peaks": ("find_peaks",
                    "Tuple((i8[::1], i4[::1]))(f4[:, ::1], f4[::1], i8, i8, i8, i8, f4, i8, i8, i4[:, ::1], i4[::1])"),
+    "pooled_marks": ("pooled_marks", "Tuple((i8[::1], i4[::1]))(f4[:, ::1], f4[::1], f8, f8, f8, i4[:, ::1], "
+                                     "f4[:, ::1], i4[::1], f4[::1], i8, i8)"),
+    "pooled_rows": ("pooled_rows", "void(f4[:, ::1], f4[::1], i4[:, ::1], f4[:, ::1], i4[::1], i8, f4[:, ::1])"),
     "peel": ("peel", "void(f4[:, ::1], i8[::1], i4[::1], f4[:, :, ::1], i4[:, ::1], i4[::1], f4[::1], i8[::1], "
                      "i8[::1], i8, i8, f8, f8, i8, i8, i8, f8, f8, i8[::1], i4[::1], f4[::1], i8[::1], i4[::1], "
                      "f4[::1])"),
@@ -144,6 +147,17 @@ class _Compiled:
             _c(neighbours, np.int32),
             _c(n_neighbours, np.int32),
         )
+
+    def pooled_marks(self, x, inv_noise, z_min, threshold, pooled_threshold, index, weight, count, inv_scale,
+                     start, stop):
+        return self.module.pooled_marks(
+            _c(x, np.float32), _c(inv_noise, np.float32), float(z_min), float(threshold), float(pooled_threshold),
+            _c(index, np.int32), _c(weight, np.float32), _c(count, np.int32), _c(inv_scale, np.float32), int(start),
+            int(stop))
+
+    def pooled_rows(self, x, inv_noise, index, weight, count, step, out):
+        self.module.pooled_rows(_c(x, np.float32), _c(inv_noise, np.float32), _c(index, np.int32),
+                                _c(weight, np.float32), _c(count, np.int32), int(step), _out(out, np.float32, 2))
 
     def peel(
         self,

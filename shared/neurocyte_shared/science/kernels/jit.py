@@ -31,6 +31,8 @@ from neurocyte_shared.science.kernels.jit_peaks import (  # noqa: F401
     find_peaks,
     gather_snippets,
     peel,
+    pooled_marks,
+    pooled_rows,
     subtracted_at,
 )
 

@@ -361,3 +361,61 @@ def gather_snippets(bits, times, channels, support, n_support, before, out):
                 out[i, k, j] = _half_bits(np.int64(bits[row, support[c, j]]))
             for j in range(m, n_cols):
                 out[i, k, j] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pooled(x, t, c, inv_noise, index, weight, count):
+    """The weighted sum of x[t] over channel c's neighbours, each in units of its noise."""
+    y = 0.0
+    for k in range(count[c]):
+        m = index[c, k]
+        y += weight[c, k] * x[t, m] * inv_noise[m]
+    return y
+
+
+@njit(cache=True, nogil=True)
+def pooled_marks(x, inv_noise, z_min, threshold, pooled_threshold, index, weight, count, inv_scale, start, stop):
+    """Samples in [start, stop) that do not cross threshold on their own channel (in units of
+    its noise: x * inv_noise >= -threshold) but lie below -z_min there, and whose weighted sum
+    over the channel's neighbours (`_pooled`, times inv_scale: in units of its own noise) lies
+    below -pooled_threshold. Negative peaks only. Returns (sample, channel) arrays, by sample
+    then channel."""
+    n_t, n_c = x.shape
+    cap = 1024
+    ts = np.empty(cap, np.int64)
+    cs = np.empty(cap, np.int32)
+    n = 0
+    for t in range(start, stop):
+        hit = 0
+        for c in range(n_c):  # branch-free: most rows have no sample that low
+            hit |= x[t, c] * inv_noise[c] < -z_min
+        if hit == 0:
+            continue
+        for c in range(n_c):
+            z = x[t, c] * inv_noise[c]
+            if z >= -z_min or z < -threshold or count[c] < 2 or inv_scale[c] == 0.0:
+                continue
+            if _pooled(x, t, c, inv_noise, index, weight, count) * inv_scale[c] > -pooled_threshold:
+                continue
+            if n == cap:
+                cap *= 2
+                ts2 = np.empty(cap, np.int64)
+                cs2 = np.empty(cap, np.int32)
+                ts2[:n] = ts[:n]
+                cs2[:n] = cs[:n]
+                ts, cs = ts2, cs2
+            ts[n] = t
+            cs[n] = c
+            n += 1
+    return ts[:n].copy(), cs[:n].copy()
+
+
+@njit(cache=True, nogil=True)
+def pooled_rows(x, inv_noise, index, weight, count, step, out):
+    """out[i, c] = `_pooled` at sample i * step (0 where channel c has no neighbour): a sample
+    of the pooled traces, whose spread is their noise."""
+    n_c = x.shape[1]
+    for i in range(out.shape[0]):
+        t = i * step
+        for c in range(n_c):
+            out[i, c] = _pooled(x, t, c, inv_noise, index, weight, count) if count[c] >= 2 else 0.0
