@@ -74,21 +74,6 @@ def _row_crosses(x, t, threshold, sign, n_c):
     return hit != 0
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _push(ts, cs, n, t, c):
-    """(ts, cs, n + 1) with (t, c) stored at index n: copied into arrays twice as long first
-    when full."""
-    if n == ts.shape[0]:
-        ts2 = np.empty(2 * n, np.int64)
-        cs2 = np.empty(2 * n, np.int32)
-        ts2[:n] = ts[:n]
-        cs2[:n] = cs[:n]
-        ts, cs = ts2, cs2
-    ts[n] = t
-    cs[n] = c
-    return ts, cs, n + 1
-
-
 @njit(cache=True, nogil=True)
 def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, stop, neighbours, n_neighbours):
     """Peaks of x (samples x channels, float32) in samples [start, stop):
@@ -103,8 +88,9 @@ def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, 
       again 1-3 ms later; 0 disables).
     Returns (sample, channel) arrays sorted by sample then channel."""
     n_t, n_c = x.shape
-    ts = np.empty(1024, np.int64)
-    cs = np.empty(1024, np.int32)
+    cap = 1024
+    ts = np.empty(cap, np.int64)
+    cs = np.empty(cap, np.int32)
     n = 0
     for t in range(start, stop):
         if not _row_crosses(x, t, threshold, sign, n_c):
@@ -125,7 +111,16 @@ def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, 
             # checked last: few candidates get this far
             if echo > 0 and _after_wave(x, t, s * echo_ratio, sign, e0, neighbours[c], n_neighbours[c]):
                 continue
-            ts, cs, n = _push(ts, cs, n, t, c)
+            if n == cap:
+                cap *= 2
+                ts2 = np.empty(cap, np.int64)
+                cs2 = np.empty(cap, np.int32)
+                ts2[:n] = ts[:n]
+                cs2[:n] = cs[:n]
+                ts, cs = ts2, cs2
+            ts[n] = t
+            cs[n] = c
+            n += 1
     return ts[:n].copy(), cs[:n].copy()
 
 
@@ -386,8 +381,9 @@ def pooled_marks(x, inv_noise, z_min, threshold, pooled_threshold, index, weight
     below -pooled_threshold. Negative peaks only. Returns (sample, channel) arrays, by sample
     then channel."""
     n_t, n_c = x.shape
-    ts = np.empty(1024, np.int64)
-    cs = np.empty(1024, np.int32)
+    cap = 1024
+    ts = np.empty(cap, np.int64)
+    cs = np.empty(cap, np.int32)
     n = 0
     for t in range(start, stop):
         hit = 0
@@ -401,7 +397,16 @@ def pooled_marks(x, inv_noise, z_min, threshold, pooled_threshold, index, weight
                 continue
             if _pooled(x, t, c, inv_noise, index, weight, count) * inv_scale[c] > -pooled_threshold:
                 continue
-            ts, cs, n = _push(ts, cs, n, t, c)
+            if n == cap:
+                cap *= 2
+                ts2 = np.empty(cap, np.int64)
+                cs2 = np.empty(cap, np.int32)
+                ts2[:n] = ts[:n]
+                cs2[:n] = cs[:n]
+                ts, cs = ts2, cs2
+            ts[n] = t
+            cs[n] = c
+            n += 1
     return ts[:n].copy(), cs[:n].copy()
 
 
