@@ -113,7 +113,9 @@ def test_a_spike_under_a_neighbour_fitted_a_sample_off_is_found_by_fitting_the_n
     n = 400_000
     borders = [99_950, 100_000, 100_050, 199_975, 200_025, 299_996]
     x, hidden, planted = _recording(n, seed=5, hidden_at=np.r_[np.arange(19) * 20_100 + 2_650, borders])
-    params = DetectionParams()
+    # SMALL lies apart from BIG (0.2 ms): the looser share for spikes apart would keep it without
+    # the refit, so it is held to the strict one here
+    params = DetectionParams(peel_apart_share=0.8)
     # Clustered on whole snippets rather than on the fit's window, and from spikes isolated over
     # the whole snippet, BIG's template comes out a little off here: the case refitting is for
     # (templates learned from few or crowded spikes)
@@ -134,6 +136,26 @@ def test_a_spike_under_a_neighbour_fitted_a_sample_off_is_found_by_fitting_the_n
     once = detect_spikes(x, FS, params, noise_uv=noise, channel_locations_um=LOC, templates=templates)
     assert _found(once, hidden, SMALL) == hidden.size - 1
     assert _extra(refit, planted) <= _extra(once, planted)  # and nothing invented
+    # SMALL lies apart from BIG's spike, so the default holds it to the looser peel_apart_share,
+    # which keeps it without the refit
+    apart = detect_spikes(x, FS, DetectionParams(), noise_uv=noise, channel_locations_um=LOC, templates=templates)
+    assert _found(apart, hidden, SMALL) == hidden.size
+    assert _extra(apart, planted) <= _extra(once, planted)
+
+
+def test_a_spike_is_apart_unless_a_found_spike_lies_within_0_1_ms_and_30_um():
+    """The mismatch a found spike's fit leaves is at its own time on its own electrodes: only
+    such candidates are held to the strict peel_accept_share."""
+    from neurocyte_shared.science.detection.peeling import _near_found
+    from neurocyte_shared.science.detection.templates import _layout
+
+    distances = _layout(LOC, N_CH, 200.0).distances  # 6 x 6 electrodes 30 um apart
+    within = 2  # 0.1 ms at 20 kHz
+    found_t, found_c = np.array([1_000, 5_000]), np.array([14, 0])
+    t = np.array([1_000, 1_002, 1_003, 1_000, 1_000, 4_999])
+    c = np.array([15, 20, 15, 21, 14, 1])  # next electrode; the one below; too late; 42 um away; itself; next
+    assert _near_found(t, c, found_t, found_c, distances, within).tolist() == [True, True, False, False, True, True]
+    assert not _near_found(t, c, found_t[:0], found_c[:0], distances, within).any()
 
 
 def test_templates_are_learned_the_same_way_every_time_and_survive_storage():

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import ranges
 from ..table import SpikeTable
 from ..waveforms import Waveforms
 from . import _kernels
 from .params import (
     CANDIDATE_UM,
+    PEEL_APART_MS,
     PEEL_BLOCK_MS,
     PEEL_FIT_CHANNELS,
     PEEL_FIT_MS,
@@ -66,7 +68,8 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     block = max(1, int(round(PEEL_BLOCK_MS * 1e-3 * sampling_rate_hz)))
     order = np.lexsort((found.channel_index, found.sample_index, -np.abs(found.amplitude_uv),
                         (found.sample_index + first_sample) // block))
-    first, cand = _candidates(templates, _layout(channel_locations_um, n_channels, params.peel_radius_um))
+    layout = _layout(channel_locations_um, n_channels, params.peel_radius_um)
+    first, cand = _candidates(templates, layout)
     fit = _Fit(templates, first, cand, sampling_rate_hz, noise_uv)
     placed = fit.subtract(x, found.sample_index[order], found.channel_index[order], params.peel_min_share)
     hidden = find_peaks(x, sampling_rate_hz, params.model_copy(update={"threshold_mad": params.peel_threshold_mad}),
@@ -88,6 +91,15 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     explained = np.zeros(t.size, bool)
     explained[largest] = fit.subtract(x, t[largest], c[largest], params.peel_accept_share,
                                       prior=prior, prior_min_share=params.peel_min_share)[1] >= 0
+    # The mismatch a found spike's fit leaves lies on its own electrodes at its own time; a spike
+    # apart from every spike found cannot be that, and is held to the looser peel_apart_share.
+    # After the strict test, so that the spikes passing it are fitted first.
+    if params.peel_apart_share < params.peel_accept_share:
+        apart = ~explained & ~_near_found(t, c, found.sample_index, found.channel_index, layout.distances,
+                                          int(round(PEEL_APART_MS * 1e-3 * sampling_rate_hz)))
+        second = np.flatnonzero(apart)[np.argsort(-np.abs(a[apart]), kind="stable")]
+        explained[second] = fit.subtract(x, t[second], c[second], params.peel_apart_share,
+                                         prior=prior, prior_min_share=params.peel_min_share)[1] >= 0
     return SpikeTable.concat([
         SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside]),
         SpikeTable(t[explained], c[explained], a[explained], np.ones(int(explained.sum()), bool))])
@@ -116,6 +128,17 @@ class _Fit:
                               self.cand, tm.before, PEEL_SHIFT, PEEL_SCALE[0], PEEL_SCALE[1], *self.fit,
                               PEEL_FIT_CHANNELS, min_share, prior_min_share, *prior, *placed)
         return placed
+
+
+def _near_found(t: np.ndarray, c: np.ndarray, t_found: np.ndarray, c_found: np.ndarray, distances_um: np.ndarray,
+                within: int) -> np.ndarray:
+    """For each (t, c): a found spike within +-within samples and CANDIDATE_UM of channel c."""
+    order = np.argsort(t_found, kind="stable")
+    ts, cs = t_found[order], c_found[order]
+    which, j = ranges(np.searchsorted(ts, t - within, "left"), np.searchsorted(ts, t + within, "right"))
+    out = np.zeros(t.size, bool)
+    out[which[distances_um[c[which], cs[j]] <= CANDIDATE_UM]] = True
+    return out
 
 
 def _near_on_channel(t: np.ndarray, c: np.ndarray, t_found: np.ndarray, c_found: np.ndarray, dead: int) -> np.ndarray:
