@@ -81,7 +81,8 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     removed = _kernels.kernels.subtracted_at(t, c, *prior, templates.waveforms, templates.support,
                                              templates.n_support)
     keep = np.abs(hidden.amplitude_uv) >= PEEL_RATIO * np.abs(removed)
-    keep &= ~_near_on_channel(t, c, found.sample_index, found.channel_index, params.dead_time_samples(sampling_rate_hz))
+    keep &= ~_near_found(t, c, found.sample_index, found.channel_index, None,
+                         params.dead_time_samples(sampling_rate_hz))
     # A spike found in what remains is kept only where a template explains it, as for the
     # spikes subtracted above (largest first, and subtracted in turn: x is what remains).
     t, c, a = t[keep], c[keep], hidden.amplitude_uv[keep]
@@ -130,26 +131,14 @@ class _Fit:
         return placed
 
 
-def _near_found(t: np.ndarray, c: np.ndarray, t_found: np.ndarray, c_found: np.ndarray, distances_um: np.ndarray,
-                within: int) -> np.ndarray:
-    """For each (t, c): a found spike within +-within samples and CANDIDATE_UM of channel c."""
+def _near_found(t: np.ndarray, c: np.ndarray, t_found: np.ndarray, c_found: np.ndarray,
+                distances_um: np.ndarray | None, within: int) -> np.ndarray:
+    """For each (t, c): a found spike within +-within samples, on channel c (distances_um None)
+    or within CANDIDATE_UM of it."""
     order = np.argsort(t_found, kind="stable")
     ts, cs = t_found[order], c_found[order]
     which, j = ranges(np.searchsorted(ts, t - within, "left"), np.searchsorted(ts, t + within, "right"))
+    hit = c[which] == cs[j] if distances_um is None else distances_um[c[which], cs[j]] <= CANDIDATE_UM
     out = np.zeros(t.size, bool)
-    out[which[distances_um[c[which], cs[j]] <= CANDIDATE_UM]] = True
+    out[which[hit]] = True
     return out
-
-
-def _near_on_channel(t: np.ndarray, c: np.ndarray, t_found: np.ndarray, c_found: np.ndarray, dead: int) -> np.ndarray:
-    """For each (t, c): a found spike on channel c within +-dead samples (the found spikes of a
-    channel are more than `dead` apart, so the two nearest in time decide)."""
-    span = np.int64(max(int(t.max(initial=0)), int(t_found.max(initial=0))) + dead + 2)
-    keys = np.sort(c_found.astype(np.int64) * span + t_found)
-    k = c.astype(np.int64) * span + t
-    i = np.searchsorted(keys, k)
-    near = np.zeros(k.size, bool)
-    for j in (i - 1, i):
-        ok = (j >= 0) & (j < keys.size)
-        near[ok] |= np.abs(keys[j[ok]] - k[ok]) <= dead
-    return near

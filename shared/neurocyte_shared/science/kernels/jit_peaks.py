@@ -111,6 +111,8 @@ def find_peaks(x, threshold, sign, half, spatial_half, echo, echo_ratio, start, 
             # checked last: few candidates get this far
             if echo > 0 and _after_wave(x, t, s * echo_ratio, sign, e0, neighbours[c], n_neighbours[c]):
                 continue
+            # grown in place, written out in both kernels: a shared helper returning the arrays
+            # made find_peaks 1.7-3.9x slower under numba (384 ch: 14.8 s against 7.6 s)
             if n == cap:
                 cap *= 2
                 ts2 = np.empty(cap, np.int64)
@@ -397,6 +399,8 @@ def pooled_marks(x, inv_noise, z_min, threshold, pooled_threshold, index, weight
                 continue
             if _pooled(x, t, c, inv_noise, index, weight, count) * inv_scale[c] > -pooled_threshold:
                 continue
+            # grown in place, written out in both kernels: a shared helper returning the arrays
+            # made find_peaks 1.7-3.9x slower under numba (384 ch: 14.8 s against 7.6 s)
             if n == cap:
                 cap *= 2
                 ts2 = np.empty(cap, np.int64)
