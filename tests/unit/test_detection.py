@@ -254,6 +254,7 @@ def test_each_channel_takes_its_own_share_of_strong_common_mode_noise():
 # --------------------------------------------------------------------------- pooled detection
 
 PITCH_UM = 17.5  # a MaxWell-like grid
+NO_POOL = DetectionParams(pool_threshold_mad=0, peel_pool_threshold_mad=0)  # pooled detection off, in both searches
 
 
 def _grid(side: int) -> np.ndarray:
@@ -287,16 +288,76 @@ def test_a_spike_below_the_threshold_on_every_electrode_is_found_where_several_s
         return hit.mean(), len(table)
 
     pooled, n_pooled = found(DetectionParams())
-    alone, n_alone = found(DetectionParams(pool_threshold_mad=0))
+    alone, n_alone = found(NO_POOL)
     assert pooled >= 0.8 and alone <= 0.4
     assert n_pooled <= n_alone + len(times) + 3  # nothing but the planted spikes comes with them
+
+
+def test_what_remains_after_peeling_is_searched_with_pooling_too():
+    # A unit whose spikes mostly stay under the threshold on every electrode, and pooled short
+    # of pool_threshold_mad: its larger spikes teach peeling its template, and what remains is
+    # searched with pooling at peel_pool_threshold_mad, where the template must explain a spike.
+    loc = _grid(8)
+    x = _noise(64, 200_000, seed=1)  # 10 s
+    centre = np.array([3.5, 3.5]) * PITCH_UM
+    spike = (_plant_blob(x.copy(), loc, centre, 100, peak_mad=1.0) - x)[:200]  # once, at 1x the noise
+    times = np.arange(2_000, 198_000, 1_000)
+    large = np.arange(times.size) % 3 == 0
+    for t, is_large in zip(times, large):
+        x[t - 100 : t + 100] += spike * (5.5 if is_large else 3.0)
+
+    def found(params):
+        table = detect_spikes(x.copy(), FS, params, channel_locations_um=loc)
+        near = np.linalg.norm(loc[table.channel_index] - centre, axis=1) <= 2 * PITCH_UM
+        hit = np.abs(table.sample_index[near][:, None] - times[None, :]).min(axis=0) <= 10
+        return hit, len(table)
+
+    (both, n_both), (first, n_first) = found(DetectionParams()), found(DetectionParams(peel_pool_threshold_mad=0))
+    assert both[large].all() and first[large].all()
+    assert both[~large].mean() >= first[~large].mean() + 0.15
+    assert n_both - n_first <= int(both.sum() - first.sum()) + 2  # what it adds is the planted spikes
+
+
+def test_a_pooled_spike_is_weighed_against_the_spikes_found_before_it_was_searched_for():
+    # Peeling searches what remains with the spikes found first taken out, but not their far
+    # field beyond the template's electrodes: a pooled spike there is dropped where one of those
+    # (`earlier`) within 2 ms and 300 um is earlier_ratio times as large as it, or more.
+    from neurocyte_shared.science.detection.peaks import find_peaks, pooled_noise
+
+    loc = _grid(8)
+    x = _noise(64, 40_000, seed=4)
+    centre = np.array([3.5, 3.5]) * PITCH_UM
+    times = np.arange(2_000, 38_000, 2_000)
+    for t in times:
+        _plant_blob(x, loc, centre, int(t), peak_mad=3.5)
+    params = DetectionParams()
+    y = preprocess(x, FS, params)
+    noise = noise_levels(y)
+    pool = pooled_noise(y, noise, loc, params)
+
+    def hits(earlier_mad, pooled=True):
+        earlier = None
+        if earlier_mad:  # a spike 1 ms before each, 120 um away (nothing of it in these traces)
+            far = int(np.argmin(np.linalg.norm(loc - (centre + [120.0, 0.0]), axis=1)))
+            earlier = SpikeTable(times - 20, np.full(times.size, far, np.int32),
+                                 np.full(times.size, -earlier_mad * noise[far], np.float32))
+        table = find_peaks(y.copy(), FS, params.model_copy(update={"pool_threshold_mad": 5.0}), noise_uv=noise,
+                           channel_locations_um=loc, pool_noise=pool if pooled else None, earlier=earlier,
+                           earlier_ratio=0.07)
+        near = np.linalg.norm(loc[table.channel_index] - centre, axis=1) <= 2 * PITCH_UM
+        return (np.abs(table.sample_index[near][:, None] - times[None, :]).min(axis=0) <= 10).mean()
+
+    alone, crossing = hits(0), hits(0, pooled=False)
+    assert alone >= 0.8 and crossing <= 0.4
+    assert hits(30.0) == alone  # 30 x 0.07 = 2.1: smaller than the pooled spikes (3-5x on their own electrode)
+    assert hits(100.0) == crossing  # 7x: their far field; what crosses the threshold on its own stays
 
 
 def test_pooling_finds_nothing_in_noise_alone():
     loc = _grid(8)
     x = _noise(64, 200_000, seed=2)
     n_pooled = len(detect_spikes(x.copy(), FS, channel_locations_um=loc))
-    n_alone = len(detect_spikes(x, FS, DetectionParams(pool_threshold_mad=0), channel_locations_um=loc))
+    n_alone = len(detect_spikes(x, FS, NO_POOL, channel_locations_um=loc))
     assert n_pooled - n_alone <= 3  # 64 electrodes x 10 s of noise
 
 
@@ -317,7 +378,7 @@ def test_the_far_field_of_a_large_spike_is_not_a_pooled_spike():
         small = np.linalg.norm(loc[table.channel_index] - far, axis=1) <= 2 * PITCH_UM
         return np.abs(table.sample_index[small][:, None] - (times[None, :] + 20)).min(axis=0) <= 10
 
-    pooled, alone = hits(DetectionParams()), hits(DetectionParams(pool_threshold_mad=0))
+    pooled, alone = hits(DetectionParams()), hits(NO_POOL)
     assert pooled[1::2].mean() >= 0.8 and alone[1::2].mean() <= 0.5
     # beside the large spike, only what crosses the threshold on its own (noise on top of it)
     np.testing.assert_array_equal(pooled[0::2], alone[0::2])

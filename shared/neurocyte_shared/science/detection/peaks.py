@@ -111,7 +111,8 @@ def pooled_noise(preprocessed: np.ndarray, noise_uv: np.ndarray, channel_locatio
     pooled detection is off or the layout has no neighbours. It is not 1: nearby electrodes
     share noise (1.03-1.33 on the bench's families)."""
     x = np.ascontiguousarray(preprocessed, dtype=np.float32)
-    pool = pooling(channel_locations_um, x.shape[1]) if params.pool_threshold_mad > 0 else None
+    wanted = params.pool_threshold_mad > 0 or (params.peel and params.peel_pool_threshold_mad > 0)
+    pool = pooling(channel_locations_um, x.shape[1]) if wanted else None
     if pool is None or x.shape[0] == 0:
         return None
     rows = np.empty(((x.shape[0] + POOL_SCALE_STEP - 1) // POOL_SCALE_STEP, x.shape[1]), np.float32)
@@ -121,10 +122,13 @@ def pooled_noise(preprocessed: np.ndarray, noise_uv: np.ndarray, channel_locatio
 
 def find_peaks(preprocessed: np.ndarray, sampling_rate_hz: float, params: DetectionParams, *,
                noise_uv: np.ndarray, channel_locations_um: np.ndarray | None = None,
-               valid: tuple[int, int] | None = None, pool_noise: np.ndarray | None = None) -> SpikeTable:
+               valid: tuple[int, int] | None = None, pool_noise: np.ndarray | None = None,
+               earlier: SpikeTable | None = None, earlier_ratio: float = POOL_ECHO_RATIO) -> SpikeTable:
     """The detection step alone, on traces already through `preprocess` (e.g. what remains
     after subtracting known spikes). pool_noise (`pooled_noise`): with it, spikes below the
-    threshold on every electrode are found where the pooled traces show them (params.pool_threshold_mad)."""
+    threshold on every electrode are found where the pooled traces show them (params.pool_threshold_mad).
+    earlier: spikes found before and taken out of these traces (peeling); a pooled spike is
+    also weighed against them, as `earlier_ratio` times their size."""
     x = np.ascontiguousarray(preprocessed, dtype=np.float32)
     n_samples, n_channels = x.shape
     start, stop = valid if valid is not None else (0, n_samples)
@@ -155,23 +159,33 @@ def find_peaks(preprocessed: np.ndarray, sampling_rate_hz: float, params: Detect
         t, ch = _find(x, sampling_rate_hz, params, noise, channel_locations_um, lo, hi)
     finally:
         x[mt, mc] = held
-    pooled = np.isin(t * n_channels + ch, mt * n_channels + mc)
-    keep = ~pooled | ~_explained(t, ch, x[t, ch] * inv[ch], pooled, pool.distances_um, look)
-    keep &= (t >= start) & (t < stop)
+    pooled = np.flatnonzero(np.isin(t * n_channels + ch, mt * n_channels + mc))
+    z = np.abs(x[t, ch] * inv[ch])
+    found = np.ones(t.size, bool)
+    found[pooled] = False
+    # t is sorted, so the spikes found (not pooled) are too
+    echo = _echoes(t[pooled], ch[pooled], z[pooled], t[found], ch[found], z[found] * POOL_ECHO_RATIO,
+                   pool.distances_um, look)
+    if earlier is not None and len(earlier):
+        by_time = np.argsort(earlier.sample_index, kind="stable")
+        te, ce = earlier.sample_index[by_time], earlier.channel_index[by_time]
+        echo |= _echoes(t[pooled], ch[pooled], z[pooled], te, ce, np.abs(earlier.amplitude_uv[by_time] * inv[ce])
+                        * earlier_ratio, pool.distances_um, look)
+    keep = (t >= start) & (t < stop)
+    keep[pooled[echo]] = False
     t, ch = t[keep], ch[keep]
     return SpikeTable(t, ch, x[t, ch])
 
 
-def _explained(t: np.ndarray, ch: np.ndarray, z: np.ndarray, pooled: np.ndarray, distances_um: np.ndarray,
-               look: int) -> np.ndarray:
-    """For each peak: pooled, and a spike found (not pooled) within +-look samples and
-    POOL_ECHO_UM is POOL_ECHO_RATIO times as large as it, or more."""
+def _echoes(t: np.ndarray, ch: np.ndarray, z: np.ndarray, t_src: np.ndarray, ch_src: np.ndarray,
+            z_src: np.ndarray, distances_um: np.ndarray, look: int) -> np.ndarray:
+    """For each spike (t, ch, z; z its size in units of its electrode's noise): a spike of
+    (t_src sorted, ch_src, z_src) lies within +-look samples and POOL_ECHO_UM, and is at least
+    as large (z_src, scaled by the caller's ratio, >= z)."""
     out = np.zeros(t.size, bool)
-    found = np.flatnonzero(~pooled)  # t is sorted
-    ft, fc, fz = t[found], ch[found], -z[found] * POOL_ECHO_RATIO
-    for i in np.flatnonzero(pooled):
-        a, b = np.searchsorted(ft, t[i] - look, "left"), np.searchsorted(ft, t[i] + look, "right")
-        out[i] = bool(((distances_um[ch[i], fc[a:b]] <= POOL_ECHO_UM) & (fz[a:b] >= -z[i])).any())
+    for i in range(t.size):
+        a, b = np.searchsorted(t_src, t[i] - look, "left"), np.searchsorted(t_src, t[i] + look, "right")
+        out[i] = bool(((distances_um[ch[i], ch_src[a:b]] <= POOL_ECHO_UM) & (z_src[a:b] >= z[i])).any())
     return out
 
 

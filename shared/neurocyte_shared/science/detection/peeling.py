@@ -13,6 +13,7 @@ from .params import (
     CANDIDATE_UM,
     PEEL_APART_MS,
     PEEL_BLOCK_MS,
+    PEEL_ECHO_RATIO,
     PEEL_FIT_CHANNELS,
     PEEL_FIT_MS,
     PEEL_RATIO,
@@ -49,8 +50,7 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
                     valid: tuple[int, int] | None = None, first_sample: int = 0,
                     waveforms: Waveforms | None = None, pool_noise: np.ndarray | None = None) -> SpikeTable:
     """Detection with peeling on preprocessed traces (modified in place: what remains);
-    first_sample, waveforms and pool_noise as for `detect_spikes` (pooled detection is for the
-    first search, not for what remains).
+    first_sample, waveforms and pool_noise as for `detect_spikes`.
     Spikes found beyond `valid` by up to `peel_reach` are subtracted too, so a window with
     margins gives what the whole recording gives; that holds unless a chain of overlapping
     spikes longer than the margin decides which is subtracted first."""
@@ -72,8 +72,16 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     first, cand = _candidates(templates, layout)
     fit = _Fit(templates, first, cand, sampling_rate_hz, noise_uv)
     placed = fit.subtract(x, found.sample_index[order], found.channel_index[order], params.peel_min_share)
-    hidden = find_peaks(x, sampling_rate_hz, params.model_copy(update={"threshold_mad": params.peel_threshold_mad}),
-                        noise_uv=noise_uv, channel_locations_um=channel_locations_um, valid=(start, stop))
+    # What remains is searched as the traces were, pooled detection included (at its own
+    # threshold): a spike under the threshold on every electrode, found in the first search
+    # only where pooling shows it, may lie beside a larger one that made it an echo there.
+    # Subtraction takes a spike's near field away, not its far field beyond the template's
+    # electrodes, so a pooled spike in what remains is weighed against the spikes found first
+    # too, as PEEL_ECHO_RATIO times their size.
+    again = params.model_copy(update={"threshold_mad": params.peel_threshold_mad,
+                                      "pool_threshold_mad": params.peel_pool_threshold_mad})
+    hidden = find_peaks(x, sampling_rate_hz, again, noise_uv=noise_uv, channel_locations_um=channel_locations_um,
+                        valid=(start, stop), pool_noise=pool_noise, earlier=found, earlier_ratio=PEEL_ECHO_RATIO)
     t, c = hidden.sample_index, hidden.channel_index
     used = placed[1] >= 0
     by_start = np.argsort(placed[0][used], kind="stable")
