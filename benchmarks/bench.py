@@ -63,6 +63,7 @@ DATASETS = [  # name, channels, seconds, rate, units, family
     ("64ch_60s_20kHz", 64, 60.0, 20000.0, 24, "si"),
     ("384ch_30s_30kHz", 384, 30.0, 30000.0, 120, "si"),
     ("dense_256ch_30s", 256, 30.0, 20000.0, 120, "dense"),
+    ("grid30_64ch_60s", 64, 60.0, 20000.0, 25, "grid30"),
     ("nuisance_64ch_60s", 64, 60.0, 20000.0, 24, "nuisance"),
     ("common_mode_64ch_60s", 64, 60.0, 20000.0, 24, "common_mode"),
     ("bursting_64ch_60s", 64, 60.0, 20000.0, 24, "bursting"),

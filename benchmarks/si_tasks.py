@@ -28,6 +28,7 @@ GAIN_UV = 0.1  # int16 step; templates and noise are far inside +-3.2 mV
 FAMILIES = {
     "si": "spikeinterface.generate_ground_truth_recording, its defaults (2 columns, 20 um pitch, 5 uV noise)",
     "dense": "MaxWell-like grid: 16 x 16 electrodes at 17.5 um pitch, 120 units, 5 uV noise",
+    "grid30": "a square grid of 8 x 8 electrodes at 30 um pitch, 25 units, 5 uV noise (another array's spacing)",
     "nuisance": "as si, plus 50 Hz mains hum with harmonics to 1 kHz and common-mode noise (each with a gain "
                 "per electrode within +-15 %), DC offsets, a dead, a hot (10x noise) and a saturating channel",
     "common_mode": "as nuisance, with 5x the common-mode noise (40 uV rms, white, each electrode's gain within "
@@ -92,9 +93,9 @@ def _family(family: str, out: Path, name: str, channels: int, seconds: float, ra
     n = int(seconds * rate)
     ms_before, ms_after = 1.0, 3.0
     nbefore = int(ms_before * rate / 1000)
-    if family == "dense":
+    if family in ("dense", "grid30"):
         side = int(round(np.sqrt(channels)))
-        locations = _grid(side, channels // side, 17.5)
+        locations = _grid(side, channels // side, 17.5 if family == "dense" else 30.0)
     elif family == "hybrid":
         locations = _grid(8, channels // 8, 200.0)
     else:  # as the si family's probe

@@ -353,6 +353,32 @@ def test_a_pooled_spike_is_weighed_against_the_spikes_found_before_it_was_search
     assert hits(100.0) == crossing  # 7x: their far field; what crosses the threshold on its own stays
 
 
+def test_a_spike_10x_smaller_than_one_180_um_away_a_millisecond_before_is_its_far_field():
+    # Beyond radius_um neither de-duplication nor the after-wave rule sees the large spike: what
+    # crosses the threshold there within 2 ms, 10x smaller or more (FAR_ECHO_RATIO), is its far
+    # field; a crossing larger than that, or one with no large spike near it, is a spike.
+    loc = _grid(16)
+    x = _noise(256, 80_000, seed=5)
+    big, small = np.array([2.5, 2.5]) * PITCH_UM, np.array([11.5, 7.5]) * PITCH_UM  # 180 um apart
+
+    def shape(centre):  # once: planting measures the noise each time
+        return (_plant_blob(x.copy(), loc, centre, 100, peak_mad=1.0, sigma_um=8.0) - x)[:200]
+
+    big_spike, small_spike = shape(big), shape(small)
+    times = np.arange(2_000, 78_000, 2_000)
+    kind = np.arange(times.size) % 4  # 0, 1: beside a large spike; 0, 2: 6.5x the noise, 1, 3: 16x
+    for t, k in zip(times, kind):
+        x[t - 80 : t + 120] += small_spike * (6.5 if k % 2 == 0 else 16.0)  # peaks 20 samples after t
+        if k < 2:
+            x[t - 100 : t + 100] += big_spike * 120.0  # its far field, 1 / 10 of it: 12x
+
+    table = detect_spikes(x, FS, DetectionParams(peel=False), channel_locations_um=loc)
+    near = np.linalg.norm(loc[table.channel_index] - small, axis=1) <= 2 * PITCH_UM
+    hit = np.abs(table.sample_index[near][:, None] - (times[None, :] + 20)).min(axis=0) <= 10
+    assert not hit[kind == 0].any()  # the large one's far field
+    assert hit[kind > 0].all()
+
+
 def test_pooling_finds_nothing_in_noise_alone():
     loc = _grid(8)
     x = _noise(64, 200_000, seed=2)

@@ -94,6 +94,13 @@ POOL_SCALE_STEP = 31  # every 31st sample of the learning chunks measures the po
 POOL_ECHO_MS = 2.0
 POOL_ECHO_UM = 300.0
 POOL_ECHO_RATIO = 0.2
+# Any peak, crossing the threshold or pooled, is dropped where a peak found in the same search
+# within POOL_ECHO_MS and POOL_ECHO_UM is 1 / FAR_ECHO_RATIO = 10x as large or more: the far
+# field and late phase of a spike 30-55x the noise still cross 5x 130-220 um away, 0.5-1 ms
+# apart, on a 30 um grid, where de-duplication and the after-wave rule (within radius_um) do
+# not look. Bench 8 x 8 at 30 um: precision 0.989 -> 0.993 (12x: 0.989; 8x: 0.995, but dense
+# recall -0.2 points; 6x: -0.7).
+FAR_ECHO_RATIO = 0.1
 
 # Peeling (see `Templates`). Fixed rather than parameters: measured on the bench recordings,
 # and none trades recall for precision the way peel_threshold_mad does.
@@ -102,8 +109,11 @@ TEMPLATE_BEFORE_MS, TEMPLATE_AFTER_MS = 1.5, 3.0  # the filtered spike's extent 
 # still reaches 5-15x the noise 60-80 um away: with 40 channels (62 um) the tail left behind
 # made three quarters of the peaks found after subtraction, even with the true templates; with
 # 64 (79 um), the far field 80-120 um away, 0.1-0.5 ms after a large spike, made most of the
-# false spikes peel_apart_share lets through (96: dense precision 0.9943 -> 0.996, no recall lost)
-TEMPLATE_MAX_CHANNELS = 96
+# false spikes peel_apart_share lets through (96: dense precision 0.9943 -> 0.996, no recall lost);
+# with 96 (97 um), on dense grids the bench never saw (seeds 7 and 11), the far field of spikes
+# 40-50x the noise 100-110 um away crossed 4.5x in what remains: precision 0.988 (112: 0.995-0.996;
+# 128: the same, bench dense recall -0.05 points)
+TEMPLATE_MAX_CHANNELS = 112
 # isolated spikes a peak channel needs for templates of its own: 8, not 10, gives units that
 # fire slowly or crowd a dense grid a template (64 ch: +0.4 points of recall, dense +0.1)
 TEMPLATE_MIN_SPIKES = 8
@@ -233,9 +243,7 @@ class DetectionParams(BaseModel):
         five time constants of the lowest filter frequency, plus the longest look-around."""
         filter_margin = int(math.ceil(5.0 / self.freq_min_hz * sampling_rate_hz))
         look = max(self.dead_time_ms, self.spatial_dead_time_ms, self.echo_window_ms)
-        if self.pool_threshold_mad > 0 or (self.peel and self.peel_pool_threshold_mad > 0):
-            # a pooled spike is weighed against the spikes this far from it
-            look += POOL_ECHO_MS
+        look += POOL_ECHO_MS  # a spike is weighed against the spikes this far from it (its far field)
         peel = peel_reach(sampling_rate_hz) if self.peel else 0
         return filter_margin + int(math.ceil(look * 1e-3 * sampling_rate_hz)) + peel + 1
 

@@ -9,10 +9,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..arrays import ranges
 from ..table import SpikeTable
 from . import _kernels
 from .filters import noise_levels
 from .params import (
+    FAR_ECHO_RATIO,
     POOL_ECHO_MS,
     POOL_ECHO_RATIO,
     POOL_ECHO_UM,
@@ -128,7 +130,8 @@ def find_peaks(preprocessed: np.ndarray, sampling_rate_hz: float, params: Detect
     after subtracting known spikes). pool_noise (`pooled_noise`): with it, spikes below the
     threshold on every electrode are found where the pooled traces show them (params.pool_threshold_mad).
     earlier: spikes found before and taken out of these traces (peeling); a pooled spike is
-    also weighed against them, as `earlier_ratio` times their size."""
+    also weighed against them, as `earlier_ratio` times their size. Any peak that one 10x as
+    large explains (FAR_ECHO_RATIO: within 2 ms and 300 um, its far field) is dropped."""
     x = np.ascontiguousarray(preprocessed, dtype=np.float32)
     n_samples, n_channels = x.shape
     start, stop = valid if valid is not None else (0, n_samples)
@@ -136,17 +139,19 @@ def find_peaks(preprocessed: np.ndarray, sampling_rate_hz: float, params: Detect
     pool = None
     if pool_noise is not None and params.pool_threshold_mad > 0 and params.peak_sign == "neg":
         pool = pooling(channel_locations_um, n_channels)
+    look = int(round(POOL_ECHO_MS * 1e-3 * sampling_rate_hz))  # a far field's reach (the caller's margin has it)
+    lo, hi = max(0, start - look), min(n_samples, stop + look)
     if pool is None:
-        t, ch = _find(x, sampling_rate_hz, params, noise_uv, channel_locations_um, start, stop)
-        return SpikeTable(t, ch, x[t, ch])
+        t, ch = _find(x, sampling_rate_hz, params, noise_uv, channel_locations_um, lo, hi)
+        t, ch = _far_field_dropped(x, t, ch, _inverse(noise_uv), channel_locations_um, sampling_rate_hz)
+        inside = (t >= start) & (t < stop)
+        return SpikeTable(t[inside], ch[inside], x[t[inside], ch[inside]])
     # The pooled spikes' samples are marked just beyond the threshold (the more so the lower
     # they lie on their own electrode), so that a spike that crosses it wins, and the
     # extremes are found as for any other; x (the caller's array) is restored after. Marks
     # reach as far around [lo, hi) as a peak is compared with its channel and neighbours.
     noise = np.asarray(noise_uv, dtype=np.float32)
     inv = _inverse(noise)
-    look = int(round(POOL_ECHO_MS * 1e-3 * sampling_rate_hz))
-    lo, hi = max(0, start - look), min(n_samples, stop + look)
     reach = params.dead_time_samples(sampling_rate_hz) + int(round(params.spatial_dead_time_ms * 1e-3
                                                                    * sampling_rate_hz))
     mt, mc = _kernels.kernels.pooled_marks(x, inv, POOL_Z_MIN, params.threshold_mad, params.pool_threshold_mad,
@@ -171,10 +176,35 @@ def find_peaks(preprocessed: np.ndarray, sampling_rate_hz: float, params: Detect
         te, ce = earlier.sample_index[by_time], earlier.channel_index[by_time]
         echo |= _echoes(t[pooled], ch[pooled], z[pooled], te, ce, np.abs(earlier.amplitude_uv[by_time] * inv[ce])
                         * earlier_ratio, pool.distances_um, look)
-    keep = (t >= start) & (t < stop)
+    keep = np.ones(t.size, bool)
     keep[pooled[echo]] = False
-    t, ch = t[keep], ch[keep]
-    return SpikeTable(t, ch, x[t, ch])
+    t, ch = _far_field_dropped(x, t[keep], ch[keep], inv, channel_locations_um, sampling_rate_hz)
+    inside = (t >= start) & (t < stop)
+    return SpikeTable(t[inside], ch[inside], x[t[inside], ch[inside]])
+
+
+def _far_field_dropped(x: np.ndarray, t: np.ndarray, ch: np.ndarray, inv_noise: np.ndarray,
+                       channel_locations_um: np.ndarray | None, sampling_rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """The peaks (t sorted) without those a peak FAR_ECHO_RATIO^-1 times as large explains
+    (within POOL_ECHO_MS and POOL_ECHO_UM: its far field and late phase)."""
+    if channel_locations_um is None or t.size < 2:
+        return t, ch
+    z = np.abs(x[t, ch] * inv_noise[ch])
+    look = int(round(POOL_ECHO_MS * 1e-3 * sampling_rate_hz))
+    far = _echoes(t, ch, z, t, ch, z * FAR_ECHO_RATIO, _distances(channel_locations_um, x.shape[1]), look)
+    return t[~far], ch[~far]
+
+
+def _distances(channel_locations_um: np.ndarray, n_channels: int) -> np.ndarray:
+    loc = np.ascontiguousarray(channel_locations_um, dtype=np.float64).reshape(n_channels, -1)
+    return _distances_of(loc.tobytes(), n_channels)
+
+
+@lru_cache(maxsize=8)
+def _distances_of(locations: bytes, n_channels: int) -> np.ndarray:
+    out = np.sqrt(_squared_distances(np.frombuffer(locations, dtype=np.float64).reshape(n_channels, -1)))
+    out.flags.writeable = False  # shared by every call
+    return out
 
 
 def _echoes(t: np.ndarray, ch: np.ndarray, z: np.ndarray, t_src: np.ndarray, ch_src: np.ndarray,
@@ -183,9 +213,13 @@ def _echoes(t: np.ndarray, ch: np.ndarray, z: np.ndarray, t_src: np.ndarray, ch_
     (t_src sorted, ch_src, z_src) lies within +-look samples and POOL_ECHO_UM, and is at least
     as large (z_src, scaled by the caller's ratio, >= z)."""
     out = np.zeros(t.size, bool)
-    for i in range(t.size):
-        a, b = np.searchsorted(t_src, t[i] - look, "left"), np.searchsorted(t_src, t[i] + look, "right")
-        out[i] = bool(((distances_um[ch[i], ch_src[a:b]] <= POOL_ECHO_UM) & (z_src[a:b] >= z[i])).any())
+    if not t.size:
+        return out
+    large = z_src >= z.min()  # only these can explain a spike: few
+    t_src, ch_src, z_src = t_src[large], ch_src[large], z_src[large]
+    i, j = ranges(np.searchsorted(t_src, t - look, "left"), np.searchsorted(t_src, t + look, "right"))
+    hit = (distances_um[ch[i], ch_src[j]] <= POOL_ECHO_UM) & (z_src[j] >= z[i])
+    out[i[hit]] = True
     return out
 
 
