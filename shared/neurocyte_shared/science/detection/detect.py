@@ -16,8 +16,9 @@ Pipeline, with SpikeInterface's defaults and names:
     -> peeling (params.peel, on by default): every spike found is subtracted as its best
     fitting template, learned once from the whole recording's isolated spikes, and what
     remains is searched again at peel_threshold_mad (and pooled at peel_pool_threshold_mad),
-    for spikes that a larger one nearby hid within the de-duplication window. Peeling must not invent spikes: a spike is
-    subtracted only where its template explains it (peel_min_share), a spike found in what
+    for spikes that a larger one nearby hid within the de-duplication window. Peeling must
+    not invent spikes: a spike is subtracted only where its template explains it
+    (peel_min_share), a spike found in what
     remains is kept only where a template explains it (peel_accept_share), and a template
     that leaves spike-sized peaks on its own isolated spikes is not used (peel_max_invented).
 

@@ -73,7 +73,6 @@ class Pooling(NamedTuple):
     index: np.ndarray  # channels x most neighbours (int32)
     weight: np.ndarray  # the same shape (float32)
     count: np.ndarray  # neighbours per channel, itself included (int32)
-    distances_um: np.ndarray  # channels x channels
 
 
 def pooling(channel_locations_um: np.ndarray | None, n_channels: int) -> Pooling | None:
@@ -95,7 +94,7 @@ def _pooling(locations: bytes, n_channels: int) -> Pooling | None:
     weight = np.where(np.arange(index.shape[1])[None, :] < count[:, None],
                       np.exp(-d2[rows, index] / (2 * POOL_SIGMA_UM**2)), 0.0)
     weight /= np.sqrt((weight**2).sum(axis=1, keepdims=True))
-    out = Pooling(index, weight.astype(np.float32), count, np.sqrt(d2))
+    out = Pooling(index, weight.astype(np.float32), count)
     for a in out:
         a.flags.writeable = False  # shared by every call
     return out
@@ -141,17 +140,43 @@ def find_peaks(preprocessed: np.ndarray, sampling_rate_hz: float, params: Detect
         pool = pooling(channel_locations_um, n_channels)
     look = int(round(POOL_ECHO_MS * 1e-3 * sampling_rate_hz))  # a far field's reach (the caller's margin has it)
     lo, hi = max(0, start - look), min(n_samples, stop + look)
-    if pool is None:
-        t, ch = _find(x, sampling_rate_hz, params, noise_uv, channel_locations_um, lo, hi)
-        t, ch = _far_field_dropped(x, t, ch, _inverse(noise_uv), channel_locations_um, sampling_rate_hz)
-        inside = (t >= start) & (t < stop)
-        return SpikeTable(t[inside], ch[inside], x[t[inside], ch[inside]])
-    # The pooled spikes' samples are marked just beyond the threshold (the more so the lower
-    # they lie on their own electrode), so that a spike that crosses it wins, and the
-    # extremes are found as for any other; x (the caller's array) is restored after. Marks
-    # reach as far around [lo, hi) as a peak is compared with its channel and neighbours.
     noise = np.asarray(noise_uv, dtype=np.float32)
     inv = _inverse(noise)
+    if pool is None:
+        t, ch = _find(x, sampling_rate_hz, params, noise, channel_locations_um, lo, hi)
+        pooled = np.zeros(0, np.int64)
+    else:
+        t, ch, pooled = _find_pooled(x, sampling_rate_hz, params, noise, inv, channel_locations_um, pool, pool_noise,
+                                     lo, hi)
+    keep = (t >= start) & (t < stop)
+    if channel_locations_um is not None and t.size:
+        distances = distances_um(channel_locations_um, n_channels)
+        z = np.abs(x[t, ch] * inv[ch])
+        keep &= ~_echoes(t, ch, z, t, ch, z * FAR_ECHO_RATIO, distances, look)
+        if pooled.size:
+            found = np.ones(t.size, bool)
+            found[pooled] = False  # t is sorted, so the spikes found (not pooled) are too
+            echo = _echoes(t[pooled], ch[pooled], z[pooled], t[found], ch[found], z[found] * POOL_ECHO_RATIO,
+                           distances, look)
+            if earlier is not None and len(earlier):
+                by_time = np.argsort(earlier.sample_index, kind="stable")
+                te, ce = earlier.sample_index[by_time], earlier.channel_index[by_time]
+                echo |= _echoes(t[pooled], ch[pooled], z[pooled], te, ce,
+                                np.abs(earlier.amplitude_uv[by_time] * inv[ce]) * earlier_ratio, distances, look)
+            keep[pooled[echo]] = False
+    t, ch = t[keep], ch[keep]
+    return SpikeTable(t, ch, x[t, ch])
+
+
+def _find_pooled(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, noise: np.ndarray,
+                 inv: np.ndarray, channel_locations_um: np.ndarray, pool: Pooling, pool_noise: np.ndarray,
+                 lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t, ch, which of them are pooled spikes) in [lo, hi). The pooled spikes' samples are
+    marked just beyond the threshold (the more so the lower they lie on their own electrode),
+    so that a spike that crosses it wins, and the extremes are found as for any other; x (the
+    caller's array) is restored after. Marks reach as far around [lo, hi) as a peak is
+    compared with its channel and neighbours."""
+    n_samples, n_channels = x.shape
     reach = params.dead_time_samples(sampling_rate_hz) + int(round(params.spatial_dead_time_ms * 1e-3
                                                                    * sampling_rate_hz))
     mt, mc = _kernels.kernels.pooled_marks(x, inv, POOL_Z_MIN, params.threshold_mad, params.pool_threshold_mad,
@@ -164,38 +189,11 @@ def find_peaks(preprocessed: np.ndarray, sampling_rate_hz: float, params: Detect
         t, ch = _find(x, sampling_rate_hz, params, noise, channel_locations_um, lo, hi)
     finally:
         x[mt, mc] = held
-    pooled = np.flatnonzero(np.isin(t * n_channels + ch, mt * n_channels + mc))
-    z = np.abs(x[t, ch] * inv[ch])
-    found = np.ones(t.size, bool)
-    found[pooled] = False
-    # t is sorted, so the spikes found (not pooled) are too
-    echo = _echoes(t[pooled], ch[pooled], z[pooled], t[found], ch[found], z[found] * POOL_ECHO_RATIO,
-                   pool.distances_um, look)
-    if earlier is not None and len(earlier):
-        by_time = np.argsort(earlier.sample_index, kind="stable")
-        te, ce = earlier.sample_index[by_time], earlier.channel_index[by_time]
-        echo |= _echoes(t[pooled], ch[pooled], z[pooled], te, ce, np.abs(earlier.amplitude_uv[by_time] * inv[ce])
-                        * earlier_ratio, pool.distances_um, look)
-    keep = np.ones(t.size, bool)
-    keep[pooled[echo]] = False
-    t, ch = _far_field_dropped(x, t[keep], ch[keep], inv, channel_locations_um, sampling_rate_hz)
-    inside = (t >= start) & (t < stop)
-    return SpikeTable(t[inside], ch[inside], x[t[inside], ch[inside]])
+    return t, ch, np.flatnonzero(np.isin(t * n_channels + ch, mt * n_channels + mc))
 
 
-def _far_field_dropped(x: np.ndarray, t: np.ndarray, ch: np.ndarray, inv_noise: np.ndarray,
-                       channel_locations_um: np.ndarray | None, sampling_rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
-    """The peaks (t sorted) without those a peak FAR_ECHO_RATIO^-1 times as large explains
-    (within POOL_ECHO_MS and POOL_ECHO_UM: its far field and late phase)."""
-    if channel_locations_um is None or t.size < 2:
-        return t, ch
-    z = np.abs(x[t, ch] * inv_noise[ch])
-    look = int(round(POOL_ECHO_MS * 1e-3 * sampling_rate_hz))
-    far = _echoes(t, ch, z, t, ch, z * FAR_ECHO_RATIO, _distances(channel_locations_um, x.shape[1]), look)
-    return t[~far], ch[~far]
-
-
-def _distances(channel_locations_um: np.ndarray, n_channels: int) -> np.ndarray:
+def distances_um(channel_locations_um: np.ndarray, n_channels: int) -> np.ndarray:
+    """channels x channels, um (cached per layout, read-only: shared by every call)."""
     loc = np.ascontiguousarray(channel_locations_um, dtype=np.float64).reshape(n_channels, -1)
     return _distances_of(loc.tobytes(), n_channels)
 
@@ -203,7 +201,7 @@ def _distances(channel_locations_um: np.ndarray, n_channels: int) -> np.ndarray:
 @lru_cache(maxsize=8)
 def _distances_of(locations: bytes, n_channels: int) -> np.ndarray:
     out = np.sqrt(_squared_distances(np.frombuffer(locations, dtype=np.float64).reshape(n_channels, -1)))
-    out.flags.writeable = False  # shared by every call
+    out.flags.writeable = False
     return out
 
 

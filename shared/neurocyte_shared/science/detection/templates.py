@@ -30,7 +30,7 @@ from .params import (
     _template_after,
     _template_before,
 )
-from .peaks import _rank_in_row, _squared_distances, find_peaks
+from .peaks import _distances_of, _rank_in_row, find_peaks
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,7 @@ def _layout(channel_locations_um: np.ndarray | None, n_channels: int, radius_um:
 
 @lru_cache(maxsize=8)
 def _layout_of(locations: bytes, n_channels: int, radius_um: float) -> _Layout:
-    loc = np.frombuffer(locations, dtype=np.float64).reshape(n_channels, -1)
-    distances = np.sqrt(_squared_distances(loc))
+    distances = _distances_of(locations, n_channels)  # the one copy detection uses too
     rows, cols = np.nonzero(distances <= radius_um)
     order = np.lexsort((cols, distances[rows, cols], rows))  # per channel: nearest first, ties by index
     rows, cols = rows[order], cols[order]
