@@ -353,9 +353,9 @@ def test_a_pooled_spike_is_weighed_against_the_spikes_found_before_it_was_search
     assert hits(100.0) == crossing  # 7x: their far field; what crosses the threshold on its own stays
 
 
-def test_a_spike_10x_smaller_than_one_180_um_away_a_millisecond_before_is_its_far_field():
+def test_a_spike_12x_smaller_than_one_180_um_away_a_millisecond_before_is_its_far_field():
     # Beyond radius_um neither de-duplication nor the after-wave rule sees the large spike: what
-    # crosses the threshold there within 2 ms, 10x smaller or more (FAR_ECHO_RATIO), is its far
+    # crosses the threshold there within 2 ms, 12x smaller or more (FAR_ECHO_RATIO), is its far
     # field; a crossing larger than that, or one with no large spike near it, is a spike.
     loc = _grid(16)
     x = _noise(256, 80_000, seed=5)
@@ -370,7 +370,7 @@ def test_a_spike_10x_smaller_than_one_180_um_away_a_millisecond_before_is_its_fa
     for t, k in zip(times, kind):
         x[t - 80 : t + 120] += small_spike * (6.5 if k % 2 == 0 else 16.0)  # peaks 20 samples after t
         if k < 2:
-            x[t - 100 : t + 100] += big_spike * 120.0  # its far field, 1 / 10 of it: 12x
+            x[t - 100 : t + 100] += big_spike * 120.0  # its far field: what is 1 / 12 of it, 10x, or less
 
     table = detect_spikes(x, FS, DetectionParams(peel=False), channel_locations_um=loc)
     near = np.linalg.norm(loc[table.channel_index] - small, axis=1) <= 2 * PITCH_UM

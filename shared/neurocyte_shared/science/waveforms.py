@@ -12,6 +12,16 @@ BEFORE_MS, AFTER_MS = 1.0, 2.0  # the waveform shown around each spike's peak
 PER_WINDOW = 50  # spikes per electrode and window that are summed: enough for a mean, cheap to gather
 
 
+@dataclass(frozen=True)
+class Taken:
+    """Spikes' waveforms taken from a window's traces (`Waveforms.take`), not yet summed."""
+
+    sample_index: np.ndarray
+    channel_index: np.ndarray
+    snippets: np.ndarray  # spikes x width, float32
+    given: np.ndarray  # each one's position among the spikes take was given
+
+
 @dataclass
 class Waveforms:
     """Per channel: the sum and the sum of squares of its spikes' filtered waveforms (uV, on its
@@ -37,18 +47,31 @@ class Waveforms:
     def add(self, x: np.ndarray, sample_index: np.ndarray, channel_index: np.ndarray) -> None:
         """Sum the first PER_WINDOW spikes of each channel (time order) from preprocessed traces
         x (samples x channels); spikes too near x's ends are left out."""
+        self.add_taken(self.take(x, sample_index, channel_index))
+
+    def take(self, x: np.ndarray, sample_index: np.ndarray, channel_index: np.ndarray) -> Taken:
+        """The spikes' waveforms from x, to be summed later (`add_taken`), when x has changed
+        and which of the spikes are kept is known; spikes too near x's ends are left out."""
         t, c = np.asarray(sample_index, np.int64), np.asarray(channel_index, np.int64)
         ok = (t >= self.before) & (t + self.width - self.before <= x.shape[0])
         t, c = t[ok], c[ok]
-        order = np.lexsort((t, c))
-        t, c = t[order], c[order]
-        first = np.searchsorted(c, c, "left")
-        keep = np.arange(c.size) - first < PER_WINDOW
-        t, c = t[keep], c[keep]
-        if not t.size:
-            return
         snippets = x[t[:, None] + np.arange(-self.before, self.width - self.before)[None, :], c[:, None]]
-        snippets = snippets.astype(np.float64)
+        return Taken(t, c, snippets.astype(np.float32), np.flatnonzero(ok))
+
+    def add_taken(self, taken: Taken, keep: np.ndarray | None = None) -> None:
+        """Sum the first PER_WINDOW taken spikes of each channel (time order); keep: a mask over
+        the spikes `take` was given, those to sum."""
+        t, c, snippets = taken.sample_index, taken.channel_index, taken.snippets
+        if keep is not None:
+            kept = np.asarray(keep, bool)[taken.given]
+            t, c, snippets = t[kept], c[kept], snippets[kept]
+        order = np.lexsort((t, c))
+        by_channel = c[order]
+        first = np.searchsorted(by_channel, by_channel, "left")
+        chosen = order[np.arange(order.size) - first < PER_WINDOW]
+        if not chosen.size:
+            return
+        c, snippets = c[chosen], snippets[chosen].astype(np.float64)
         np.add.at(self.total, c, snippets)
         np.add.at(self.squares, c, snippets * snippets)
         self.count += np.bincount(c, minlength=self.count.size)

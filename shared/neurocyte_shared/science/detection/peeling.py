@@ -16,6 +16,7 @@ from .params import (
     PEEL_ECHO_RATIO,
     PEEL_FIT_CHANNELS,
     PEEL_FIT_MS,
+    PEEL_OTHERS_SHARE,
     PEEL_RATIO,
     PEEL_SCALE,
     PEEL_SHIFT,
@@ -61,10 +62,12 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     found = find_peaks(x, sampling_rate_hz, params, noise_uv=noise_uv, channel_locations_um=channel_locations_um,
                        valid=(max(0, start - reach), min(n_samples, stop + reach)), pool_noise=pool_noise)
     inside = (found.sample_index >= start) & (found.sample_index < stop)
-    if waveforms is not None:  # before anything is subtracted
-        waveforms.add(x, found.sample_index[inside], found.channel_index[inside])
     if len(templates) == 0 or len(found) == 0:
+        if waveforms is not None:
+            waveforms.add(x, found.sample_index[inside], found.channel_index[inside])
         return SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside])
+    # taken before anything is subtracted, summed once it is known which spikes are kept
+    taken = None if waveforms is None else waveforms.take(x, found.sample_index, found.channel_index)
     block = max(1, int(round(PEEL_BLOCK_MS * 1e-3 * sampling_rate_hz)))
     order = np.lexsort((found.channel_index, found.sample_index, -np.abs(found.amplitude_uv),
                         (found.sample_index + first_sample) // block))
@@ -72,6 +75,12 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     first, cand = _candidates(templates, layout)
     fit = _Fit(templates, first, cand, sampling_rate_hz, noise_uv)
     placed = fit.subtract(x, found.sample_index[order], found.channel_index[order], params.peel_min_share)
+    theirs = np.zeros(len(found), bool)
+    theirs[order] = _explained_by_others(x, found.sample_index[order], found.channel_index[order],
+                                         found.amplitude_uv[order], placed[1], noise_uv, params)
+    inside &= ~theirs
+    if taken is not None:
+        waveforms.add_taken(taken, inside)
     # What remains is searched as the traces were, pooled detection included (at its own
     # threshold): a spike under the threshold on every electrode, found in the first search
     # only where pooling shows it, may lie beside a larger one that made it an echo there.
@@ -112,6 +121,22 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     return SpikeTable.concat([
         SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside]),
         SpikeTable(t[explained], c[explained], a[explained], np.ones(int(explained.sum()), bool))])
+
+
+def _explained_by_others(x: np.ndarray, t: np.ndarray, c: np.ndarray, amplitude_uv: np.ndarray,
+                         template: np.ndarray, noise_uv: np.ndarray, params: DetectionParams) -> np.ndarray:
+    """Which found spikes (t, c) were the others': no template of their own was subtracted
+    (template -1), and in what remains, x with the spikes around them subtracted, their peak
+    (within a sample) has fallen by PEEL_OTHERS_SHARE of it or more, below peel_threshold_mad
+    x the noise. Such a crossing was the far field or late phase of larger spikes nearby, or
+    noise on top of it (matching pursuit: a spike is kept where what the larger ones explain
+    leaves it standing)."""
+    n = x.shape[0]
+    around = np.stack([x[np.clip(t + k, 0, n - 1), c] for k in (-1, 0, 1)])
+    peak = {"neg": lambda v: -v.min(0), "pos": lambda v: v.max(0)}.get(params.peak_sign,
+                                                                      lambda v: np.abs(v).max(0))(around)
+    return ((template < 0) & (peak < params.peel_threshold_mad * np.asarray(noise_uv)[c])
+            & (peak <= (1.0 - PEEL_OTHERS_SHARE) * np.abs(amplitude_uv)))
 
 
 class _Fit:
