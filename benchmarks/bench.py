@@ -68,6 +68,8 @@ DATASETS = [  # name, channels, seconds, rate, units, family
     ("common_mode_64ch_60s", 64, 60.0, 20000.0, 24, "common_mode"),
     ("bursting_64ch_60s", 64, 60.0, 20000.0, 24, "bursting"),
     ("hybrid_mcs_64ch_60s", 64, 60.0, 20000.0, 24, "hybrid"),
+    ("bursting_grid_64ch_60s", 64, 60.0, 20000.0, 30, "bursting_grid"),
+    ("nuisance_grid_64ch_60s", 64, 60.0, 20000.0, 25, "nuisance_grid"),
 ]
 LONG = ("64ch_240s_20kHz", 64, 240.0, 20000.0, 24, "si")  # 4x the first: memory must not grow
 WIDE = ("1024ch_30s_20kHz", 1024, 30.0, 20000.0, 300, "si")  # a real array's width, for --jobs

@@ -35,6 +35,9 @@ FAMILIES = {
                    "+-15 %): the median reference leaves an electrode's share of it",
     "bursting": "units that fire in bursts (4-8 spikes, 4-8 ms apart) with the amplitude shrinking within a "
                 "burst (x0.85 per spike, down to half), and slow drift (20 um over the recording, in 10 steps)",
+    "bursting_grid": "as bursting (with the drift), on an 8 x 8 grid at 17.5 um with 30 units and 7 uV noise: "
+                     "bursts on a dense array, where a large spike's far field reaches the electrodes around it",
+    "nuisance_grid": "as nuisance, on an 8 x 8 grid at 30 um with 25 units and 8 uV noise",
     "hybrid": "known templates (SNR 4-20, each on one electrode as at this pitch) injected into real Multi "
               "Channel Systems noise (8 real channels, mirror-tiled in time and shifted per block to 64 channels, "
               "8 x 8 at 200 um)",
@@ -72,6 +75,9 @@ def generate(out: Path, name: str, channels: int, seconds: float, rate: float, u
     print(json.dumps({"name": name, "family": family, "spikes": int(spikes.size), "units": int(templates.shape[0]),
                       "snr_min": float((amplitude / noise_uv).min()), "snr_max": float((amplitude / noise_uv).max())}))
 
+GRID_PITCH_UM = {"dense": 17.5, "grid30": 30.0, "bursting_grid": 17.5, "nuisance_grid": 30.0}
+NOISE_UV = {"bursting_grid": 7.0, "nuisance_grid": 8.0}  # the generator's white noise; 5 uV elsewhere
+
 
 def _grid(columns: int, rows: int, pitch_um: float) -> np.ndarray:
     return np.array([[x * pitch_um, y * pitch_um] for y in range(rows) for x in range(columns)], float)
@@ -93,16 +99,16 @@ def _family(family: str, out: Path, name: str, channels: int, seconds: float, ra
     n = int(seconds * rate)
     ms_before, ms_after = 1.0, 3.0
     nbefore = int(ms_before * rate / 1000)
-    if family in ("dense", "grid30"):
+    if family in GRID_PITCH_UM:
         side = int(round(np.sqrt(channels)))
-        locations = _grid(side, channels // side, 17.5 if family == "dense" else 30.0)
+        locations = _grid(side, channels // side, GRID_PITCH_UM[family])
     elif family == "hybrid":
         locations = _grid(8, channels // 8, 200.0)
     else:  # as the si family's probe
         probe = generate_multi_columns_probe(num_columns=2, num_contact_per_column=channels // 2, xpitch=20,
                                              ypitch=20)
         locations = probe.contact_positions[:, :2].astype(float)
-    steps = 10 if family == "bursting" else 1  # drift: each unit at `steps` positions, in turn
+    steps = 10 if family.startswith("bursting") else 1  # drift: each unit at `steps` positions, in turn
     unit_loc = generate_unit_locations(units, locations, margin_um=10.0, minimum_z=5.0, maximum_z=50.0,
                                        minimum_distance=10.0 if family == "dense" else 20.0, seed=seed)
     if steps > 1:  # 20 um along y over the recording
@@ -123,11 +129,11 @@ def _family(family: str, out: Path, name: str, channels: int, seconds: float, ra
         templates = templates * (rng.uniform(4.0, 20.0, units) * noise_uv / peak)[:, None, None]
         parent = NumpyRecording([background.astype(np.float32)], rate)
     else:
-        noise_uv = 5.0
+        noise_uv = NOISE_UV.get(family, 5.0)
         parent = NoiseGeneratorRecording(num_channels=channels, sampling_frequency=rate, durations=[seconds],
                                          dtype="float32", seed=seed, noise_block_size=int(rate),
                                          noise_levels=noise_uv, strategy="on_the_fly")
-    if family == "bursting":
+    if family.startswith("bursting"):
         samples, labels, factor = _bursting_trains(units, n, rate, steps, rng)
         sorting = NumpySorting.from_samples_and_labels([samples], [labels], rate,
                                                        unit_ids=np.arange(units * steps))
@@ -192,7 +198,7 @@ def write_binary(rec, out: Path, name: str, rate: float, channels: int, location
                  family: str = "si", seed: int = 0) -> None:
     step = int(rate)  # one second at a time: bounded memory
     nuisance = _Nuisance(channels, rate, seed, 40.0 if family == "common_mode" else 8.0) \
-        if family in ("nuisance", "common_mode") else None
+        if family in ("nuisance", "common_mode", "nuisance_grid") else None
     with open(out / f"{name}.bin", "wb") as f:
         n = rec.get_num_samples()
         for start in range(0, n, step):
