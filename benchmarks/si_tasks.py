@@ -75,6 +75,7 @@ def generate(out: Path, name: str, channels: int, seconds: float, rate: float, u
     print(json.dumps({"name": name, "family": family, "spikes": int(spikes.size), "units": int(templates.shape[0]),
                       "snr_min": float((amplitude / noise_uv).min()), "snr_max": float((amplitude / noise_uv).max())}))
 
+
 GRID_PITCH_UM = {"dense": 17.5, "grid30": 30.0, "bursting_grid": 17.5, "nuisance_grid": 30.0}
 NOISE_UV = {"bursting_grid": 7.0, "nuisance_grid": 8.0}  # the generator's white noise; 5 uV elsewhere
 

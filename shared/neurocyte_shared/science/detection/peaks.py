@@ -129,8 +129,8 @@ def find_peaks(preprocessed: np.ndarray, sampling_rate_hz: float, params: Detect
     after subtracting known spikes). pool_noise (`pooled_noise`): with it, spikes below the
     threshold on every electrode are found where the pooled traces show them (params.pool_threshold_mad).
     earlier: spikes found before and taken out of these traces (peeling); a pooled spike is
-    also weighed against them, as `earlier_ratio` times their size. Any peak that one 10x as
-    large explains (FAR_ECHO_RATIO: within 2 ms and 300 um, its far field) is dropped."""
+    also weighed against them, as `earlier_ratio` times their size. Any peak that one
+    1 / FAR_ECHO_RATIO times as large explains (within 2 ms and 300 um: its far field) is dropped."""
     x = np.ascontiguousarray(preprocessed, dtype=np.float32)
     n_samples, n_channels = x.shape
     start, stop = valid if valid is not None else (0, n_samples)

@@ -67,7 +67,7 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
             waveforms.add(x, found.sample_index[inside], found.channel_index[inside])
         return SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside])
     # taken before anything is subtracted, summed once it is known which spikes are kept
-    taken = None if waveforms is None else waveforms.take(x, found.sample_index, found.channel_index)
+    taken = None if waveforms is None else waveforms.take(x, found.sample_index[inside], found.channel_index[inside])
     block = max(1, int(round(PEEL_BLOCK_MS * 1e-3 * sampling_rate_hz)))
     order = np.lexsort((found.channel_index, found.sample_index, -np.abs(found.amplitude_uv),
                         (found.sample_index + first_sample) // block))
@@ -78,9 +78,9 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
     theirs = np.zeros(len(found), bool)
     theirs[order] = _explained_by_others(x, found.sample_index[order], found.channel_index[order],
                                          found.amplitude_uv[order], placed[1], noise_uv, params)
-    inside &= ~theirs
     if taken is not None:
-        waveforms.add_taken(taken, inside)
+        waveforms.add_taken(taken, ~theirs[inside])
+    inside &= ~theirs
     # What remains is searched as the traces were, pooled detection included (at its own
     # threshold): a spike under the threshold on every electrode, found in the first search
     # only where pooling shows it, may lie beside a larger one that made it an echo there.
@@ -133,8 +133,8 @@ def _explained_by_others(x: np.ndarray, t: np.ndarray, c: np.ndarray, amplitude_
     leaves it standing)."""
     n = x.shape[0]
     around = np.stack([x[np.clip(t + k, 0, n - 1), c] for k in (-1, 0, 1)])
-    peak = {"neg": lambda v: -v.min(0), "pos": lambda v: v.max(0)}.get(params.peak_sign,
-                                                                      lambda v: np.abs(v).max(0))(around)
+    sign = {"neg": -1.0, "pos": 1.0}.get(params.peak_sign)  # None: both
+    peak = (around * sign).max(axis=0) if sign is not None else np.abs(around).max(axis=0)
     return ((template < 0) & (peak < params.peel_threshold_mad * np.asarray(noise_uv)[c])
             & (peak <= (1.0 - PEEL_OTHERS_SHARE) * np.abs(amplitude_uv)))
 
