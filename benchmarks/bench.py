@@ -359,12 +359,13 @@ def _same_channel_near(t: np.ndarray, c: np.ndarray, t_other: np.ndarray, c_othe
 PER_CHANNEL = ("--radius-um", "0", "--dead-time-ms", "1.0")
 NO_PEEL = ("--no-peel",)  # what peeling costs and adds
 # Peeling's safeguards, each turned off alone and all at once: what each costs in recall and
-# saves in precision, on every family.
+# saves in precision, on every family; and the matched search of what remains, off: what it adds.
 SAFEGUARDS_OFF = {
     "neurocyte_no_min_share": ("--peel-min-share", "0"),
     "neurocyte_no_accept": ("--peel-accept-share", "0"),
     "neurocyte_no_template_check": ("--peel-max-invented", "1"),
     "neurocyte_no_safeguards": ("--peel-min-share", "0", "--peel-accept-share", "0", "--peel-max-invented", "1"),
+    "neurocyte_no_matched": ("--matched-threshold-mad", "0"),
 }
 LABELS = {
     "neurocyte": "neurocyte detect",
@@ -374,6 +375,7 @@ LABELS = {
     "neurocyte_no_accept": "  peel-accept-share 0",
     "neurocyte_no_template_check": "  peel-max-invented 1",
     "neurocyte_no_safeguards": "  no safeguards",
+    "neurocyte_no_matched": "  matched search off",
     "by_channel": "SI by_channel",
     "locally_exclusive": "SI locally_exclusive",
 }

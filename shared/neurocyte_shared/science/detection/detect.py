@@ -57,6 +57,8 @@ from .filters import (
     reference_sums,
     strong_common_mode,
 )
+from .matched import pooled_block
+from .matched import wanted as matched_pooling
 from .params import REFERENCE_CHUNKS, DetectionParams
 from .peaks import find_peaks, pooled_noise
 from .peeling import peel_and_detect
@@ -117,7 +119,7 @@ def detect_spikes(
             waveforms.add(x, found.sample_index, found.channel_index)
         return found
     if templates is None:
-        templates = learn_templates([x], sampling_rate_hz, params, noise, channel_locations_um)
+        templates = learn_templates([x], sampling_rate_hz, params, noise, channel_locations_um, pool_noise)
     return peel_and_detect(x, sampling_rate_hz, params, noise_uv=noise, channel_locations_um=channel_locations_um,
                            templates=templates, valid=valid, first_sample=first_sample, waveforms=waveforms,
                            pool_noise=pool_noise)
@@ -204,7 +206,8 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
                   channel_locations_um=channel_locations_um)
             found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um, room.left(i))
             room.add(i, found.counts)
-            return levels, found, common, pooled_noise(core, levels, channel_locations_um, params)
+            return (levels, found, common, pooled_noise(core, levels, channel_locations_um, params),
+                    pooled_block(core, levels, matched_pooling(params, channel_locations_um, core.shape[1])))
 
         results = [r for r in map_(chunk, range(len(starts))) if r is not None]
         noise = _median_of([r[0] for r in results])
@@ -224,8 +227,10 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
         noise, pooled, results = learn(gains)
     if not params.peel:
         return Learned(noise, None, gains, pooled)
-    return Learned(noise, _templates((r[1] for r in results), sampling_rate_hz, params, channel_locations_um,
-                                     noise.size, noise), gains, pooled)
+    templates = _templates((r[1] for r in results), sampling_rate_hz, params, channel_locations_um, noise.size,
+                           noise)
+    return Learned(noise, templates.with_matched_noise(sampling_rate_hz, [r[4] for r in results], pooled), gains,
+                   pooled)
 
 
 def _median_of(levels: list[np.ndarray]) -> np.ndarray:

@@ -168,6 +168,26 @@ PEEL_OTHERS_SHARE = 0.1
 PEEL_RATIO = 0.8  # a peak in what remains must be this large against what was subtracted there
 PEEL_FOOTPRINT = 0.25  # a template's own channels: where it reaches this share of its largest amplitude
 
+# The matched search of what remains (`matched.find_matched`): the pooled traces through a
+# filter of the recording's mean spike shape. Its noise is measured on the first
+# MATCHED_LEARN_SAMPLES of each learning chunk; a candidate is a trough of an electrode's
+# trace at least MATCHED_Z_MIN x its noise deep, scored at the filter's peak within
+# MATCHED_SHIFT samples of it, where the pooled traces lie MATCHED_POOL_MIN deep or more. Its
+# cost: about 4 % of detection's time on the dense and 384-channel families (one job); with
+# 2.0 and 2.5, twice that, for up to 0.2 % more of the spikes.
+MATCHED_KERNEL_MS = (0.2, 0.3)  # the kernel: this long before and after the trough
+MATCHED_LEARN_SAMPLES = 256
+MATCHED_SHIFT = 2
+MATCHED_Z_MIN = 2.5
+MATCHED_POOL_MIN = 3.0
+MATCHED_NEAR_MS = 2.0
+MATCHED_ECHO_MS = 3.0
+MATCHED_ECHO_UM = 300.0
+MATCHED_NEAR_UM = 100.0
+MATCHED_FAR_MS = 1.5
+MATCHED_FAR_UM = 500.0
+MATCHED_FAR_RATIO = 3.0
+
 
 class DetectionParams(BaseModel):
     """Every detection parameter, with its unit in its name and its default stated once."""
@@ -208,6 +228,10 @@ class DetectionParams(BaseModel):
         5.0, ge=0, description="pooled detection on what remains after subtraction, at this many times the pooled "
         "traces' noise (0: off)")
     peel_radius_um: float = Field(200.0, gt=0, description="a template spans the channels within this radius")
+    matched_threshold_mad: float = Field(
+        5.5, ge=0, description="with peel: what remains, pooled over nearby electrodes and filtered with the "
+        "recording's mean spike shape, holds a spike where it passes this many times its noise (0: off; negative "
+        "peaks only)")
     # Peeling's safeguards: it must not invent spikes (the bench shows what each costs and gains)
     peel_min_share: float = Field(
         0.5, ge=0, le=1, description="a spike is subtracted only if its template removes this share of the "

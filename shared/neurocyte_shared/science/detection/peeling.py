@@ -9,6 +9,7 @@ from ..arrays import ranges
 from ..table import SpikeTable
 from ..waveforms import Waveforms
 from . import _kernels
+from .matched import find_matched, matched_kernel, wanted
 from .params import (
     CANDIDATE_UM,
     PEEL_APART_MS,
@@ -118,9 +119,23 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
         second = np.flatnonzero(apart)[np.argsort(-np.abs(a[apart]), kind="stable")]
         explained[second] = fit.subtract(x, t[second], c[second], params.peel_apart_share,
                                          prior=prior, prior_min_share=params.peel_min_share)[1] >= 0
-    return SpikeTable.concat([
-        SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside]),
-        SpikeTable(t[explained], c[explained], a[explained], np.ones(int(explained.sum()), bool))])
+    t, c, a = t[explained], c[explained], a[explained]
+    tables = [SpikeTable(found.sample_index[inside], found.channel_index[inside], found.amplitude_uv[inside]),
+              SpikeTable(t, c, a, np.ones(t.size, bool))]
+    # Last, what remains of everything subtracted is searched with the matched filter
+    # (`matched`): neurons too small for a threshold or a template of their own.
+    if (templates.matched_noise is not None and pool_noise is not None and channel_locations_um is not None
+            and wanted(params, channel_locations_um, n_channels) is not None):
+        kernel, at = matched_kernel(templates.waveforms[:, :, 0], templates.before, sampling_rate_hz)
+        ft = np.concatenate([found.sample_index, t])
+        fc = np.concatenate([found.channel_index, c])
+        fz = np.abs(np.concatenate([found.amplitude_uv, a])) / np.asarray(noise_uv, np.float32)[fc]
+        mt, mc, ma = find_matched(x, sampling_rate_hz, params, noise_uv=noise_uv,
+                                  channel_locations_um=channel_locations_um, pool_noise=pool_noise, kernel=kernel,
+                                  at=at, filter_noise=templates.matched_noise, found_t=ft, found_c=fc, found_z=fz,
+                                  valid=(start, stop))
+        tables.append(SpikeTable(mt, mc, ma, np.ones(mt.size, bool)))
+    return SpikeTable.concat(tables)
 
 
 def _explained_by_others(x: np.ndarray, t: np.ndarray, c: np.ndarray, amplitude_uv: np.ndarray,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -44,6 +44,9 @@ class Templates:
     n_support: np.ndarray
     anchor: np.ndarray
     before: int
+    # per channel, the matched filter's noise on the pooled traces (`matched.matched_noise`);
+    # None: no matched search
+    matched_noise: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.anchor.size)
@@ -58,8 +61,9 @@ class Templates:
         import io
 
         buf = io.BytesIO()
+        extra = {} if self.matched_noise is None else {"matched_noise": self.matched_noise}
         np.savez(buf, waveforms=self.waveforms, support=self.support, n_support=self.n_support,
-                 anchor=self.anchor, before=np.int64(self.before))
+                 anchor=self.anchor, before=np.int64(self.before), **extra)
         return buf.getvalue()
 
     @staticmethod
@@ -68,7 +72,19 @@ class Templates:
 
         z = np.load(io.BytesIO(data))
         return Templates(z["waveforms"].astype(np.float32), z["support"].astype(np.int32),
-                         z["n_support"].astype(np.int32), z["anchor"].astype(np.int32), int(z["before"]))
+                         z["n_support"].astype(np.int32), z["anchor"].astype(np.int32), int(z["before"]),
+                         z["matched_noise"].astype(np.float32) if "matched_noise" in z.files else None)
+
+    def with_matched_noise(self, sampling_rate_hz: float, blocks: list, pool_noise: np.ndarray | None) -> Templates:
+        """These templates with the matched filter's noise measured on `blocks` (the learning
+        chunks' `matched.pooled_block`s); as they are where there is nothing to measure."""
+        blocks = [b for b in blocks if b is not None]
+        if len(self) == 0 or not blocks or pool_noise is None:
+            return self
+        from .matched import matched_kernel, matched_noise
+
+        kernel, at = matched_kernel(self.waveforms[:, :, 0], self.before, sampling_rate_hz)
+        return replace(self, matched_noise=matched_noise(blocks, pool_noise, kernel, at))
 
 
 @dataclass(frozen=True)
@@ -105,11 +121,20 @@ def _layout_of(locations: bytes, n_channels: int, radius_um: float) -> _Layout:
 
 
 def learn_templates(chunks, sampling_rate_hz: float, params: DetectionParams, noise_uv: np.ndarray,
-                    channel_locations_um: np.ndarray | None) -> Templates:
-    """Templates from preprocessed chunks (samples x channels arrays) of one recording."""
+                    channel_locations_um: np.ndarray | None, pool_noise: np.ndarray | None = None) -> Templates:
+    """Templates from preprocessed chunks (samples x channels arrays) of one recording; with
+    pool_noise (`peaks.pooled_noise`), the matched filter's noise too."""
+    from .detect import noise_chunk_starts
+    from .matched import pooled_block, wanted
+
     per_chunk = [_snippets(x, sampling_rate_hz, params, noise_uv, channel_locations_um) for x in chunks]
     n_channels = chunks[0].shape[1] if per_chunk else 1
-    return _templates(per_chunk, sampling_rate_hz, params, channel_locations_um, n_channels, noise_uv)
+    templates = _templates(per_chunk, sampling_rate_hz, params, channel_locations_um, n_channels, noise_uv)
+    pool = wanted(params, channel_locations_um, n_channels)
+    # where `learn_recording` would take its chunks of an array this long: the same blocks
+    blocks = [pooled_block(x[s:], noise_uv, pool) for x in chunks
+              for s in noise_chunk_starts(x.shape[0], sampling_rate_hz, params)]
+    return templates.with_matched_noise(sampling_rate_hz, blocks, pool_noise)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,9 @@ _EXPORTS = {
                    "Tuple((i8[::1], i4[::1]))(f4[:, ::1], f4[::1], i8, i8, i8, i8, f4, i8, i8, i4[:, ::1], i4[::1])"),
     "pooled_marks": ("pooled_marks", "Tuple((i8[::1], i4[::1]))(f4[:, ::1], f4[::1], f8, f8, f8, i4[:, ::1], "
                                      "f4[:, ::1], i4[::1], f4[::1], i8, i8)"),
+    "matched_marks": ("matched_marks", "Tuple((i8[::1], i4[::1], f4[::1]))(f4[:, ::1], f4[::1], f8, i8, i4[:, ::1], "
+                                       "f4[:, ::1], i4[::1], f4[::1], i8, i8, f4[::1], f8, f4[::1], f8, i8, "
+                                       "i8)"),
     "pooled_rows": ("pooled_rows", "void(f4[:, ::1], f4[::1], i4[:, ::1], f4[:, ::1], i4[::1], i8, f4[:, ::1])"),
     "peel": ("peel", "void(f4[:, ::1], i8[::1], i4[::1], f4[:, :, ::1], i4[:, ::1], i4[::1], f4[::1], i8[::1], "
                      "i8[::1], i8, i8, f8, f8, i8, i8, i8, f8, f8, i8[::1], i4[::1], f4[::1], i8[::1], i4[::1], "
@@ -153,6 +156,14 @@ class _Compiled:
         return self.module.pooled_marks(
             _c(x, np.float32), _c(inv_noise, np.float32), float(z_min), float(threshold), float(pooled_threshold),
             _c(index, np.int32), _c(weight, np.float32), _c(count, np.int32), _c(inv_scale, np.float32), int(start),
+            int(stop))
+
+    def matched_marks(self, x, inv_noise, z_min, half, index, weight, count, kernel, at, shift, inv_pool,
+                      pool_min, inv_scale, threshold, start, stop):
+        return self.module.matched_marks(
+            _c(x, np.float32), _c(inv_noise, np.float32), float(z_min), int(half), _c(index, np.int32),
+            _c(weight, np.float32), _c(count, np.int32), _c(kernel, np.float32), int(at), int(shift),
+            _c(inv_pool, np.float32), float(pool_min), _c(inv_scale, np.float32), float(threshold), int(start),
             int(stop))
 
     def pooled_rows(self, x, inv_noise, index, weight, count, step, out):

@@ -30,6 +30,7 @@ from neurocyte_shared.science.kernels.codes import (  # noqa: F401
 from neurocyte_shared.science.kernels.jit_peaks import (  # noqa: F401
     find_peaks,
     gather_snippets,
+    matched_marks,
     peel,
     pooled_marks,
     pooled_rows,

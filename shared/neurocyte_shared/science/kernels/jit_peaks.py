@@ -423,3 +423,71 @@ def pooled_rows(x, inv_noise, index, weight, count, step, out):
         t = i * step
         for c in range(n_c):
             out[i, c] = _pooled(x, t, c, inv_noise, index, weight, count) if count[c] >= 2 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def matched_marks(x, inv_noise, z_min, half, index, weight, count, kernel, at, shift, inv_pool, pool_min, inv_scale,
+                  threshold, start, stop):
+    """Spikes the matched filter shows in [start, stop): a trough of a channel's trace at least
+    z_min deep in units of its noise (the lowest within +-half samples), where the traces
+    pooled over its neighbours (`_pooled`, times inv_pool: in units of their noise) lie below
+    -pool_min and, correlated with kernel (its trough at `at`), peak within +-shift samples at
+    threshold or more (times inv_scale: in units of the filter's noise). Returns (sample of
+    the filter's peak, channel, score) arrays, by trough then channel."""
+    n_t, n_c = x.shape
+    width = kernel.shape[0]
+    span = width + 2 * shift
+    pooled = np.empty(span, np.float32)
+    cap = 1024
+    ts = np.empty(cap, np.int64)
+    cs = np.empty(cap, np.int32)
+    ss = np.empty(cap, np.float32)
+    n = 0
+    lo = max(start, half, at + shift)
+    hi = min(stop, n_t - half, n_t - (width - at) - shift)
+    for t in range(lo, hi):
+        hit = 0
+        for c in range(n_c):  # branch-free: most rows have no sample that low
+            hit |= x[t, c] * inv_noise[c] < -z_min
+        if hit == 0:
+            continue
+        for c in range(n_c):
+            v = x[t, c]
+            if v * inv_noise[c] >= -z_min or count[c] < 2 or inv_scale[c] == 0.0:
+                continue
+            trough = True
+            for d in range(1, half + 1):
+                if x[t - d, c] < v or x[t + d, c] < v:
+                    trough = False
+                    break
+            if not trough or _pooled(x, t, c, inv_noise, index, weight, count) * inv_pool[c] > -pool_min:
+                continue
+            t0 = t - shift - at
+            for j in range(span):  # each pooled sample once, for every shift
+                pooled[j] = _pooled(x, t0 + j, c, inv_noise, index, weight, count)
+            best = -1e30
+            best_t = t
+            for s in range(2 * shift + 1):
+                m = 0.0
+                for j in range(width):
+                    m += kernel[j] * pooled[s + j]
+                if m > best:
+                    best = m
+                    best_t = t + s - shift
+            best *= inv_scale[c]
+            if best < threshold:
+                continue
+            if n == cap:
+                cap *= 2
+                ts2 = np.empty(cap, np.int64)
+                cs2 = np.empty(cap, np.int32)
+                ss2 = np.empty(cap, np.float32)
+                ts2[:n] = ts[:n]
+                cs2[:n] = cs[:n]
+                ss2[:n] = ss[:n]
+                ts, cs, ss = ts2, cs2, ss2
+            ts[n] = best_t
+            cs[n] = c
+            ss[n] = best
+            n += 1
+    return ts[:n].copy(), cs[:n].copy(), ss[:n].copy()
