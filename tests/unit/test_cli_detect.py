@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from neurocyte_cli.main import cli
-from neurocyte_shared.science.detection import DetectionParams, detect_spikes, estimate_noise
+from neurocyte_shared.science.detection import DetectionParams, detect_spikes, learn_recording
 from neurocyte_shared.science.synthetic import SyntheticSpec, grid_locations, write_recording
 
 
@@ -24,9 +24,13 @@ def test_detect_command_matches_whole_array_detection(tmp_path):
 
     raw = np.fromfile(bin_path, "<i2").reshape(-1, 16)
     params = DetectionParams()
-    noise = estimate_noise(lambda a, b: raw[a:b], raw.shape[0], spec.sampling_rate_hz, params, spec.gain_uv)
-    whole = detect_spikes(raw, spec.sampling_rate_hz, params, gain_uv=spec.gain_uv, noise_uv=noise,
-                          channel_locations_um=grid_locations(16, spec.pitch_um))
+    loc = grid_locations(16, spec.pitch_um)
+    # what the command learns of the whole recording, given to one window that is the whole array
+    learned = learn_recording(lambda a, b: raw[a:b], raw.shape[0], spec.sampling_rate_hz, params, spec.gain_uv,
+                              channel_locations_um=loc)
+    whole = detect_spikes(raw, spec.sampling_rate_hz, params, gain_uv=spec.gain_uv, noise_uv=learned.noise_uv,
+                          channel_locations_um=loc, templates=learned.templates,
+                          reference_gains=learned.reference_gains, pool_noise=learned.pool_noise)
     assert len(whole) > 50
     np.testing.assert_array_equal(got[:, 0], whole.sample_index)
     np.testing.assert_array_equal(got[:, 1], whole.channel_index)

@@ -171,7 +171,11 @@ def test_templates_are_learned_the_same_way_every_time_and_survive_storage():
     for t in (second, again):
         np.testing.assert_array_equal(t.waveforms, first.waveforms)
         np.testing.assert_array_equal(t.support, first.support)
+        np.testing.assert_array_equal(t.matched_noise, first.matched_noise)
         assert t.before == first.before
+    # the matched filter's noise, learned with them, in units of the pooled traces' noise: over
+    # 1, since the filter sums samples the bandpass made alike (1.22 for white noise)
+    assert 1.0 < float(np.median(first.matched_noise)) < 1.6
     # the template of BIG looks like the spike: its trough on its own channel, at `before`
     j = int(np.flatnonzero(first.anchor == BIG)[0])
     own = first.waveforms[j, :, 0]  # support is nearest first: the peak channel itself

@@ -57,7 +57,7 @@ from .filters import (
     reference_sums,
     strong_common_mode,
 )
-from .matched import pooled_block
+from .matched import learning_block
 from .matched import wanted as matched_pooling
 from .params import REFERENCE_CHUNKS, DetectionParams
 from .peaks import find_peaks, pooled_noise
@@ -207,7 +207,7 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
             found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um, room.left(i))
             room.add(i, found.counts)
             return (levels, found, common, pooled_noise(core, levels, channel_locations_um, params),
-                    pooled_block(core, levels, matched_pooling(params, channel_locations_um, core.shape[1])))
+                    learning_block(core, matched_pooling(params, channel_locations_um, core.shape[1])))
 
         results = [r for r in map_(chunk, range(len(starts))) if r is not None]
         noise = _median_of([r[0] for r in results])
@@ -229,8 +229,9 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
         return Learned(noise, None, gains, pooled)
     templates = _templates((r[1] for r in results), sampling_rate_hz, params, channel_locations_um, noise.size,
                            noise)
-    return Learned(noise, templates.with_matched_noise(sampling_rate_hz, [r[4] for r in results], pooled), gains,
-                   pooled)
+    matched = matched_pooling(params, channel_locations_um, noise.size)
+    return Learned(noise, templates.with_matched_noise(sampling_rate_hz, [r[4] for r in results], noise, pooled,
+                                                       matched), gains, pooled)
 
 
 def _median_of(levels: list[np.ndarray]) -> np.ndarray:

@@ -48,15 +48,10 @@ def wanted(params: DetectionParams, channel_locations_um: np.ndarray | None, n_c
     return pooling(channel_locations_um, n_channels)
 
 
-def pooled_block(x: np.ndarray, noise_uv: np.ndarray, pool: Pooling | None) -> np.ndarray | None:
-    """The first MATCHED_LEARN_SAMPLES samples of x pooled (each trace in units of its noise),
-    float16: what `matched_noise` measures the filter's noise on, a few per learning chunk."""
-    if pool is None:
-        return None
-    x = np.ascontiguousarray(x[:MATCHED_LEARN_SAMPLES], dtype=np.float32)
-    out = np.empty(x.shape, np.float32)
-    _kernels.kernels.pooled_rows(x, _inverse(noise_uv), pool.index, pool.weight, pool.count, 1, out)
-    return out.astype(np.float16)
+def learning_block(x: np.ndarray, pool: Pooling | None) -> np.ndarray | None:
+    """The first MATCHED_LEARN_SAMPLES samples of a learning chunk (preprocessed, float16), on
+    which `matched_noise` measures the filter's noise once the recording's noise is known."""
+    return None if pool is None else np.ascontiguousarray(x[:MATCHED_LEARN_SAMPLES], dtype=np.float16)
 
 
 def matched_kernel(waveforms: np.ndarray, before: int, sampling_rate_hz: float) -> tuple[np.ndarray, int]:
@@ -71,17 +66,22 @@ def matched_kernel(waveforms: np.ndarray, before: int, sampling_rate_hz: float) 
     return (k / norm if norm > 0 else k).astype(np.float32), before - a
 
 
-def matched_noise(blocks: list[np.ndarray], pool_noise: np.ndarray, kernel: np.ndarray, at: int) -> np.ndarray:
-    """Per channel, the matched filter's noise (MAD / 0.6745) on the learning chunks' pooled
-    blocks, in units of the pooled noise; 0 where a channel has none."""
+def matched_noise(blocks: list[np.ndarray], noise_uv: np.ndarray, pool: Pooling, pool_noise: np.ndarray,
+                  kernel: np.ndarray) -> np.ndarray:
+    """Per channel, the matched filter's noise (MAD / 0.6745) on the learning chunks' blocks
+    (`learning_block`), pooled as detection pools them, in units of the pooled noise; 0 where
+    a channel has none."""
     values = []
     for block in blocks:
         n = block.shape[0] - kernel.size + 1
         if n <= 0:
             continue
-        out = np.zeros((n, block.shape[1]), np.float32)
+        x = block.astype(np.float32)
+        pooled = np.empty(x.shape, np.float32)
+        _kernels.kernels.pooled_rows(x, _inverse(noise_uv), pool.index, pool.weight, pool.count, 1, pooled)
+        out = np.zeros((n, x.shape[1]), np.float32)
         for j, kj in enumerate(kernel):
-            out += kj * block[j : j + n].astype(np.float32)
+            out += kj * pooled[j : j + n]
         values.append(out)
     if not values:
         return np.zeros(np.asarray(pool_noise).size, np.float32)

@@ -176,9 +176,9 @@ PEEL_FOOTPRINT = 0.25  # a template's own channels: where it reaches this share 
 # cost: about 4 % of detection's time on the dense and 384-channel families (one job); with
 # 2.0 and 2.5, twice that, for up to 0.2 % more of the spikes.
 MATCHED_KERNEL_MS = (0.2, 0.3)  # the kernel: this long before and after the trough
-MATCHED_LEARN_SAMPLES = 256
+MATCHED_LEARN_SAMPLES = 128
 MATCHED_SHIFT = 2
-MATCHED_Z_MIN = 2.5
+MATCHED_Z_MIN = 3.0
 MATCHED_POOL_MIN = 3.0
 MATCHED_NEAR_MS = 2.0
 MATCHED_ECHO_MS = 3.0

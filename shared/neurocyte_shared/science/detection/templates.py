@@ -75,16 +75,17 @@ class Templates:
                          z["n_support"].astype(np.int32), z["anchor"].astype(np.int32), int(z["before"]),
                          z["matched_noise"].astype(np.float32) if "matched_noise" in z.files else None)
 
-    def with_matched_noise(self, sampling_rate_hz: float, blocks: list, pool_noise: np.ndarray | None) -> Templates:
+    def with_matched_noise(self, sampling_rate_hz: float, blocks: list, noise_uv: np.ndarray,
+                           pool_noise: np.ndarray | None, pool) -> Templates:
         """These templates with the matched filter's noise measured on `blocks` (the learning
-        chunks' `matched.pooled_block`s); as they are where there is nothing to measure."""
+        chunks' `matched.learning_block`s); as they are where there is nothing to measure."""
         blocks = [b for b in blocks if b is not None]
-        if len(self) == 0 or not blocks or pool_noise is None:
+        if len(self) == 0 or not blocks or pool_noise is None or pool is None:
             return self
         from .matched import matched_kernel, matched_noise
 
-        kernel, at = matched_kernel(self.waveforms[:, :, 0], self.before, sampling_rate_hz)
-        return replace(self, matched_noise=matched_noise(blocks, pool_noise, kernel, at))
+        kernel, _ = matched_kernel(self.waveforms[:, :, 0], self.before, sampling_rate_hz)
+        return replace(self, matched_noise=matched_noise(blocks, noise_uv, pool, pool_noise, kernel))
 
 
 @dataclass(frozen=True)
@@ -125,16 +126,16 @@ def learn_templates(chunks, sampling_rate_hz: float, params: DetectionParams, no
     """Templates from preprocessed chunks (samples x channels arrays) of one recording; with
     pool_noise (`peaks.pooled_noise`), the matched filter's noise too."""
     from .detect import noise_chunk_starts
-    from .matched import pooled_block, wanted
+    from .matched import learning_block, wanted
 
     per_chunk = [_snippets(x, sampling_rate_hz, params, noise_uv, channel_locations_um) for x in chunks]
     n_channels = chunks[0].shape[1] if per_chunk else 1
     templates = _templates(per_chunk, sampling_rate_hz, params, channel_locations_um, n_channels, noise_uv)
     pool = wanted(params, channel_locations_um, n_channels)
     # where `learn_recording` would take its chunks of an array this long: the same blocks
-    blocks = [pooled_block(x[s:], noise_uv, pool) for x in chunks
-              for s in noise_chunk_starts(x.shape[0], sampling_rate_hz, params)]
-    return templates.with_matched_noise(sampling_rate_hz, blocks, pool_noise)
+    blocks = [learning_block(x[s:], pool) for x in chunks for s in noise_chunk_starts(x.shape[0], sampling_rate_hz,
+                                                                                       params)]
+    return templates.with_matched_noise(sampling_rate_hz, blocks, noise_uv, pool_noise, pool)
 
 
 @dataclass(frozen=True)
