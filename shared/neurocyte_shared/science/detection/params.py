@@ -187,6 +187,7 @@ MATCHED_NEAR_UM = 100.0
 MATCHED_FAR_MS = 1.5
 MATCHED_FAR_UM = 500.0
 MATCHED_FAR_RATIO = 3.0
+MATCHED_SILENCE_MS = 2.0  # nor beside a silenced sample on an electrode it pools
 
 
 class DetectionParams(BaseModel):
