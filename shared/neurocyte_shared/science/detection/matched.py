@@ -91,21 +91,21 @@ def matched_noise(blocks: list[np.ndarray], noise_uv: np.ndarray, pool: Pooling,
 
 
 def find_matched(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams, *, noise_uv: np.ndarray,
-                 channel_locations_um: np.ndarray, pool_noise: np.ndarray, kernel: np.ndarray, at: int,
+                 pool: Pooling, channel_locations_um: np.ndarray, pool_noise: np.ndarray, kernel: np.ndarray, at: int,
                  filter_noise: np.ndarray, found_t: np.ndarray, found_c: np.ndarray, found_z: np.ndarray,
                  valid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spikes in what remains (x, samples x channels) that the matched filter shows beyond
     params.matched_threshold_mad, in [valid): (sample, channel, amplitude in uV). found_*:
-    the spikes found so far (sample, channel, size in units of its electrode's noise)."""
+    the spikes found so far (sample, channel, size in units of its electrode's noise); pool:
+    the layout's pooling (`wanted`)."""
     n, n_c = x.shape
-    pool = pooling(channel_locations_um, n_c)
-    if pool is None or n == 0:
+    if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     x = np.ascontiguousarray(x, dtype=np.float32)
     start, stop = valid
     w = max(1, int(round(params.spatial_dead_time_ms * 1e-3 * sampling_rate_hz)))
     t, c, score = _kernels.kernels.matched_marks(
-        x, _inverse(noise_uv), MATCHED_Z_MIN, w, pool.index, pool.weight, pool.count, np.asarray(kernel, np.float32),
+        x, _inverse(noise_uv), MATCHED_Z_MIN, w, pool.index, pool.weight, pool.count, kernel,
         at, MATCHED_SHIFT, _inverse(pool_noise), MATCHED_POOL_MIN, _inverse(filter_noise), params.matched_threshold_mad,
         max(0, start - w - MATCHED_SHIFT), min(n, stop + w + MATCHED_SHIFT))
     c = c.astype(np.int64)

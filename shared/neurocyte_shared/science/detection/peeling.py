@@ -124,13 +124,13 @@ def peel_and_detect(preprocessed: np.ndarray, sampling_rate_hz: float, params: D
               SpikeTable(t, c, a, np.ones(t.size, bool))]
     # Last, what remains of everything subtracted is searched with the matched filter
     # (`matched`): neurons too small for a threshold or a template of their own.
-    if (templates.matched_noise is not None and pool_noise is not None and channel_locations_um is not None
-            and wanted(params, channel_locations_um, n_channels) is not None):
+    pool = wanted(params, channel_locations_um, n_channels)
+    if pool is not None and templates.matched_noise is not None and pool_noise is not None:
         kernel, at = matched_kernel(templates.waveforms[:, :, 0], templates.before, sampling_rate_hz)
         ft = np.concatenate([found.sample_index, t])
         fc = np.concatenate([found.channel_index, c])
         fz = np.abs(np.concatenate([found.amplitude_uv, a])) / np.asarray(noise_uv, np.float32)[fc]
-        mt, mc, ma = find_matched(x, sampling_rate_hz, params, noise_uv=noise_uv,
+        mt, mc, ma = find_matched(x, sampling_rate_hz, params, noise_uv=noise_uv, pool=pool,
                                   channel_locations_um=channel_locations_um, pool_noise=pool_noise, kernel=kernel,
                                   at=at, filter_noise=templates.matched_noise, found_t=ft, found_c=fc, found_z=fz,
                                   valid=(start, stop))
