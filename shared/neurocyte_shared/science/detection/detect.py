@@ -62,7 +62,7 @@ from .matched import wanted as matched_pooling
 from .params import REFERENCE_CHUNKS, DetectionParams
 from .peaks import find_peaks, pooled_noise
 from .peeling import peel_and_detect
-from .templates import Templates, _Room, _snippets, _templates, learn_templates
+from .templates import ChunkSnippets, Templates, _Room, _snippets, _templates, learn_templates
 
 
 def detect_spikes(
@@ -172,10 +172,12 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
     memory, unlike pooling every chunk) and, with params.peel, the templates (learned from
     each chunk's isolated spikes, found with that chunk's noise). Where the chunks show strong
     common-mode noise (`strong_common_mode`), each channel's gain on the reference is measured
-    on REFERENCE_CHUNKS of them and the pass is made again with it: a recording without
-    costs nothing more. `read(start, stop)` returns raw samples x channels; chunks are read
-    with margins so filtering edges do not count. `map_` may be a thread pool's map: the
-    kernels release the GIL."""
+    and every chunk is learned with it. REFERENCE_CHUNKS of the chunks are learned first and
+    decide: each also measures its share of the gains when its own reference is strong, so a
+    recording with common-mode noise learns those few twice, not every chunk, and one
+    without costs nothing more. `read(start, stop)` returns raw samples x channels; chunks
+    are read with margins so filtering edges do not count. `map_` may be a thread pool's
+    map: the kernels release the GIL."""
     length = int(params.noise_chunk_s * sampling_rate_hz)
     margin = params.margin_samples(sampling_rate_hz)
     starts = noise_chunk_starts(n_samples, sampling_rate_hz, params)
@@ -189,49 +191,65 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
         x = preprocess(raw, sampling_rate_hz, params, gain_uv, offset_uv, reference_gains=gains, reference_out=ref)
         return raw, x, ref, slice(start - lo, start - lo + length), lo
 
-    def learn(gains: np.ndarray | None):
-        room = _Room(len(starts))
+    def chunk(i: int, gains: np.ndarray | None, room: _Room) -> _Chunk | None:
+        raw, x, ref, core_at, lo = referenced(i, gains)
+        core = x[core_at]
+        if core.shape[0] == 0:
+            return None
+        levels, common = noise_levels(core), common_mode_power(ref[core_at])
+        # measured before blanking, on the chunk referenced whole (gains None)
+        sums = (reference_sums(core, ref[core_at])
+                if gains is None and params.reference != "none" and strong_common_mode([common], levels) else None)
+        pooled = pooled_noise(core, levels, channel_locations_um, params)
+        if not params.peel:
+            return _Chunk(i, levels, common, sums, pooled)
+        # templates are learned from what detection reads
+        blank(x, raw, levels, sampling_rate_hz, artefact_mad=params.artefact_mad, first_sample=lo,
+              made=Made(filter_sos(sampling_rate_hz, params), gain_uv, offset_uv, params.reference, ref, gains),
+              channel_locations_um=channel_locations_um)
+        found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um, room.left(i))
+        room.add(i, found.counts)
+        return _Chunk(i, levels, common, sums, pooled, found,
+                      learning_block(core, matched_pooling(params, channel_locations_um, core.shape[1])))
 
-        def chunk(i: int):
-            raw, x, ref, core_at, lo = referenced(i, gains)
-            core = x[core_at]
-            if core.shape[0] == 0:
-                return None
-            levels, common = noise_levels(core), common_mode_power(ref[core_at])
-            if not params.peel:
-                return levels, None, common, pooled_noise(core, levels, channel_locations_um, params)
-            # templates are learned from what detection reads
-            blank(x, raw, levels, sampling_rate_hz, artefact_mad=params.artefact_mad, first_sample=lo,
-                  made=Made(filter_sos(sampling_rate_hz, params), gain_uv, offset_uv, params.reference, ref, gains),
-                  channel_locations_um=channel_locations_um)
-            found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um, room.left(i))
-            room.add(i, found.counts)
-            return (levels, found, common, pooled_noise(core, levels, channel_locations_um, params),
-                    learning_block(core, matched_pooling(params, channel_locations_um, core.shape[1])))
-
-        results = [r for r in map_(chunk, range(len(starts))) if r is not None]
-        noise = _median_of([r[0] for r in results])
-        pooled = None if results[0][3] is None else _median_of([r[3] for r in results])
-        return noise, pooled, results
+    def learn(which, gains: np.ndarray | None, room: _Room) -> list[_Chunk]:
+        return [r for r in map_(lambda i: chunk(i, gains, room), which) if r is not None]
 
     def sums(i: int):
         _, x, ref, core_at, _ = referenced(i, None)
         return reference_sums(x[core_at], ref[core_at])
 
-    gains = None
-    noise, pooled, results = learn(None)
-    if params.reference != "none" and strong_common_mode([r[2] for r in results], noise):
-        results = []  # what this pass learned is not kept: held, it would double the peak memory
-        picked = np.unique(np.linspace(0, len(starts) - 1, min(REFERENCE_CHUNKS, len(starts))).round().astype(int))
-        gains = reference_gains(list(map_(sums, picked)))
-        noise, pooled, results = learn(gains)
+    picked = [int(i) for i in np.unique(np.linspace(0, len(starts) - 1, min(REFERENCE_CHUNKS, len(starts))).round())]
+    gains, room = None, _Room(len(starts))
+    results = learn(picked, None, room)
+    if (params.reference != "none" and results
+            and strong_common_mode([r.common for r in results], _median_of([r.levels for r in results]))):
+        gains = reference_gains([r.sums if r.sums is not None else sums(r.i) for r in results])
+        results = learn(range(len(starts)), gains, _Room(len(starts)))  # what the few learned is not kept
+    else:
+        results = sorted(results + learn([i for i in range(len(starts)) if i not in picked], None, room),
+                         key=lambda r: r.i)
+    noise = _median_of([r.levels for r in results])
+    pooled = None if results[0].pooled is None else _median_of([r.pooled for r in results])
     if not params.peel:
         return Learned(noise, None, gains, pooled)
-    templates = _templates((r[1] for r in results), sampling_rate_hz, params, channel_locations_um, noise.size,
+    templates = _templates((r.found for r in results), sampling_rate_hz, params, channel_locations_um, noise.size,
                            noise)
     matched = matched_pooling(params, channel_locations_um, noise.size)
-    return Learned(noise, templates.with_matched_noise(sampling_rate_hz, [r[4] for r in results], noise, pooled,
+    return Learned(noise, templates.with_matched_noise(sampling_rate_hz, [r.block for r in results], noise, pooled,
                                                        matched), gains, pooled)
+
+
+class _Chunk(NamedTuple):
+    """What one learning chunk gives (`learn_recording`)."""
+
+    i: int
+    levels: np.ndarray
+    common: float  # the reference's variance
+    sums: tuple[np.ndarray, np.ndarray] | None  # its share of the reference gains, where it was measured
+    pooled: np.ndarray | None
+    found: ChunkSnippets | None = None  # its snippets, with peeling
+    block: np.ndarray | None = None  # its share of the matched filter's noise (`matched.learning_block`)
 
 
 def _median_of(levels: list[np.ndarray]) -> np.ndarray:
