@@ -13,6 +13,7 @@ from neurocyte_shared.science.detection import (
     noise_levels,
     preprocess,
 )
+from neurocyte_shared.science.detection.params import REFERENCE_CHUNKS
 from neurocyte_shared.science.synthetic import SyntheticSpec, grid_locations, write_recording
 
 FS = 20_000.0
@@ -223,7 +224,7 @@ def test_each_channel_takes_its_own_share_of_strong_common_mode_noise():
     subtracted whole leaves up to 15 % of it, which buries spikes near the threshold. The
     gains are measured from the recording and the reference scaled by them; where there is
     no common mode to speak of, nothing is measured and the plain median is used."""
-    from neurocyte_shared.science.detection import learn_recording
+    from neurocyte_shared.science.detection import learn_recording, noise_chunk_starts
 
     n_ch, n = 32, 200_000
     rng = np.random.default_rng(3)
@@ -235,10 +236,20 @@ def test_each_channel_takes_its_own_share_of_strong_common_mode_noise():
         _plant(loud, k % n_ch, t, 35.0)  # 7x the electrode's own noise
         _plant(quiet, k % n_ch, t, 35.0)
     params = DetectionParams(peel=False)
-    learned = learn_recording(lambda a, b: loud[a:b], n, FS, params)
+    reads = []
+
+    def read(traces):
+        return lambda a, b: reads.append(a) or traces[a:b]
+
+    learned = learn_recording(read(loud), n, FS, params)
     assert learned.reference_gains is not None
     assert np.abs(learned.reference_gains / np.median(learned.reference_gains) - gains / np.median(gains)).max() < 0.02
-    assert learn_recording(lambda a, b: quiet[a:b], n, FS, params).reference_gains is None
+    # the chunks that measure the gains decide, so only they are read twice
+    chunks = len(noise_chunk_starts(n, FS, params))
+    assert len(reads) == chunks + REFERENCE_CHUNKS
+    reads.clear()
+    assert learn_recording(read(quiet), n, FS, params).reference_gains is None
+    assert len(reads) == chunks
 
     def found(gains_used):
         table = detect_spikes(loud, FS, params, noise_uv=None if gains_used is None else learned.noise_uv,
