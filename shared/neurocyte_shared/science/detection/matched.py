@@ -107,10 +107,13 @@ def find_matched(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams
     t, c, score = _kernels.kernels.matched_marks(
         x, _inverse(noise_uv), MATCHED_Z_MIN, w, pool.index, pool.weight, pool.count, kernel,
         at, MATCHED_SHIFT, _inverse(pool_noise), MATCHED_POOL_MIN, _inverse(filter_noise), params.matched_threshold_mad,
-        max(0, start - w - MATCHED_SHIFT), min(n, stop + w + MATCHED_SHIFT))
+        max(0, start - w - MATCHED_SHIFT), min(n, stop + w + MATCHED_SHIFT),
+        # what is left beside a silenced stretch (a stimulation artefact's, a clipped
+        # electrode's: `filters.blank`) is the filter's ringing, alike on every electrode, and
+        # pooling adds it up (a stimulated recording's pulses made 25 such spikes in 640 pulse
+        # and electrode pairs)
+        int(round(MATCHED_SILENCE_MS * 1e-3 * sampling_rate_hz)))
     c = c.astype(np.int64)
-    keep = ~_by_silence(x, t, c, pool, int(round(MATCHED_SILENCE_MS * 1e-3 * sampling_rate_hz)))
-    t, c, score = t[keep], c[keep], score[keep]
     distances = distances_um(channel_locations_um, n_c)
     keep = ~_beaten(t, c, score, distances, w, float(params.radius_um))
     keep &= (t >= start) & (t < stop)
@@ -118,20 +121,6 @@ def find_matched(x: np.ndarray, sampling_rate_hz: float, params: DetectionParams
     keep = ~_explained(t, c, score, found_t, found_c, found_z, distances, sampling_rate_hz)
     t, c = t[keep], c[keep]
     return t, c, x[t, c].astype(np.float32)
-
-
-def _by_silence(x: np.ndarray, t: np.ndarray, c: np.ndarray, pool: Pooling, within: int) -> np.ndarray:
-    """Which candidates have a silenced sample (exactly 0: a stimulation artefact's or a clipped
-    electrode's, `filters.blank`) within +-within samples on an electrode they pool: what is
-    left beside a silenced stretch is the filter's ringing, alike on every electrode, and
-    pooling adds it up (a stimulated recording's pulses made 25 such spikes in 640 pulse and
-    electrode pairs)."""
-    out = np.zeros(t.size, bool)
-    for i in range(t.size):  # the candidates past the threshold: a few per second
-        cols = pool.index[c[i], : pool.count[c[i]]]
-        lo, hi = max(0, t[i] - within), min(x.shape[0], t[i] + within + 1)
-        out[i] = bool((x[lo:hi][:, cols] == 0).any())
-    return out
 
 
 def _beaten(t: np.ndarray, c: np.ndarray, score: np.ndarray, distances: np.ndarray, within: int,

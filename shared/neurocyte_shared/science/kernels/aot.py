@@ -57,7 +57,7 @@ _EXPORTS = {
                                      "f4[:, ::1], i4[::1], f4[::1], i8, i8)"),
     "matched_marks": ("matched_marks", "Tuple((i8[::1], i4[::1], f4[::1]))(f4[:, ::1], f4[::1], f8, i8, i4[:, ::1], "
                                        "f4[:, ::1], i4[::1], f4[::1], i8, i8, f4[::1], f8, f4[::1], f8, i8, "
-                                       "i8)"),
+                                       "i8, i8)"),
     "pooled_rows": ("pooled_rows", "void(f4[:, ::1], f4[::1], i4[:, ::1], f4[:, ::1], i4[::1], i8, f4[:, ::1])"),
     "peel": ("peel", "void(f4[:, ::1], i8[::1], i4[::1], f4[:, :, ::1], i4[:, ::1], i4[::1], f4[::1], i8[::1], "
                      "i8[::1], i8, i8, f8, f8, i8, i8, i8, f8, f8, i8[::1], i4[::1], f4[::1], i8[::1], i4[::1], "
@@ -159,12 +159,12 @@ class _Compiled:
             int(stop))
 
     def matched_marks(self, x, inv_noise, z_min, half, index, weight, count, kernel, at, shift, inv_pool,
-                      pool_min, inv_scale, threshold, start, stop):
+                      pool_min, inv_scale, threshold, start, stop, silence):
         return self.module.matched_marks(
             _c(x, np.float32), _c(inv_noise, np.float32), float(z_min), int(half), _c(index, np.int32),
             _c(weight, np.float32), _c(count, np.int32), _c(kernel, np.float32), int(at), int(shift),
             _c(inv_pool, np.float32), float(pool_min), _c(inv_scale, np.float32), float(threshold), int(start),
-            int(stop))
+            int(stop), int(silence))
 
     def pooled_rows(self, x, inv_noise, index, weight, count, step, out):
         self.module.pooled_rows(_c(x, np.float32), _c(inv_noise, np.float32), _c(index, np.int32),

@@ -425,15 +425,37 @@ def pooled_rows(x, inv_noise, index, weight, count, step, out):
             out[i, c] = _pooled(x, t, c, inv_noise, index, weight, count) if count[c] >= 2 else 0.0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _silenced_near(x, t, c, index, count, within, zeros, rows):
+    """Whether an electrode channel c pools holds a silenced sample (exactly 0) within
+    +-within samples of t. zeros: each channel's count of them over `rows` samples, which
+    decides without a look for a channel with none or all (a dead electrode)."""
+    partial = False
+    for k in range(count[c]):
+        z = zeros[index[c, k]]
+        if z == rows:
+            return True
+        partial |= z > 0
+    if not partial:
+        return False
+    for s in range(max(0, t - within), min(x.shape[0], t + within + 1)):
+        for k in range(count[c]):
+            e = index[c, k]
+            if zeros[e] > 0 and x[s, e] == 0:
+                return True
+    return False
+
+
 @njit(cache=True, nogil=True)
 def matched_marks(x, inv_noise, z_min, half, index, weight, count, kernel, at, shift, inv_pool, pool_min, inv_scale,
-                  threshold, start, stop):
+                  threshold, start, stop, silence):
     """Spikes the matched filter shows in [start, stop): a trough of a channel's trace at least
     z_min deep in units of its noise (the lowest within +-half samples), where the traces
     pooled over its neighbours (`_pooled`, times inv_pool: in units of their noise) lie below
     -pool_min and, correlated with kernel (its trough at `at`), peak within +-shift samples at
-    threshold or more (times inv_scale: in units of the filter's noise). Returns (sample of
-    the filter's peak, channel, score) arrays, by trough then channel."""
+    threshold or more (times inv_scale: in units of the filter's noise), and no electrode it
+    pools holds a silenced sample (exactly 0) within +-silence samples of that peak. Returns
+    (sample of the filter's peak, channel, score) arrays, by trough then channel."""
     n_t, n_c = x.shape
     width = kernel.shape[0]
     span = width + 2 * shift
@@ -450,6 +472,13 @@ def matched_marks(x, inv_noise, z_min, half, index, weight, count, kernel, at, s
         depth[c] = -z_min / inv_noise[c] if inv_noise[c] > 0 and count[c] >= 2 and inv_scale[c] > 0 else -np.inf
     lo = max(start, half, at + shift)
     hi = min(stop, n_t - half, n_t - (width - at) - shift)
+    # each channel's silenced samples, over every row a candidate's +-silence can reach
+    zeros = np.zeros(n_c, np.int64)
+    z_lo, z_hi = max(0, lo - shift - silence), min(n_t, hi + shift + silence)
+    if silence > 0:
+        for t in range(z_lo, z_hi):
+            for c in range(n_c):
+                zeros[c] += x[t, c] == 0
     for t in range(lo, hi):
         hit = False
         for c in range(n_c):  # branch-free: most rows have no sample that low
@@ -480,7 +509,8 @@ def matched_marks(x, inv_noise, z_min, half, index, weight, count, kernel, at, s
                     best = m
                     best_t = t + s - shift
             best *= inv_scale[c]
-            if best < threshold:
+            if best < threshold or (silence > 0 and _silenced_near(x, best_t, c, index, count, silence, zeros,
+                                                                   z_hi - z_lo)):
                 continue
             if n == cap:
                 cap *= 2
