@@ -200,16 +200,15 @@ def learn_recording(read, n_samples: int, sampling_rate_hz: float, params: Detec
         # measured before blanking, on the chunk referenced whole (gains None)
         sums = (reference_sums(core, ref[core_at])
                 if gains is None and params.reference != "none" and strong_common_mode([common], levels) else None)
-        pooled = pooled_noise(core, levels, channel_locations_um, params)
         if not params.peel:
-            return _Chunk(i, levels, common, sums, pooled)
-        # templates are learned from what detection reads
+            return _Chunk(i, levels, common, sums, pooled_noise(core, levels, channel_locations_um, params))
+        # templates (and the pooled traces' noise) are learned from what detection reads
         blank(x, raw, levels, sampling_rate_hz, artefact_mad=params.artefact_mad, first_sample=lo,
               made=Made(filter_sos(sampling_rate_hz, params), gain_uv, offset_uv, params.reference, ref, gains),
               channel_locations_um=channel_locations_um)
         found = _snippets(core, sampling_rate_hz, params, levels, channel_locations_um, room.left(i))
         room.add(i, found.counts)
-        return _Chunk(i, levels, common, sums, pooled, found,
+        return _Chunk(i, levels, common, sums, pooled_noise(core, levels, channel_locations_um, params), found,
                       learning_block(core, matched_pooling(params, channel_locations_um, core.shape[1])))
 
     def learn(which, gains: np.ndarray | None, room: _Room) -> list[_Chunk]:
