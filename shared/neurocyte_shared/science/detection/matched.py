@@ -13,7 +13,8 @@ explains it: near one (MATCHED_NEAR_MS, MATCHED_NEAR_UM: what a subtraction left
 within MATCHED_ECHO_MS and MATCHED_ECHO_UM of one as large as it, or within MATCHED_FAR_MS and
 MATCHED_FAR_UM of one MATCHED_FAR_RATIO times as large (the far field that templates, cut
 at peel_radius_um, do not subtract: 300-400 um from spikes 20-60x the noise, 0.7-1.2 ms
-before their peak, it summed to 6-7x on the bench's 2-column probes).
+before their peak, it summed to 6-7x on the bench's 2-column probes). Nor within
+MATCHED_SILENCE_MS of a silenced sample on an electrode it pools (an artefact's ringing).
 """
 
 from __future__ import annotations

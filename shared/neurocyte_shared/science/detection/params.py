@@ -173,8 +173,9 @@ PEEL_FOOTPRINT = 0.25  # a template's own channels: where it reaches this share 
 # MATCHED_LEARN_SAMPLES of each learning chunk; a candidate is a trough of an electrode's
 # trace at least MATCHED_Z_MIN x its noise deep, scored at the filter's peak within
 # MATCHED_SHIFT samples of it, where the pooled traces lie MATCHED_POOL_MIN deep or more. Its
-# cost: about 3 % of detection's time (0.04 s of 1.28 s on the nuisance grid, one job); with
-# troughs 2.5x deep on both, twice that, for 0.5 % more of the bursting grid's spikes.
+# cost: about 3 % of detection's time in process (0.04 s of 1.28 s on the nuisance grid, one
+# job), 2-9 % of the whole command on the bench (its row `matched search off`); with troughs
+# 2.5x deep on both, twice that, for 0.5 % more of the bursting grid's spikes.
 MATCHED_KERNEL_MS = (0.2, 0.3)  # the kernel: this long before and after the trough
 MATCHED_LEARN_SAMPLES = 128
 MATCHED_SHIFT = 2
