@@ -92,6 +92,7 @@ def stack(tmp_path_factory) -> Stack:
     # Short visibility (the heartbeat keeps long work covered) so retries happen in seconds.
     os.environ["NEUROCYTE_VISIBILITY_TIMEOUT_S"] = "8"
     os.environ["NEUROCYTE_HEARTBEAT_S"] = "2"
+    os.environ["NEUROCYTE_DEAD_LETTER_SWEEP_S"] = "2"
     # An upload whose manifest came before its files: checked every 2 s, refused after 15 s.
     os.environ["NEUROCYTE_UPLOAD_DEADLINE_S"] = "15"
     os.environ["NEUROCYTE_UPLOAD_RECHECK_S"] = "2"

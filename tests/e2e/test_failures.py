@@ -4,11 +4,14 @@ log line that is a metric), the uploader told once, and an operator can look and
 from __future__ import annotations
 
 import json
+import os
+import signal
 import uuid
 
 import pytest
 from click.testing import CliRunner
 
+from neurocyte_cli import local as L
 from neurocyte_cli.main import cli
 from neurocyte_shared.messaging.bus import encode
 from neurocyte_shared.messaging.events import RecordingRef, ShardReady
@@ -16,7 +19,7 @@ from neurocyte_shared.science.synthetic import SyntheticSpec, write_recording
 from neurocyte_shared.storage import s3io
 from neurocyte_shared.storage.documents import RecordingDocument
 
-from .conftest import wait_for
+from .conftest import mail_body, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -89,3 +92,50 @@ def test_operator_lists_and_redrives_dead_letters(stack, poisoned, monkeypatch):
              "the message back in the dead-letter queue")
     wait_for(lambda: stack.queue_idle("Notifier"), 60, "the notifier to drain")
     assert len([m for m in stack.mail_to(poisoned["email"]) if poisoned["rid"] in json.dumps(m)]) == 1
+
+
+def test_a_worker_killed_on_every_delivery_still_tells_the_uploader(stack, tmp_path, monkeypatch):
+    """SIGKILL (or the kernel's out-of-memory killer) leaves a worker no moment to say anything:
+    after the last delivery SQS moves the message to the dead-letter queue in silence. The stage
+    finds it there, the uploader is told once, and a redrive finishes the recording."""
+    bin_path, json_path, _ = write_recording(tmp_path, "k", SyntheticSpec(n_channels=16, duration_s=4.0, n_units=4))
+    email, rid = "dave@example.org", f"killed-{uuid.uuid4().hex[:8]}"
+    queue = stack.outputs["ChunkerQueueUrl"]
+    before = stack.dead_letters("Chunker")
+    os.killpg(L._read_pid(stack.local, "chunker-0"), signal.SIGKILL)
+    try:
+        stack.upload({"k.bin": bin_path.read_bytes(), "k.json": json_path.read_bytes()}, email=email,
+                     tenant="dave", rid=rid)
+        # This test plays the worker that dies: it takes the message up to its third delivery
+        # (the queue's maxReceiveCount) and never deletes it; the next receive moves it to the
+        # dead-letter queue. (The killed chunker's own long poll may have taken the first.)
+        delivered = 0
+        while delivered < 3:
+            got = wait_for(lambda: stack.sqs.receive_message(QueueUrl=queue, VisibilityTimeout=1, WaitTimeSeconds=2,
+                                                             AttributeNames=["ApproximateReceiveCount"])
+                           .get("Messages"), 60, f"delivery {delivered + 1} of the chunker's message")
+            assert rid in got[0]["Body"]
+            delivered = int(got[0]["Attributes"]["ApproximateReceiveCount"])
+        wait_for(lambda: not stack.sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=2).get("Messages")
+                 and stack.dead_letters("Chunker") == before + 1, 60, "SQS to dead-letter the message")
+        assert not [m for m in stack.mail_to(email) if rid in json.dumps(m)], "told before anyone looked"
+    finally:
+        L.start_services(stack.local, stack.outputs, detectors=2, say=lambda *_: None)
+
+    told = wait_for(lambda: [m for m in stack.mail_to(email) if rid in json.dumps(m)], 120, "the failure email")
+    body = mail_body(told[0])
+    assert "processing failed" in body and "chunker stage" in body and "killed, or ran out of memory" in body
+    logs = stack.local.logs.joinpath("chunker-0.log").read_text()
+    assert any('"found_by": "sweep"' in ln and rid in ln for ln in logs.splitlines())
+
+    # Nothing lost: the operator's redrive finishes it; the sweeps in between told nobody again.
+    monkeypatch.setenv("NEUROCYTE_HOME", str(stack.local.home))
+    monkeypatch.setenv("NEUROCYTE_ENDPOINT", stack.local.endpoint)
+    monkeypatch.setenv("NEUROCYTE_STACK", stack.local.stack)
+    redriven = CliRunner().invoke(cli, ["dlq", "redrive", "--service", "chunker"])
+    assert redriven.exit_code == 0, redriven.output
+    mails = wait_for(lambda: [m for m in stack.mail_to(email) if rid in json.dumps(m)][1:] or None, 240,
+                     "the result email after the redrive")
+    assert "could not be processed" not in json.dumps(mails[0])
+    wait_for(lambda: stack.queue_idle("Notifier"), 60, "the notifier to drain")
+    assert len([m for m in stack.mail_to(email) if rid in json.dumps(m)]) == 2  # the failure, then the result

@@ -103,3 +103,24 @@ def test_poison_message_is_not_acknowledged():
     sqs = FakeSQS(["{garbage"])
     assert not _consumer(sqs, lambda e: [], []).process(sqs.queue[0])
     assert sqs.deleted == []
+
+
+def test_a_dead_letter_nobody_announced_is_announced_and_left_in_its_queue():
+    from neurocyte_shared.messaging.events import ProcessingFailed
+
+    failed = ProcessingFailed(correlation_id="r", recording=REF, recording_name="n", uploader_email="a@b.org",
+                              stage="detector", reason="x")
+    dead = FakeSQS([_body(READY), "not an event"])
+    dead.receive_message = lambda **kw: {"Messages": dead.queue}  # a sweep sees all of a small queue
+    seen, published = [], []
+
+    def on_dead_letter(event, reason):
+        seen.append((event, reason))
+        return [failed] if len(seen) == 1 else []  # the second look finds it already announced
+
+    consumer = _consumer(dead, lambda e: [], published)
+    consumer.on_dead_letter, consumer.dead_letter_url, consumer.max_receive_count = on_dead_letter, "dlq", 3
+    assert consumer.sweep_dead_letters() == 1 and published == [failed]
+    assert seen[0][0] == READY and "each of 3 deliveries" in seen[0][1] and "killed" in seen[0][1]
+    assert consumer.sweep_dead_letters() == 0 and published == [failed]
+    assert dead.deleted == [] and len(dead.queue) == 2  # kept for `neurocyte dlq redrive`

@@ -10,6 +10,12 @@ queue: it becomes visible again after the visibility timeout and, after the queu
 maxReceiveCount, the redrive policy moves it to the dead-letter queue. While a handler
 works, a heartbeat thread extends the message's visibility so a slow shard is never
 handed to a second worker.
+
+A worker that dies on a message's last delivery (killed, out of memory) runs no code to say
+so: SQS moves the message to the dead-letter queue in silence. So the consumer also looks into
+its dead-letter queue now and then (`dead_letter_sweep_s`) and hands each message it finds to
+`on_dead_letter`, which tells the uploader unless someone already did. The messages stay
+there for `neurocyte dlq redrive`.
 """
 
 from __future__ import annotations
@@ -118,6 +124,12 @@ class Consumer:
     # next): returns events to publish, e.g. ProcessingFailed so the uploader hears of it.
     on_give_up: Callable[[Message, str], Sequence[Event]] | None = None
     max_receive_count: int | None = None  # read from the queue's redrive policy when None
+    # Dead-lettered messages nobody announced (the worker died on their last delivery): each is
+    # passed to on_dead_letter every dead_letter_sweep_s, which returns events to publish.
+    on_dead_letter: Callable[[Message, str], Sequence[Event]] | None = None
+    dead_letter_sweep_s: float = 60.0
+    dead_letter_url: str | None = None  # read from the queue's redrive policy when None
+    _next_sweep: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _busy: bool = False
     _base_context: dict[str, Any] = field(default_factory=dict)
@@ -139,11 +151,14 @@ class Consumer:
 
     def run(self, *, max_idle_polls: int | None = None) -> None:
         self._base_context = structlog.contextvars.get_contextvars()
-        if self.max_receive_count is None:
-            self.max_receive_count = self._redrive_max_receives()
+        if self.max_receive_count is None or (self.on_dead_letter and self.dead_letter_url is None):
+            self._read_redrive_policy()
         log.info("consumer_started", queue=self.queue_url.rsplit("/", 1)[-1], max_receive_count=self.max_receive_count)
         idle = 0
         while not self._stop.is_set():
+            if self.on_dead_letter and self.dead_letter_url and time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + self.dead_letter_sweep_s
+                self.sweep_dead_letters()
             response = self.sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=self.max_messages,
@@ -222,13 +237,53 @@ class Consumer:
             if self._stop.is_set():
                 raise SystemExit(0)
 
-    def _redrive_max_receives(self) -> int | None:
+    def _read_redrive_policy(self) -> None:
         try:
             attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["RedrivePolicy"])
-            return int(json.loads(attrs["Attributes"]["RedrivePolicy"])["maxReceiveCount"])
+            policy = json.loads(attrs["Attributes"]["RedrivePolicy"])
+            if self.max_receive_count is None:
+                self.max_receive_count = int(policy["maxReceiveCount"])
+            if self.on_dead_letter and self.dead_letter_url is None:
+                name = policy["deadLetterTargetArn"].rsplit(":", 1)[-1]
+                self.dead_letter_url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
         except Exception as exc:  # no policy, or no permission: no give-up notice, still safe
             log.warning("no_redrive_policy", error=str(exc)[:300])
-            return None
+
+    def sweep_dead_letters(self) -> int:
+        """Pass the dead-lettered messages in view (up to 10 a sweep; SQS shows a sample of
+        a larger queue, a different one each time) to on_dead_letter. Returns how many events
+        that produced. They are looked at, not taken: VisibilityTimeout=0."""
+        assert self.on_dead_letter is not None and self.dead_letter_url is not None
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**self._base_context)
+        try:
+            found = self.sqs.receive_message(QueueUrl=self.dead_letter_url, MaxNumberOfMessages=10,
+                                             VisibilityTimeout=0, WaitTimeSeconds=0).get("Messages", [])
+        except Exception as exc:  # the queue's own work goes on; the next sweep tries again
+            log.warning("dead_letter_sweep_failed", error=str(exc)[:300])
+            return 0
+        deliveries = self.max_receive_count or "all its"
+        reason = (f"the worker stopped without finishing on each of {deliveries} deliveries "
+                  "(it was killed, or ran out of memory)")
+        produced: list[Event] = []
+        for message in found:
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(**self._base_context, message_id=message["MessageId"])
+            try:
+                event = decode(message["Body"])
+                self._bind(event)
+                events = list(self.on_dead_letter(event, reason))
+            except Exception:  # one unreadable letter does not stop the others being looked at
+                log.exception("dead_letter_notice_failed")
+                continue
+            if events:
+                service = self._base_context.get("service", "unknown")
+                log.error("dead_lettered", error=reason, found_by="sweep", **emf("DeadLettered", Service=service))
+                self.publish(events)
+                produced.extend(events)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**self._base_context)
+        return len(produced)
 
     def _gave_up(self, message: Mapping[str, Any], exc: Exception) -> None:
         """The last delivery failed: the queue's redrive policy moves the message to the DLQ.

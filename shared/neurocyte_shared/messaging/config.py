@@ -72,3 +72,7 @@ class Settings(EnvSettings):
                                       description="how long a received message is hidden from other workers (s)")
     heartbeat_s: int = Field(30, ge=1, alias="NEUROCYTE_HEARTBEAT_S",
                              description="a worker extends its message's visibility this often while it works (s)")
+    dead_letter_sweep_s: float = Field(
+        60.0, gt=0, alias="NEUROCYTE_DEAD_LETTER_SWEEP_S",
+        description="a stage looks into its dead-letter queue this often for messages nobody announced, "
+                    "e.g. a worker killed on the last delivery (s)")

@@ -34,8 +34,11 @@ def run_service(name: str, build_handlers: Callable[[Settings], Mapping[type, Ha
         wait_time_s=settings.wait_time_s,
         visibility_timeout_s=settings.visibility_timeout_s,
         heartbeat_s=settings.heartbeat_s,
-        on_give_up=_failure_notice(settings, name) if name not in ("notifier", "ingest") else None,
     )
+    if name not in ("notifier", "ingest"):  # the stages that work on a recording
+        consumer.on_give_up = _failure_notice(settings, name)
+        consumer.on_dead_letter = _failure_notice(settings, name, unless_settled=True)
+        consumer.dead_letter_sweep_s = settings.dead_letter_sweep_s
     consumer.install_signal_handlers()
     consumer.run()
 
@@ -44,19 +47,25 @@ def s3(settings: Settings) -> Any:
     return aws.client("s3", settings.endpoint_url, settings.region)
 
 
-def _failure_notice(settings: Settings, stage: str):
+def _failure_notice(settings: Settings, stage: str, *, unless_settled: bool = False):
     """ProcessingFailed for a recording whose message is about to be dead-lettered: the
-    uploader's address comes from the recording's recording.json."""
+    uploader's address comes from the recording's recording.json. `unless_settled`, for a
+    message found in the dead-letter queue later: nothing when the recording already failed
+    loudly (failed.json) or has a published summary (the letter was a duplicate's)."""
     from neurocyte_shared.messaging.events import ProcessingFailed
     from neurocyte_shared.storage.documents import RecordingDocument
     from neurocyte_shared.storage.layout import failed_key, recording_document_key
-    from neurocyte_shared.storage.s3io import get_bytes, put_json
+    from neurocyte_shared.storage.s3io import get_bytes, head, list_keys, put_json
 
     client = s3(settings)
 
+    def settled(prefix: str) -> bool:
+        return head(client, settings.data_bucket, failed_key(prefix)) is not None or any(
+            k.endswith("/summary.json") for k in list_keys(client, settings.data_bucket, prefix + "results/"))
+
     def notice(event: Any, reason: str) -> list:
         ref = getattr(event, "recording", None)
-        if ref is None:
+        if ref is None or (unless_settled and settled(ref.prefix)):
             return []
         doc = RecordingDocument.model_validate_json(
             get_bytes(client, settings.data_bucket, recording_document_key(ref.prefix))
