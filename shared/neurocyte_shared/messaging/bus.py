@@ -130,6 +130,7 @@ class Consumer:
     dead_letter_sweep_s: float = 60.0
     dead_letter_url: str | None = None  # read from the queue's redrive policy when None
     _next_sweep: float = 0.0
+    _swept: set[str] = field(default_factory=set)  # letters already looked at, by message id
     _stop: threading.Event = field(default_factory=threading.Event)
     _busy: bool = False
     _base_context: dict[str, Any] = field(default_factory=dict)
@@ -179,10 +180,8 @@ class Consumer:
 
     def process(self, message: Mapping[str, Any]) -> bool:
         """Handle one SQS message; True if it was acknowledged (deleted)."""
-        structlog.contextvars.clear_contextvars()  # nothing of the previous message leaks
-        structlog.contextvars.bind_contextvars(**self._base_context)
         receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        structlog.contextvars.bind_contextvars(message_id=message["MessageId"], receive_count=receive_count)
+        self._context(message_id=message["MessageId"], receive_count=receive_count)
         self._busy = True
         heartbeat = _Heartbeat(self.sqs, self.queue_url, message["ReceiptHandle"],
                                self.visibility_timeout_s, self.heartbeat_s)
@@ -254,8 +253,7 @@ class Consumer:
         a larger queue, a different one each time) to on_dead_letter. Returns how many events
         that produced. They are looked at, not taken: VisibilityTimeout=0."""
         assert self.on_dead_letter is not None and self.dead_letter_url is not None
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(**self._base_context)
+        self._context()
         try:
             found = self.sqs.receive_message(QueueUrl=self.dead_letter_url, MaxNumberOfMessages=10,
                                              VisibilityTimeout=0, WaitTimeSeconds=0).get("Messages", [])
@@ -267,36 +265,50 @@ class Consumer:
                   "(it was killed, or ran out of memory)")
         produced: list[Event] = []
         for message in found:
-            structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(**self._base_context, message_id=message["MessageId"])
+            if message["MessageId"] in self._swept:  # a letter stays for days: one look is enough
+                continue
+            self._context(message_id=message["MessageId"])
             try:
                 event = decode(message["Body"])
                 self._bind(event)
                 events = list(self.on_dead_letter(event, reason))
-            except Exception:  # one unreadable letter does not stop the others being looked at
+            except UndecodableMessage as exc:
+                self._swept.add(message["MessageId"])
+                log.error("undecodable_message", error=str(exc)[:2000])
+                continue
+            except Exception:  # e.g. S3 did not answer: looked at again next sweep
                 log.exception("dead_letter_notice_failed")
                 continue
+            self._swept.add(message["MessageId"])
             if events:
-                service = self._base_context.get("service", "unknown")
-                log.error("dead_lettered", error=reason, found_by="sweep", **emf("DeadLettered", Service=service))
+                self._dead_lettered(reason, found_by="sweep")
                 self.publish(events)
                 produced.extend(events)
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(**self._base_context)
+        self._context()
         return len(produced)
+
+    def _context(self, **extra: Any) -> None:
+        """The log context for what comes next: the service's, and `extra`; nothing of the
+        previous message leaks."""
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**self._base_context, **extra)
+
+    def _dead_lettered(self, error: str, **extra: Any) -> None:
+        """The loud line: an error that is also a CloudWatch metric (embedded metric format)."""
+        service = self._base_context.get("service", "unknown")
+        log.error("dead_lettered", error=error, **extra, **emf("DeadLettered", Service=service))
 
     def _gave_up(self, message: Mapping[str, Any], exc: Exception) -> None:
         """The last delivery failed: the queue's redrive policy moves the message to the DLQ.
         Say so loudly: an error line that is also a CloudWatch metric (embedded metric
         format), and, when the handler's owner can tell whom, an event for the uploader."""
-        service = self._base_context.get("service", "unknown")
-        log.error("dead_lettered", error=f"{type(exc).__name__}: {str(exc)[:300]}",
-                  **emf("DeadLettered", Service=service))
+        reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+        self._dead_lettered(reason)
         if self.on_give_up is None:
             return
         try:
             event = decode(message["Body"])
-            produced = list(self.on_give_up(event, f"{type(exc).__name__}: {str(exc)[:300]}"))
+            produced = list(self.on_give_up(event, reason))
             if produced:
                 self.publish(produced)
         except Exception:  # the notice is best effort; the message itself is safe in the DLQ

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import structlog
@@ -36,8 +37,8 @@ def run_service(name: str, build_handlers: Callable[[Settings], Mapping[type, Ha
         heartbeat_s=settings.heartbeat_s,
     )
     if name not in ("notifier", "ingest"):  # the stages that work on a recording
-        consumer.on_give_up = _failure_notice(settings, name)
-        consumer.on_dead_letter = _failure_notice(settings, name, unless_settled=True)
+        consumer.on_give_up = notice = _failure_notice(settings, name)
+        consumer.on_dead_letter = partial(notice, unless_settled=True)
         consumer.dead_letter_sweep_s = settings.dead_letter_sweep_s
     consumer.install_signal_handlers()
     consumer.run()
@@ -47,7 +48,7 @@ def s3(settings: Settings) -> Any:
     return aws.client("s3", settings.endpoint_url, settings.region)
 
 
-def _failure_notice(settings: Settings, stage: str, *, unless_settled: bool = False):
+def _failure_notice(settings: Settings, stage: str):
     """ProcessingFailed for a recording whose message is about to be dead-lettered: the
     uploader's address comes from the recording's recording.json. `unless_settled`, for a
     message found in the dead-letter queue later: nothing when the recording already failed
@@ -63,7 +64,7 @@ def _failure_notice(settings: Settings, stage: str, *, unless_settled: bool = Fa
         return head(client, settings.data_bucket, failed_key(prefix)) is not None or any(
             k.endswith("/summary.json") for k in list_keys(client, settings.data_bucket, prefix + "results/"))
 
-    def notice(event: Any, reason: str) -> list:
+    def notice(event: Any, reason: str, *, unless_settled: bool = False) -> list:
         ref = getattr(event, "recording", None)
         if ref is None or (unless_settled and settled(ref.prefix)):
             return []
